@@ -1,0 +1,1 @@
+"""The library under the task scripts: data, models, Trainer, plotting, command line."""

@@ -1,0 +1,37 @@
+"""`python -m task1`: print the answers to report task 1 (1.a-1.g) with their working."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.errors import UserError, exits_cleanly
+from task1.answers import as_markdown, as_text
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m task1",
+        description="Compute and print the answers to report task 1 (theory, 1.a-1.g) with their "
+                    "working: the convolution by hand, the translation experiment, the size "
+                    "formulas and the parameter table of the 1.g network.")
+    parser.add_argument("--markdown", metavar="PATH", type=Path,
+                        help="also write the answers as a markdown file at PATH, ready to paste "
+                             "into a report")
+    return parser
+
+
+@exits_cleanly
+def main(argv=None) -> None:
+    args = get_args_parser().parse_args(argv)
+    if args.markdown:
+        try:
+            args.markdown.write_text(as_markdown(), encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"cannot write {args.markdown}: {err.strerror or err}") from None
+    print(as_text())
+    if args.markdown:
+        print(f"\nwrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
