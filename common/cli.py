@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -83,4 +84,7 @@ def resume_command(argv: list[str], checkpoint) -> str:
         if a.startswith("--resume="):
             continue
         out.append(a)
-    return " ".join(shlex.quote(a) for a in ["python"] + out + ["--resume", str(checkpoint)])
+    launcher = ["python"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: resume the same way
+        launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
+    return " ".join(shlex.quote(a) for a in launcher + out + ["--resume", str(checkpoint)])

@@ -137,7 +137,8 @@ def _image_folder_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
 
 
 def _decode_image_folder(root: Path, progress: bool) -> dict:
-    from torchvision.io import ImageReadMode, decode_image
+    import numpy as np
+    from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
     from tqdm import tqdm
 
     out = {}
@@ -146,13 +147,14 @@ def _decode_image_folder(root: Path, progress: bool) -> dict:
         for i, (path, _) in enumerate(tqdm(items, desc=f"decoding {split} images", unit="img",
                                            disable=not progress, mininterval=1.0)):
             try:
-                img = decode_image(str(path), mode=ImageReadMode.RGB)
+                with Image.open(path) as im:
+                    pixels = np.array(im.convert("RGB"))
             except Exception as err:
                 raise UserError(f"cannot read image {path}: {err}".splitlines()[0]) from None
-            if img.shape != (3, 32, 32):
-                raise UserError(f"image {path} is {img.shape[2]}x{img.shape[1]}, "
+            if pixels.shape != (32, 32, 3):
+                raise UserError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, "
                                 "CIFAR-10 images must be 32x32")
-            images[i] = img
+            images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = torch.tensor([label for _, label in items], dtype=torch.int64)
     return out
@@ -208,6 +210,9 @@ def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tu
     from .io import save_torch
 
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a folder; point --data-dir (or CIFAR10_DIR) at "
+                        "the CIFAR-10 folder")
     source = detect_source(root) if root.is_dir() else None
     if source is None:
         if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):

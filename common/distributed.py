@@ -45,13 +45,20 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def any_rank(flag: bool, device) -> bool:
-    """True on every rank when it is True on any rank (keeps decisions identical)."""
+def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
+    """Mean of a number and OR of a flag over ranks in one collective (once per training step:
+    the reduced loss, its NaN/inf and a stop request are then the same on every rank)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        return value, flag
+    t = torch.tensor([value, 1.0 if flag else 0.0], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)  # a NaN or inf on any rank stays NaN or inf
+    total, flags = t.tolist()
+    return total / dist.get_world_size(), flags > 0
+
+
+def barrier(device):
+    """Wait for every rank (an all_reduce, which needs no device guess under NCCL)."""
+    all_reduce_sum([0.0], device)
 
 
 def cleanup():

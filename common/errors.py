@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 
@@ -25,7 +26,8 @@ def exits_cleanly(main):
         try:
             return main(*args, **kwargs)
         except (UserError, DivergenceError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank raises the same
+                print(f"error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
         except Interrupted as err:
             print(str(err), file=sys.stderr)

@@ -112,6 +112,8 @@ def train_run(ctx: Context, name: str, model, optimizer, loaders: dict, *, epoch
     resume_from = None
     if args.resume:
         ckpt = Path(args.resume)
+        if not ckpt.is_file():
+            raise UserError(f"--resume {ckpt}: no such checkpoint file")
         if ckpt.resolve().parent == run_dir.resolve():
             resume_from = ckpt
         elif (run_dir / "metrics.json").is_file():

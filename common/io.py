@@ -24,12 +24,24 @@ def ensure_writable_dir(path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files, and the rename kept that mode: metrics and checkpoints were
+# unreadable to anyone else (a shared results folder); give them what open() would
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, _FILE_MODE)
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -49,11 +49,13 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
+    # .cpu(): load_checkpoint maps the file onto the training device, but the generators only
+    # accept CPU byte tensors (on CUDA every resume failed with "does not fit this model")
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class Trainer:
@@ -169,8 +171,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame):
-        self._stop_signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C kills at once
+        self._stop_signal = self._stop_signal or signum  # keep the first one
+        # A second Ctrl-C kills at once. Not under torchrun: it repeats the terminal's Ctrl-C
+        # to every worker a moment later, which must not kill a worker mid-checkpoint (and it
+        # escalates to SIGKILL by itself when workers do not stop).
+        if not self.dist.enabled:
+            signal.signal(signum, signal.SIG_DFL)
 
     def _install_signal_handlers(self):
         self._previous_handlers = {}
@@ -218,6 +224,10 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         })
         self.running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+        if not math.isfinite(val_loss):
+            # the last optimizer step broke the weights although its loss was finite: stop
+            # before they reach checkpoint.pt, so the last good checkpoint stays good
+            self._diverged("validation loss", val_loss)
         check = len(self.history["checks"]) - 1
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_check = val_loss, check
@@ -233,15 +243,26 @@ class Trainer:
         limit = self.config.early_stop_count
         return bool(limit) and self.checks_without_improvement >= limit
 
+    def _diverged(self, what: str, value: float):
+        last_good = (f"; the last good checkpoint is {self.out / CHECKPOINT_NAME}"
+                     if self.out is not None and (self.out / CHECKPOINT_NAME).exists() else "")
+        raise DivergenceError(f"the {what} became {value} at epoch {self.epoch + 1}, step "
+                              f"{self.global_step}; lower the learning rate (--lr){last_good}")
+
     def _interrupt(self):
         self.wall_time_s += time.perf_counter() - self._t0
         self._t0 = time.perf_counter()
         self._save(CHECKPOINT_NAME, self.state_dict())
         self._write_history()
+        # the other ranks wait for rank 0's files: torchrun stops every worker as soon as
+        # one exits non-zero, which could kill rank 0 before its checkpoint is written
+        D.barrier(self.device)
         code = 128 + int(self._stop_signal or signal.SIGINT)
         name = signal.Signals(self._stop_signal or signal.SIGINT).name
         where = f"epoch {self.epoch + 1}, step {self.global_step}"
         msg = f"{name} received at {where}."
+        if not self.dist.is_main:  # one full message (rank 0's) under torchrun
+            raise Interrupted(f"rank {self.dist.rank}: {msg}", code)
         if self.out is not None:
             msg += f" Checkpoint written to {self.out / CHECKPOINT_NAME}."
             if self.config.resume_command:
@@ -269,18 +290,18 @@ class Trainer:
                            dynamic_ncols=True, mininterval=1.0)
                 self.module.train()
                 for x, y in train.batches(self.step_in_epoch):
-                    loss, correct = self._train_step(x, y)
+                    local_loss, correct = self._train_step(x, y)
                     self.step_in_epoch += 1
                     self.global_step += 1
+                    # one collective per step: the loss averaged over ranks (steps.csv), and
+                    # divergence and stop requests decided alike on every rank (a NaN on one
+                    # rank alone used to stop that rank only and leave the others blocked)
+                    loss, stop = D.mean_and_any(local_loss, self._stop_signal is not None,
+                                                self.device)
                     if not math.isfinite(loss):
-                        raise DivergenceError(
-                            f"the training loss became {loss} at epoch {self.epoch + 1}, step "
-                            f"{self.global_step}; lower the learning rate (--lr)"
-                            + (f"; the last good checkpoint is {self.out / CHECKPOINT_NAME}"
-                               if self.out is not None and (self.out / CHECKPOINT_NAME).exists()
-                               else ""))
+                        self._diverged("training loss", loss)
                     self.history["step_loss"].append(loss)
-                    self.running["loss_sum"] += loss * len(y)
+                    self.running["loss_sum"] += local_loss * len(y)
                     self.running["correct"] += correct
                     self.running["count"] += len(y)
                     bar.update(1)
@@ -295,7 +316,7 @@ class Trainer:
                             self._save(CHECKPOINT_NAME, self.state_dict())
                         if stopped_early:
                             break
-                    if D.any_rank(self._stop_signal is not None, self.device):
+                    if stop:
                         self._stop_signal = self._stop_signal or signal.SIGTERM
                         bar.close()
                         self._interrupt()

@@ -1,0 +1,58 @@
+"""Report tasks 3c-3d: Model 1 against each single change the report lists as better or worse,
+one run each (Figure 4: ReLU vs TanH; one table of every variant).
+
+  python task3cd.py --variants baseline,tanh                # Figure 4
+  python task3cd.py --epochs 3                              # every variant, 3-epoch budget
+  python task3cd.py --reuse-baseline outputs/task3/model1   # baseline from a task3 run
+"""
+from __future__ import annotations
+
+from common import cli, experiment, study
+from common.augment import AugmentConfig
+from common.errors import exits_cleanly
+from task3 import MODEL1
+
+V = study.Variant
+VARIANTS = {v.name: v for v in [
+    V("baseline", "Model 1 as in report 3.a (ReLU)"),
+    # report 3.d: "TanH activation with Xavier weight initialization instead of ReLU"
+    V("tanh", "TanH with Xavier initialisation", {"activation": "tanh", "init": "xavier"}),
+    # report 3.c "better" list, reverted one at a time
+    V("batch64", "batch 64 instead of 32", recipe_changes={"batch_size": 64}),
+    V("filters_32_64_128", "filters [32, 64, 128] instead of [64, 64, 64]",
+      {"filters": (32, 64, 128)}),
+    V("no_augment", "no data augmentation", recipe_changes={"augment": AugmentConfig()}),
+    V("no_batchnorm", "no BatchNorm2d after the convolutions", {"batchnorm": False}),
+    V("sgd", "SGD (lr 5e-2, the starter's) instead of AdamW",
+      recipe_changes={"optimizer": "sgd", "lr": 5e-2, "weight_decay": 0.0}),
+    # report 3.c "worse" list
+    V("rotate90", "rotation in [-90, 90] degrees (excessive augmentation)",
+      recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=90)}),
+    V("adam_lr5e-2", "Adam with a high learning rate (5e-2)",
+      recipe_changes={"optimizer": "adam", "lr": 5e-2, "weight_decay": 0.0}),
+    V("dropout", "dropout 0.5 in the classifier", {"dropout": 0.5}),
+    V("batchnorm1d", "BatchNorm1d in the classifier", {"batchnorm1d": True}),
+]}
+
+
+def get_args_parser():
+    return study.make_parser(__doc__, VARIANTS)
+
+
+@exits_cleanly
+def main(argv=None):
+    args = cli.parse_args(get_args_parser(), argv)
+    variants = study.select(VARIANTS, args.variants)
+    ctx = experiment.setup(args, "task3cd")
+    names = {v.name for v in variants}
+    figure = ("task3d_figure4_relu_vs_tanh.png" if names == {"baseline", "tanh"}
+              else "task3c_variants.png")
+    title = ("Figure 4: Model 1 with ReLU vs TanH" if names == {"baseline", "tanh"}
+             else "Task 3c: Model 1 against single changes")
+    budget = f"{args.epochs} epochs each" if args.epochs else "up to 10 epochs, early stopping"
+    study.run_study(ctx, variants, MODEL1, baseline_dir=args.reuse_baseline, figure_name=figure,
+                    figure_title=title, table_note=budget)
+
+
+if __name__ == "__main__":
+    main()

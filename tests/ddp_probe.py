@@ -1,0 +1,73 @@
+"""Run by tests/test_robustness.py under torchrun: task3.py's main(), unchanged, with probes.
+
+  torchrun --standalone --nproc_per_node=2 tests/ddp_probe.py PROBE_DIR TASK3_ARGS...
+
+Each rank records, into PROBE_DIR/rank<R>.json (written here, not by the library): a digest of
+every training image it was given per epoch, every file the library wrote, and what fit()
+returned. The library's own files go to task3's --output-dir as usual.
+"""
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import common.io  # noqa: E402
+from common.loader import TensorLoader  # noqa: E402
+from common.trainer import Trainer  # noqa: E402
+
+probe_dir = Path(sys.argv[1])
+task_args = sys.argv[2:]
+rank = int(os.environ["RANK"])
+record = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]), "seen": {}, "writes": [],
+          "fit": None}
+
+original_prepare = TensorLoader.prepare
+
+
+def prepare(self, images_uint8):
+    """Training batches only (train_eval, val and test loaders have train=False)."""
+    if self.train:
+        seen = record["seen"].setdefault(str(self.epoch), [])
+        seen += [hashlib.sha1(img.cpu().numpy().tobytes()).hexdigest() for img in images_uint8]
+    return original_prepare(self, images_uint8)
+
+
+original_atomic = common.io._atomic
+
+
+def atomic(path, write):
+    record["writes"].append(str(Path(path).resolve()))
+    return original_atomic(path, write)
+
+
+original_fit = Trainer.fit
+
+
+def fit(self, resume=None):
+    result = original_fit(self, resume)
+    record["fit"] = {"result": result,
+                     "checks": [{k: v for k, v in c.items() if k != "wall_time_s"}
+                                for c in self.history["checks"]],
+                     "step_loss": self.history["step_loss"],
+                     "weights": {k: v.double().sum().item() for k, v in
+                                 self.module.state_dict().items()}}
+    return result
+
+
+TensorLoader.prepare = prepare
+common.io._atomic = atomic
+Trainer.fit = fit
+
+import task3  # noqa: E402
+
+sys.argv = [str(ROOT / "task3.py")] + task_args
+try:
+    task3.main()
+finally:
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    with open(probe_dir / f"rank{rank}.json", "w") as f:
+        json.dump(record, f, default=str)
