@@ -1,0 +1,63 @@
+"""Tasks 2-3 scripts end to end on tiny fake data, and the models' shapes and sizes."""
+import csv
+import json
+
+import pytest
+import torch
+
+import task2
+import task3cd
+import task3e
+from common.models import CNN1g, Model1, Model2, count_parameters
+
+
+@pytest.mark.parametrize("model, parameters", [
+    (CNN1g(), 390_410),     # report 1.g
+    (Model1(), 588_426),    # report 3.a, convolutions without bias (BatchNorm follows each)
+    (Model2(), 185_674),    # report 3.a, 3x3 convolutions with padding 1 (2x2 final maps)
+])
+def test_models_give_ten_logits_and_their_parameter_counts(model, parameters):
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(model) == parameters
+
+
+def test_model2_ends_in_2x2_maps_as_the_report_says():
+    features = torch.nn.Sequential(*list(Model2())[:-4])(torch.zeros(1, 3, 32, 32))  # to flatten
+    assert features.shape == (1, 64, 2, 2)
+
+
+def tiny_args(data_dir, out):
+    return ["--data-dir", str(data_dir), "--output-dir", str(out), "--subset", "100",
+            "--epochs", "1", "--batch-size", "20", "--no-progress"]
+
+
+def test_task2_writes_figure1_metrics_and_table_2b(fake_image_folder, tmp_path, capsys):
+    task2.main(tiny_args(fake_image_folder, tmp_path))
+    out = capsys.readouterr().out
+    assert "Table 2.b" in out and "Training" in out and "Validation" in out and "Test" in out
+    assert (tmp_path / "task2_figure1.png").stat().st_size > 10_000
+    metrics = json.loads((tmp_path / "cnn1g" / "metrics.json").read_text())
+    assert set(metrics["final"]) == {"train", "validation", "test"}
+    assert metrics["args"]["recipe"]["optimizer"] == "sgd"
+
+
+@pytest.mark.parametrize("script, variants, figure", [
+    (task3cd, "baseline,tanh", "task3d_figure4_relu_vs_tanh.png"),
+    (task3e, "baseline,silu", "task3e_figure5_improvements.png"),
+])
+def test_study_scripts_write_their_figure_and_one_table_row_per_variant(
+        script, variants, figure, fake_image_folder, tmp_path, capsys):
+    script.main(tiny_args(fake_image_folder, tmp_path) + ["--variants", variants])
+    assert (tmp_path / figure).stat().st_size > 10_000
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == variants.split(",")
+    assert all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    assert variants.split(",")[1] in capsys.readouterr().out
+
+
+def test_unknown_variant_is_a_one_line_error(fake_image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        task3e.main(tiny_args(fake_image_folder, tmp_path) + ["--variants", "baseline,gelu"])
+    assert exit_info.value.code == 2
+    assert "unknown variant(s) gelu" in capsys.readouterr().err
