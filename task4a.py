@@ -8,18 +8,16 @@ CIFAR-10 (Figure 6, final table).
 """
 from __future__ import annotations
 
-import torch
 
 from common import cli, experiment, plotting, resnet, tables
 from common.errors import UserError, exits_cleanly
 from common.loader import IMAGENET_NORMALIZATION
+from common.recipe import Recipe, train_recipe
 
-MAX_EPOCHS = 5           # report Figure 6: converged within a few epochs; early stopping decides
-EARLY_STOP_COUNT = 4     # checks without a better validation loss (two checks per epoch)
-# report 4.a: Adam, lr 5e-4, batch 32, no data augmentation, images resized to 224 (ResNet18's
-# ImageNet size) and normalised with ImageNet's mean and standard deviation
-LR = 5e-4
-BATCH_SIZE = 32
+# report 4.a: Adam, lr 5e-4, batch 32, no data augmentation; Figure 6 converged within a few
+# epochs (at most 5 here, early stopping after 4 checks without a better validation loss)
+RECIPE = Recipe(optimizer="adam", lr=5e-4, batch_size=32, epochs=5, early_stop_count=4)
+# images resized to 224 (ResNet18's ImageNet size), ImageNet's mean and standard deviation
 IMAGE_SIZE = 224
 EVAL_BATCH_SIZE = 100    # at 224 pixels, 500 images per evaluation batch need about 5 GB
 RUN_NAMES = {"imagenet": "resnet18_imagenet", "none": "resnet18_random_init"}
@@ -48,22 +46,17 @@ def main(argv=None):
     if resnet.is_random(args.weights) and not args.output_dir:
         ctx.figure_dir = ctx.output_root  # figures from random weights stay out of plots/
     trainable, frozen = resnet.parameter_counts(model)
-    lr, batch_size = args.lr or LR, args.batch_size or BATCH_SIZE
     if ctx.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "
               f"({' + '.join(resnet.TRAINABLE)}), {frozen:,} frozen")
     resize = args.image_size if args.image_size != 32 else None  # 32: CIFAR-10's own size
-    loaders = experiment.make_loaders(ctx, batch_size, augment=None, resize=resize,
-                                      normalization=IMAGENET_NORMALIZATION,
-                                      eval_batch_size=EVAL_BATCH_SIZE)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
-    result = experiment.train_run(
-        ctx, name, model, optimizer, loaders, epochs=args.epochs or MAX_EPOCHS,
-        early_stop_count=EARLY_STOP_COUNT,
-        recipe={"weights": label, "optimizer": "Adam", "lr": lr, "batch_size": batch_size,
-                "image_size": args.image_size, "trainable": "+".join(resnet.TRAINABLE),
-                "trainable_parameters": trainable, "frozen_parameters": frozen})
+    result = train_recipe(
+        ctx, name, model, RECIPE,
+        notes={"weights": label, "image_size": args.image_size,
+               "trainable": "+".join(resnet.TRAINABLE), "trainable_parameters": trainable,
+               "frozen_parameters": frozen},
+        resize=resize, normalization=IMAGENET_NORMALIZATION, eval_batch_size=EVAL_BATCH_SIZE)
     if not ctx.is_main:
         return
     experiment.save_results(ctx, {name: result})

@@ -13,7 +13,7 @@ The pipelines, each timed over --steps training steps after --warmup untimed one
            model in the default memory format, fp32; each check re-evaluates the training,
            validation and test sets (batch 64, 2 workers, torch.no_grad)
   project  common.loader.TensorLoader (built by common.experiment.make_loaders, as the task
-           scripts build it) feeding common.trainer.Trainer._train_step; each check evaluates
+           scripts build it) feeding common.trainer.Trainer.train_step; each check evaluates
            validation and test with Trainer.evaluate (batch 500)
 
 Seconds per epoch are extrapolated, not run (see epoch_seconds): training images / measured
@@ -207,7 +207,7 @@ def endless(loader):
 
 
 def measure_project(trainer: Trainer, plan: Plan, clock: Clock) -> dict:
-    """Trainer._train_step on TensorLoader batches (batch preparation inside the timing), then
+    """Trainer.train_step on TensorLoader batches (batch preparation inside the timing), then
     Trainer.evaluate on test batches of 500."""
     train = trainer.loaders["train"]
     batches = endless(train)
@@ -215,12 +215,12 @@ def measure_project(trainer: Trainer, plan: Plan, clock: Clock) -> dict:
     first_step_s = None
     for i in range(plan.warmup):
         start = clock()
-        trainer._train_step(*next(batches))
+        trainer.train_step(*next(batches))
         if i == 0:
             first_step_s = clock() - start
     start = clock()
     for _ in range(plan.steps):
-        trainer._train_step(*next(batches))
+        trainer.train_step(*next(batches))
     seconds = clock() - start
 
     test = trainer.loaders["test"]

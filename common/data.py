@@ -37,7 +37,7 @@ class CIFAR10Splits:
     source: str  # "official" or "image-folder", with the path
 
 
-def resolve_data_dir(arg: str | None) -> Path:
+def resolve_data_dir(arg: str | Path | None) -> Path:
     """--data-dir, else $CIFAR10_DIR, else ./data/cifar10."""
     return Path(arg or os.environ.get("CIFAR10_DIR") or DEFAULT_DATA_DIR).expanduser()
 
@@ -267,8 +267,7 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 def cifar10_splits(data_dir, seed: int = 0, subset: int | None = None,
                    val_fraction: float = VALIDATION_FRACTION, download: bool = True,
                    progress: bool = True) -> CIFAR10Splits:
-    data, source = load_cifar10(resolve_data_dir(data_dir) if not isinstance(data_dir, Path)
-                                else data_dir, download=download, progress=progress)
+    data, source = load_cifar10(resolve_data_dir(data_dir), download=download, progress=progress)
     train_idx, val_idx = stratified_split(data["train_labels"], val_fraction, seed)
     parts = {
         "train": (data["train_images"][train_idx], data["train_labels"][train_idx]),

@@ -59,8 +59,3 @@ def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
 def barrier(device):
     """Wait for every rank (an all_reduce, which needs no device guess under NCCL)."""
     all_reduce_sum([0.0], device)
-
-
-def cleanup():
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -15,7 +15,7 @@ import torch
 
 from . import distributed as D
 from .augment import AugmentConfig
-from .data import CIFAR10Splits, cifar10_splits, resolve_data_dir
+from .data import CIFAR10Splits, cifar10_splits
 from .device import pick_device, resolve_precision
 from .errors import UserError
 from .io import ensure_writable_dir
@@ -64,7 +64,7 @@ def setup(args, task: str, load_data: bool = True) -> Context:
     seed_everything(args.seed)
     ctx = Context(args, task, device, precision, dist, output_root, figure_dir)
     if load_data:
-        ctx.splits = cifar10_splits(resolve_data_dir(args.data_dir), seed=args.seed,
+        ctx.splits = cifar10_splits(args.data_dir, seed=args.seed,
                                     subset=args.subset, progress=args.progress and dist.is_main)
     return ctx
 
@@ -93,10 +93,21 @@ def load_history(run_dir: Path) -> dict:
     def rows(name):
         with open(run_dir / name, newline="") as f:
             return list(csv.DictReader(f))
-    checks = [{k: (v if k in ("stopped_early",) else float(v)) for k, v in r.items()}
-              for r in rows("history.csv")]
+    checks = [{k: float(v) for k, v in r.items()} for r in rows("history.csv")]
     steps = [float(r["loss"]) for r in rows("steps.csv")]
     return {"checks": checks, "step_loss": steps}
+
+
+def load_finished_run(run_dir) -> dict:
+    """A finished run's metrics.json with its history attached (resume, study baselines)."""
+    run_dir = Path(run_dir)
+    try:
+        with open(run_dir / "metrics.json") as f:
+            result = json.load(f)
+        result["history"] = load_history(run_dir)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot load a finished run from {run_dir}: {err}") from None
+    return result
 
 
 def train_run(ctx: Context, name: str, model, optimizer, loaders: dict, *, epochs: int,
@@ -117,9 +128,7 @@ def train_run(ctx: Context, name: str, model, optimizer, loaders: dict, *, epoch
         if ckpt.resolve().parent == run_dir.resolve():
             resume_from = ckpt
         elif (run_dir / "metrics.json").is_file():
-            with open(run_dir / "metrics.json") as f:
-                result = json.load(f)
-            result["history"] = load_history(run_dir)
+            result = load_finished_run(run_dir)
             if ctx.is_main:
                 print(f"{name}: finished earlier, loaded from {run_dir}")
             return result

@@ -55,8 +55,17 @@ class TensorLoader:
             order = order[self.rank::self.world_size]
         return order
 
+    def _shard_size(self) -> int:
+        """len(self._indices()) without drawing the permutation."""
+        n = len(self.labels)
+        if self.world_size == 1:
+            return n
+        if self.train:
+            return -(-n // self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
     def __len__(self) -> int:
-        n = len(self._indices())
+        n = self._shard_size()
         if self.train and n >= self.batch_size:
             return n // self.batch_size
         return -(-n // self.batch_size)

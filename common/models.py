@@ -1,7 +1,6 @@
 """The networks of report tasks 1.g, 2 and 3 (one definition each, shared by task1 and the trainers)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 NUM_CLASSES = 10

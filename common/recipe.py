@@ -59,8 +59,10 @@ def make_scheduler(recipe: Recipe, optimizer, lr: float, epochs: int, steps_per_
     raise ValueError(f"unknown schedule {recipe.schedule!r}; choose from {SCHEDULES}")
 
 
-def train_recipe(ctx, name: str, model: torch.nn.Module, recipe: Recipe, **loader_kwargs) -> dict:
-    """Train `model` by `recipe` as run `name`; --lr, --batch-size and --epochs override it."""
+def train_recipe(ctx, name: str, model: torch.nn.Module, recipe: Recipe, notes: dict | None = None,
+                 **loader_kwargs) -> dict:
+    """Train `model` by `recipe` as run `name`; --lr, --batch-size and --epochs override it.
+    `notes` are recorded with the recipe in metrics.json; loader_kwargs go to make_loaders."""
     args = ctx.args
     lr = args.lr or recipe.lr
     batch_size = args.batch_size or recipe.batch_size
@@ -72,4 +74,5 @@ def train_recipe(ctx, name: str, model: torch.nn.Module, recipe: Recipe, **loade
     return experiment.train_run(
         ctx, name, model, optimizer, loaders, epochs=epochs, scheduler=scheduler,
         scheduler_interval=interval, early_stop_count=recipe.early_stop_count,
-        recipe=recipe.describe() | {"lr": lr, "batch_size": batch_size, "epochs": epochs})
+        recipe=recipe.describe() | {"lr": lr, "batch_size": batch_size, "epochs": epochs}
+        | (notes or {}))

@@ -3,9 +3,7 @@ and one comparison figure."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import experiment, plotting, tables
 from .errors import DivergenceError, UserError
@@ -47,18 +45,6 @@ def select(variants: dict[str, Variant], spec: str | None) -> list[Variant]:
     return [variants[n] for n in names]
 
 
-def load_finished_run(run_dir: Path) -> dict:
-    """A finished run's metrics and history (e.g. task3's Model 1 as the baseline)."""
-    run_dir = Path(run_dir)
-    try:
-        with open(run_dir / "metrics.json") as f:
-            result = json.load(f)
-        result["history"] = experiment.load_history(run_dir)
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot load a finished run from {run_dir}: {err}") from None
-    return result
-
-
 def run_study(ctx, variants: list[Variant], base: Recipe, *, baseline_dir=None,
               figure_name: str, figure_title: str, table_note: str = "") -> dict:
     """Train every variant (the baseline may be loaded from a finished run), then write the
@@ -66,7 +52,7 @@ def run_study(ctx, variants: list[Variant], base: Recipe, *, baseline_dir=None,
     results = {}
     for v in variants:
         if v.name == "baseline" and baseline_dir:
-            results[v.name] = load_finished_run(baseline_dir) | {"note": f"loaded from {baseline_dir}"}
+            results[v.name] = experiment.load_finished_run(baseline_dir) | {"note": f"loaded from {baseline_dir}"}
             continue
         recipe = dataclasses.replace(base, **v.recipe_changes)
         try:
@@ -79,11 +65,7 @@ def run_study(ctx, variants: list[Variant], base: Recipe, *, baseline_dir=None,
         return results
     finished = {k: r for k, r in results.items() if "final" in r}
     experiment.save_results(ctx, finished, "results")
-    rows = tables.comparison_rows(finished)
-    for name, r in results.items():
-        if "diverged" in r:
-            rows.append({k: "" for k in rows[0]} | {"run": name, "note": "diverged"} if rows
-                        else {"run": name, "note": "diverged"})
+    rows = tables.comparison_rows(results)
     descriptions = {v.name: v.description for v in variants}
     for row in rows:
         row["change"] = descriptions.get(row["run"], "")

@@ -15,10 +15,18 @@ def final_table(result: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+COMPARISON_COLUMNS = ("run", "train_accuracy", "val_accuracy", "test_accuracy", "test_loss",
+                      "epochs", "stopped_early", "wall_time_s", "note")
+
+
 def comparison_rows(results: dict[str, dict]) -> list[dict]:
-    """One row per run: final accuracies, epochs until the stop, wall time."""
+    """One row per run: final accuracies, epochs until the stop, wall time; a run that
+    diverged ({"diverged": message}) gets a row that says so."""
     rows = []
     for name, r in results.items():
+        if "diverged" in r:
+            rows.append(dict.fromkeys(COMPARISON_COLUMNS, "") | {"run": name, "note": "diverged"})
+            continue
         f = r["final"]
         rows.append({
             "run": name,

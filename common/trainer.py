@@ -195,7 +195,7 @@ class Trainer:
         k = max(1, self.config.validations_per_epoch)
         return {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
 
-    def _train_step(self, x, y):
+    def train_step(self, x, y):
         with autocast(self.device, self.config.precision):
             logits = self.model(x)
             loss = F.cross_entropy(logits.float(), y)
@@ -290,7 +290,7 @@ class Trainer:
                            dynamic_ncols=True, mininterval=1.0)
                 self.module.train()
                 for x, y in train.batches(self.step_in_epoch):
-                    local_loss, correct = self._train_step(x, y)
+                    local_loss, correct = self.train_step(x, y)
                     self.step_in_epoch += 1
                     self.global_step += 1
                     # one collective per step: the loss averaged over ranks (steps.csv), and
