@@ -94,7 +94,9 @@ def load_history(run_dir: Path) -> dict:
         with open(run_dir / name, newline="") as f:
             return list(csv.DictReader(f))
     checks = [{k: float(v) for k, v in r.items()} for r in rows("history.csv")]
-    steps = [float(r["loss"]) for r in rows("steps.csv")]
+    # steps.csv (the per-step training loss) is optional: results/ keeps only the checks
+    steps = ([float(r["loss"]) for r in rows("steps.csv")]
+             if (run_dir / "steps.csv").is_file() else [])
     return {"checks": checks, "step_loss": steps}
 
 

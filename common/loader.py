@@ -29,6 +29,10 @@ class TensorLoader:
         self.device = torch.device(device)
         self.train = train
         self.augment = BatchAugment(augment) if augment is not None and augment.active else None
+        self.flip_phase = None  # per image: flipped in even (True) or odd (False) epochs
+        if train and augment is not None and augment.alternating_flip:
+            g = torch.Generator().manual_seed(seed * 100_003 + 7)
+            self.flip_phase = (torch.rand(len(labels), generator=g) < 0.5).to(device)
         mean, std = normalization
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -75,7 +79,11 @@ class TensorLoader:
         order = self._indices().to(self.device)
         for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.prepare(self.images[idx]), self.labels[idx]
+            images = self.images[idx]
+            if self.flip_phase is not None:
+                flip = self.flip_phase[idx] ^ bool(self.epoch % 2)
+                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+            yield self.prepare(images), self.labels[idx]
 
     __iter__ = batches
 

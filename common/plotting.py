@@ -77,3 +77,19 @@ def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "va
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str):
+    """Test accuracy (%) against wall-clock seconds, one line per run: {label: (s, acc)}."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, (seconds, accuracy) in curves.items():
+        ax.plot(seconds, accuracy, marker=".", label=name)
+    ax.set_xlabel("wall-clock time (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
