@@ -50,7 +50,8 @@ def get_args_parser():
                         "speedrun: the speed-run recipe (default: variants)")
     g.add_argument("--seeds", metavar="A,B,...", default=SPEEDRUN_SEEDS,
                    help=f"speedrun: one run per seed, reported as mean and spread (default: "
-                        f"{SPEEDRUN_SEEDS}; --quick: the first only)")
+                        f"{SPEEDRUN_SEEDS}; --quick: the first only). --batch-size without --lr "
+                        "scales the rate and weight decay with it")
     g.add_argument("--widths", metavar="W1,W2,W3", default=None,
                    help="speedrun: channels of the three conv groups (default: "
                         f"{','.join(map(str, SPEEDRUN.widths))})")
@@ -73,6 +74,9 @@ def parse_ints(text: str, option: str, count: int | None = None) -> list[int]:
 
 def speedrun_recipe(args) -> SpeedrunConfig:
     changes = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    if args.batch_size and not args.lr:  # the published rate and decay scale with the batch
+        scale = args.batch_size / SPEEDRUN.batch_size
+        changes |= {"lr": SPEEDRUN.lr * scale, "weight_decay": SPEEDRUN.weight_decay * scale}
     if args.widths:
         changes["widths"] = tuple(parse_ints(args.widths, "--widths", 3))
         if 0 in changes["widths"]:
@@ -84,7 +88,11 @@ def main_speedrun(args):
     if args.resume:
         raise UserError("--recipe speedrun keeps no mid-run checkpoints (a run is minutes "
                         "long); run the same command again: finished seeds are loaded")
-    seeds = parse_ints(args.seeds, "--seeds")[: 1 if args.quick else None]
+    for option, value in (("--variants", args.variants), ("--reuse-baseline", args.reuse_baseline),
+                          ("--seed", args.seed or None)):
+        if value is not None:
+            raise UserError(f"{option} is for the Model 1 study; --recipe speedrun takes --seeds")
+    seeds = list(dict.fromkeys(parse_ints(args.seeds, "--seeds")))[: 1 if args.quick else None]
     cfg = speedrun_recipe(args)
     ctx = experiment.setup(args, "task3e")
     if ctx.dist.enabled:

@@ -31,7 +31,8 @@ class TensorLoader:
         self.augment = BatchAugment(augment) if augment is not None and augment.active else None
         self.flip_phase = None  # per image: flipped in even (True) or odd (False) epochs
         if train and augment is not None and augment.alternating_flip:
-            g = torch.Generator().manual_seed(seed * 100_003 + 7)
+            # a stream of its own (seed * 100_003 + epoch is the shuffle's)
+            g = torch.Generator().manual_seed(seed * 100_003 + 99_991)
             self.flip_phase = (torch.rand(len(labels), generator=g) < 0.5).to(device)
         mean, std = normalization
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)

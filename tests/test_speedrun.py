@@ -8,8 +8,8 @@ import torch.nn.functional as F
 import task3e
 from common.augment import AugmentConfig
 from common.loader import TensorLoader
-from common.speedrun import (SpeedrunConfig, SpeedrunNet, lr_multiplier, patches, predict,
-                             whitening_filters)
+from common.speedrun import (SpeedrunConfig, SpeedrunNet, lr_multiplier, make_optimizer,
+                             patches, predict, whitening_filters)
 
 
 def correlated_images(n=64, seed=0):
@@ -83,7 +83,46 @@ def test_test_time_augmentation_levels():
         plain = net(x)
         assert torch.allclose(predict(net, x, 0), plain)
         assert torch.allclose(predict(net, x, 1), 0.5 * (plain + net(x.flip(-1))), atol=1e-6)
-        assert predict(net, x, 2).shape == (3, 10)
+        def pair(v):
+            return 0.5 * (net(v) + net(v.flip(-1)))
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :32, :32], padded[..., 2:, 2:]
+        assert torch.equal(up_left[..., 1:, 1:], x[..., :-1, :-1])  # shifted by one pixel
+        expected = 0.5 * pair(x) + 0.25 * (pair(up_left) + pair(down_right))
+        assert torch.allclose(predict(net, x, 2), expected, atol=1e-6)
+
+
+def test_optimizer_groups_bias_rate_and_decay_per_step():
+    net = SpeedrunNet(widths=(8, 8, 8))
+    cfg = SpeedrunConfig(lr=0.5, bias_lr_scale=64, weight_decay=1e-3)
+    opt = make_optimizer(net, cfg)
+    weights, biases = opt.param_groups
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert {id(p) for g in (weights, biases) for p in g["params"]} == trainable
+    assert id(net.whiten.weight) not in trainable
+    assert biases["lr"] == 64 * weights["lr"] and weights["nesterov"]
+    # decay per step = rate x weight_decay: the same in both groups, independent of the rate
+    assert weights["lr"] * weights["weight_decay"] == pytest.approx(1e-3)
+    assert biases["lr"] * biases["weight_decay"] == pytest.approx(1e-3)
+
+
+def test_frozen_whitening_bias_stops_moving_despite_momentum_and_decay():
+    net = SpeedrunNet(widths=(8, 8, 8))
+    opt = make_optimizer(net, SpeedrunConfig())
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    before = net.whiten.bias.detach().clone()
+    step()
+    assert not torch.equal(net.whiten.bias, before)      # it trains at first
+    net.whiten.bias.requires_grad_(False)                # what the loop does after N epochs
+    frozen = net.whiten.bias.detach().clone()
+    step()
+    assert torch.equal(net.whiten.bias, frozen)
 
 
 def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_seeds(
@@ -96,17 +135,23 @@ def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_se
     assert "Speed-run recipe, 2 seed(s)" in out and "with TTA" in out
     assert (tmp_path / "task3e_speedrun_accuracy_vs_time.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "speedrun" / "results.json").read_text())["summary"]
-    assert summary["n"] == 2 and 0 <= summary["test_accuracy_tta"]["mean"] <= 100
-    metrics = json.loads((tmp_path / "speedrun" / "seed3" / "metrics.json").read_text())
-    assert metrics["recipe"]["widths"] == [8, 16, 16] and metrics["epochs_completed"] == 2
+    metrics = [json.loads((tmp_path / "speedrun" / f"seed{s}" / "metrics.json").read_text())
+               for s in (3, 4)]
+    accs = [100 * m["final"]["test_tta"]["accuracy"] for m in metrics]
+    assert summary["n"] == 2 and summary["test_accuracy_tta"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert metrics[0]["recipe"]["widths"] == [8, 16, 16] and metrics[0]["epochs_completed"] == 2
+    assert metrics[0]["recipe"]["lr"] == pytest.approx(task3e.SPEEDRUN.lr * 50 / 512)  # scaled
     assert (tmp_path / "speedrun" / "seed4" / "model.pt").is_file()
     task3e.main(args)  # the same command again: both seeds are loaded, not retrained
     assert capsys.readouterr().out.count("finished earlier, loaded") == 2
+    task3e.main([a if a != "100" else "120" for a in args][:-3] + ["--seeds", "3", "--no-progress"])
+    assert "loaded" not in capsys.readouterr().out  # other data: trained again
 
 
 @pytest.mark.parametrize("option, value, message", [
     ("--seeds", "0,x", "--seeds takes comma-separated whole numbers"),
     ("--widths", "8,16", "--widths takes 3 comma-separated"),
+    ("--variants", "silu", "--variants is for the Model 1 study"),
 ])
 def test_speedrun_bad_options_are_one_line_errors(fake_image_folder, tmp_path, capsys,
                                                   option, value, message):
