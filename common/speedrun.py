@@ -18,7 +18,6 @@ with test-time augmentation. It writes the same metrics.json and history.csv lay
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import statistics
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from .augment import AugmentConfig
 from .device import autocast
 from .errors import DivergenceError
+from .experiment import load_history
 from .io import ensure_writable_dir, save_csv, save_json, save_torch
 from .loader import TensorLoader
 
@@ -321,9 +321,7 @@ def _load_seed(run_dir, identity: dict):
         return None
     if any(result.get(k) != v for k, v in identity.items()):
         return None
-    with open(run_dir / "history.csv", newline="") as f:
-        result["history"] = {"checks": [{k: float(v) for k, v in r.items()}
-                                        for r in csv.DictReader(f)], "step_loss": []}
+    result["history"] = load_history(run_dir)
     return result
 
 
