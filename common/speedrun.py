@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -257,7 +258,7 @@ def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp3
             scheduler.step()
             step += 1
             value = loss.item()
-            if value != value or abs(value) == float("inf"):
+            if not math.isfinite(value):
                 raise DivergenceError(f"the training loss became {value} at epoch {epoch + 1}, "
                                       f"step {step}; lower the learning rate (--lr)")
             history["step_loss"].append(value)
