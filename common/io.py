@@ -57,6 +57,10 @@ def save_torch(obj, path):
     return _atomic(path, lambda f: torch.save(obj, f))
 
 
+def save_text(text: str, path):
+    return _atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def save_json(obj, path):
     return _atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from common.errors import UserError, exits_cleanly
+from common.io import save_text
 from task1.answers import as_markdown, as_text
 
 
@@ -25,7 +26,7 @@ def main(argv=None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.markdown:
         try:
-            args.markdown.write_text(as_markdown(), encoding="utf-8")
+            save_text(as_markdown(), args.markdown)
         except OSError as err:
             raise UserError(f"cannot write {args.markdown}: {err.strerror or err}") from None
     print(as_text())
