@@ -69,7 +69,9 @@ def plot_run(history: dict, path, title: str):
 def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "val", "test")):
     """Several runs in one figure, one colour per run (report Figures 3 and 4)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # the default cycle has 10 colours: a study of 11 variants would draw two runs alike
+    colors = (plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(histories) <= 10
+              else [plt.get_cmap("tab20")(i) for i in range(20)])
     for i, (name, history) in enumerate(histories.items()):
         _plot_into(ax_loss, ax_acc, history, label_prefix=f"{name}: ",
                    color=colors[i % len(colors)], splits=splits)

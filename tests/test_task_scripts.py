@@ -61,3 +61,21 @@ def test_unknown_variant_is_a_one_line_error(fake_image_folder, tmp_path, capsys
         task3e.main(tiny_args(fake_image_folder, tmp_path) + ["--variants", "baseline,gelu"])
     assert exit_info.value.code == 2
     assert "unknown variant(s) gelu" in capsys.readouterr().err
+
+
+
+def test_study_figure_gives_every_one_of_eleven_runs_its_own_colour(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+    from common import plotting
+    metrics = {f"{s}_{m}": 0.5 for s in ("train", "val", "test") for m in ("loss", "accuracy")}
+    history = {"checks": [{"epoch": e, "step": 10 * e, **metrics} for e in (0.5, 1.0)],
+               "step_loss": []}
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at its lines
+    plotting.plot_runs({f"run{i}": history for i in range(11)}, tmp_path / "f.png", "t",
+                       splits=("val",))
+    lines = closed[0].axes[1].get_lines()
+    assert len(lines) == 11
+    assert len({to_rgba(line.get_color()) for line in lines}) == 11
+    assert (tmp_path / "f.png").is_file()
