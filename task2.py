@@ -23,7 +23,7 @@ def get_args_parser():
 def main(argv=None):
     args = cli.parse_args(get_args_parser(), argv)
     ctx = experiment.setup(args, "task2")
-    result = train_recipe(ctx, "cnn1g", CNN1g(), RECIPE)
+    result = train_recipe(ctx, "cnn1g", CNN1g, RECIPE)
     if not ctx.is_main:
         return
     experiment.save_results(ctx, {"cnn1g": result})

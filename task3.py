@@ -39,9 +39,9 @@ def main(argv=None):
     ctx = experiment.setup(args, "task3")
     results = {}
     if args.model in ("1", "both"):
-        results["model1"] = train_recipe(ctx, "model1", Model1(), MODEL1)
+        results["model1"] = train_recipe(ctx, "model1", Model1, MODEL1)
     if args.model in ("2", "both"):
-        results["model2"] = train_recipe(ctx, "model2", Model2(), MODEL2)
+        results["model2"] = train_recipe(ctx, "model2", Model2, MODEL2)
     if not ctx.is_main:
         return
     experiment.save_results(ctx, results)

@@ -52,7 +52,7 @@ def main(argv=None):
     resize = args.image_size if args.image_size != 32 else None  # 32: CIFAR-10's own size
     name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
     result = train_recipe(
-        ctx, name, model, RECIPE,
+        ctx, name, lambda: model, RECIPE,  # built (and seeded) above, before the data
         notes={"weights": label, "image_size": args.image_size,
                "trainable": "+".join(resnet.TRAINABLE), "trainable_parameters": trainable,
                "frozen_parameters": frozen},

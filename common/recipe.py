@@ -2,6 +2,7 @@
 train_recipe(), which turns one into a run: loaders, optimizer, scheduler, Trainer."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -59,11 +60,17 @@ def make_scheduler(recipe: Recipe, optimizer, lr: float, epochs: int, steps_per_
     raise ValueError(f"unknown schedule {recipe.schedule!r}; choose from {SCHEDULES}")
 
 
-def train_recipe(ctx, name: str, model: torch.nn.Module, recipe: Recipe, notes: dict | None = None,
-                 **loader_kwargs) -> dict:
-    """Train `model` by `recipe` as run `name`; --lr, --batch-size and --epochs override it.
-    `notes` are recorded with the recipe in metrics.json; loader_kwargs go to make_loaders."""
+def train_recipe(ctx, name: str, make_model: Callable[[], torch.nn.Module], recipe: Recipe,
+                 notes: dict | None = None, **loader_kwargs) -> dict:
+    """Train make_model() by `recipe` as run `name`; --lr, --batch-size and --epochs override it.
+    `notes` are recorded with the recipe in metrics.json; loader_kwargs go to make_loaders.
+
+    The model is built right after seeding with --seed, so its initial weights depend on the
+    seed alone, not on the runs a script trained before it (a study's variants, task3's Model 2
+    after Model 1): every run is reproduced by running it on its own."""
     args = ctx.args
+    experiment.seed_everything(args.seed)
+    model = make_model()
     lr = args.lr or recipe.lr
     batch_size = args.batch_size or recipe.batch_size
     epochs = args.epochs or recipe.epochs

@@ -56,7 +56,7 @@ def run_study(ctx, variants: list[Variant], base: Recipe, *, baseline_dir=None,
             continue
         recipe = dataclasses.replace(base, **v.recipe_changes)
         try:
-            results[v.name] = train_recipe(ctx, v.name, Model1(**v.model_kwargs), recipe)
+            results[v.name] = train_recipe(ctx, v.name, lambda: Model1(**v.model_kwargs), recipe)
         except DivergenceError as err:
             if ctx.is_main:
                 print(f"{v.name}: diverged: {err}")

@@ -63,6 +63,15 @@ def test_unknown_variant_is_a_one_line_error(fake_image_folder, tmp_path, capsys
     assert "unknown variant(s) gelu" in capsys.readouterr().err
 
 
+def test_a_variant_trained_alone_repeats_the_same_variant_trained_after_another(
+        fake_image_folder, tmp_path):
+    # the initial weights come from --seed alone, not from the runs before (a study's order)
+    task3cd.main(tiny_args(fake_image_folder, tmp_path / "both") + ["--variants", "baseline,tanh"])
+    task3cd.main(tiny_args(fake_image_folder, tmp_path / "alone") + ["--variants", "tanh"])
+    histories = [(tmp_path / d / "tanh" / "history.csv").read_text() for d in ("both", "alone")]
+    strip = [[row.split(",")[:-2] for row in h.splitlines()] for h in histories]  # minus wall time, lr
+    assert strip[0] == strip[1]
+
 
 def test_study_figure_gives_every_one_of_eleven_runs_its_own_colour(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
