@@ -51,7 +51,11 @@ def _finish(fig, ax_loss, ax_acc, title):
     ax_acc.set_ylabel("accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    if len(ax_acc.get_lines()) > 12:  # a study: one legend beside the plots, not over them
+        ax_acc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        for ax in (ax_loss, ax_acc):
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
 
