@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import trainer
 from .augment import AugmentConfig
 from .device import autocast
 from .errors import DivergenceError
@@ -187,19 +188,10 @@ def predict(model: nn.Module, x: torch.Tensor, tta_level: int) -> torch.Tensor:
     return logits
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, loader: TensorLoader, device, precision: str,
              tta_level: int = 0) -> tuple[float, float]:
-    model.eval()
-    loss_sum = correct = count = 0.0
-    for x, y in loader:
-        with autocast(device, precision):
-            logits = predict(model, x, tta_level).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += len(y)
-    model.train()
-    return loss_sum / max(count, 1), correct / max(count, 1)
+    return trainer.evaluate(model, loader, device, precision,
+                            forward=lambda x: predict(model, x, tta_level))
 
 
 def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp32",

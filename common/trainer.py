@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,6 +25,27 @@ from .io import save_csv, save_json, save_torch
 
 CHECKPOINT_NAME = "checkpoint.pt"  # everything needed to resume
 BEST_NAME = "best.pt"              # the best model (lowest validation loss) as one dict
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, device, precision: str,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over a loader in eval mode (the model's mode is restored after),
+    summed over DDP ranks. `forward(x)` gives the logits instead of `model(x)` (e.g. averaged
+    over test-time views)."""
+    was_training = model.training
+    model.eval()
+    forward = forward or model
+    loss_sum = correct = count = 0.0
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = forward(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    model.train(was_training)
+    loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], device)
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 @dataclass
@@ -88,21 +110,8 @@ class Trainer:
         self._stop_signal = None
 
     # ------------------------------------------------------------------ evaluation
-    @torch.inference_mode()
     def evaluate(self, loader) -> tuple[float, float]:
-        """Mean loss and accuracy over a loader, eval mode, summed over DDP ranks."""
-        was_training = self.module.training
-        self.module.eval()
-        loss_sum = correct = count = 0.0
-        for x, y in loader:
-            with autocast(self.device, self.config.precision):
-                logits = self.module(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            count += len(y)
-        self.module.train(was_training)
-        loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], self.device)
-        return loss_sum / max(count, 1), correct / max(count, 1)
+        return evaluate(self.module, loader, self.device, self.config.precision)
 
     def final_table(self) -> dict:
         """Report Table 2.b layout: loss and accuracy per split, eval mode, no augmentation."""

@@ -192,3 +192,25 @@ def test_checkpoint_pt_holds_the_resumable_state_after_the_epoch(trained):
     assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 0 and ckpt["global_step"] == 22
     assert ckpt["lr_scheduler"]["last_epoch"] == 1  # stepped once, at the end of the epoch
     assert len(ckpt["history"]["checks"]) == 2
+
+
+# ---------------------------------------------------------------- evaluation
+def test_evaluate_scores_in_eval_mode_restores_the_mode_and_takes_another_forward():
+    from common.trainer import evaluate
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 32 * 32, 10))
+    _, val = tiny_loaders()
+    x, y = next(iter(val))
+    with torch.no_grad():
+        model.eval()
+        logits = model(x)
+        model.train()
+    expected = (nn.functional.cross_entropy(logits, y).item(),
+                (logits.argmax(1) == y).float().mean().item())
+    loss, acc = evaluate(model, val, "cpu", "fp32")
+    assert model.training  # restored
+    assert loss == pytest.approx(expected[0], rel=1e-5) and acc == pytest.approx(expected[1])
+    # a forward that always answers class 3 scores exactly the share of label 3
+    always_3 = lambda v: nn.functional.one_hot(torch.full((len(v),), 3), 10).float()
+    assert evaluate(model, val, "cpu", "fp32", forward=always_3)[1] == pytest.approx(
+        (y == 3).float().mean().item())
