@@ -11,7 +11,7 @@ from torch import nn
 
 from common.loader import TensorLoader
 from common.models import CNN1g
-from common.trainer import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainerConfig
+from common.trainer import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainerConfig, evaluate
 
 
 def as_tensors(arrays):
@@ -196,7 +196,6 @@ def test_checkpoint_pt_holds_the_resumable_state_after_the_epoch(trained):
 
 # ---------------------------------------------------------------- evaluation
 def test_evaluate_scores_in_eval_mode_restores_the_mode_and_takes_another_forward():
-    from common.trainer import evaluate
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 32 * 32, 10))
     _, val = tiny_loaders()
