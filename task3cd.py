@@ -49,7 +49,8 @@ def main(argv=None):
               else "task3c_variants.png")
     title = ("Figure 4: Model 1 with ReLU vs TanH" if names == {"baseline", "tanh"}
              else "Task 3c: Model 1 against single changes")
-    budget = f"{args.epochs} epochs each" if args.epochs else "up to 10 epochs, early stopping"
+    budget = (f"{args.epochs} epochs each" if args.epochs else "up to 10 epochs") + \
+        (", no early stopping" if args.patience == 0 else ", early stopping")
     study.run_study(ctx, variants, MODEL1, baseline_dir=args.reuse_baseline, figure_name=figure,
                     figure_title=title, table_note=budget)
 

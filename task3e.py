@@ -89,7 +89,7 @@ def main_speedrun(args):
         raise UserError("--recipe speedrun keeps no mid-run checkpoints (a run is minutes "
                         "long); run the same command again: finished seeds are loaded")
     for option, value in (("--variants", args.variants), ("--reuse-baseline", args.reuse_baseline),
-                          ("--seed", args.seed or None)):
+                          ("--seed", args.seed or None), ("--patience", args.patience)):
         if value is not None:
             raise UserError(f"{option} is for the Model 1 study; --recipe speedrun takes --seeds")
     seeds = list(dict.fromkeys(parse_ints(args.seeds, "--seeds")))[: 1 if args.quick else None]

@@ -23,6 +23,10 @@ def make_parser(description: str, epilog: str | None = None) -> argparse.Argumen
                         "(default: $CIFAR10_DIR, else ./data/cifar10)")
     g.add_argument("--epochs", type=int, default=None, metavar="N",
                    help="maximum number of epochs (default: the recipe's, see the table above)")
+    g.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping: stop after N validation checks (two per epoch) "
+                        "without a lower validation loss; 0 turns it off and trains all "
+                        "--epochs (default: the recipe's, 4 in the report)")
     g.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="training batch size (default: the recipe's)")
     g.add_argument("--lr", type=float, default=None, metavar="LR",
@@ -60,6 +64,9 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, "
                             f"got {value}")
+    if args.patience is not None and args.patience < 0:
+        raise UserError(f"--patience must be 0 (off) or a positive whole number, "
+                        f"got {args.patience}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr must be a positive number, got {args.lr}")
     if args.quick:

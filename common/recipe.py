@@ -62,7 +62,8 @@ def make_scheduler(recipe: Recipe, optimizer, lr: float, epochs: int, steps_per_
 
 def train_recipe(ctx, name: str, make_model: Callable[[], torch.nn.Module], recipe: Recipe,
                  notes: dict | None = None, **loader_kwargs) -> dict:
-    """Train make_model() by `recipe` as run `name`; --lr, --batch-size and --epochs override it.
+    """Train make_model() by `recipe` as run `name`; --lr, --batch-size, --epochs and --patience
+    override it (--patience 0: no early stopping).
     `notes` are recorded with the recipe in metrics.json; loader_kwargs go to make_loaders.
 
     The model is built right after seeding with --seed, so its initial weights depend on the
@@ -74,12 +75,14 @@ def train_recipe(ctx, name: str, make_model: Callable[[], torch.nn.Module], reci
     lr = args.lr or recipe.lr
     batch_size = args.batch_size or recipe.batch_size
     epochs = args.epochs or recipe.epochs
+    patience = recipe.early_stop_count if args.patience is None else (args.patience or None)
     loaders = experiment.make_loaders(ctx, batch_size, recipe.augment, **loader_kwargs)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(recipe, params, lr)
     scheduler, interval = make_scheduler(recipe, optimizer, lr, epochs, len(loaders["train"]))
     return experiment.train_run(
         ctx, name, model, optimizer, loaders, epochs=epochs, scheduler=scheduler,
-        scheduler_interval=interval, early_stop_count=recipe.early_stop_count,
-        recipe=recipe.describe() | {"lr": lr, "batch_size": batch_size, "epochs": epochs}
+        scheduler_interval=interval, early_stop_count=patience,
+        recipe=recipe.describe() | {"lr": lr, "batch_size": batch_size, "epochs": epochs,
+                                    "early_stop_count": patience}
         | (notes or {}))

@@ -119,7 +119,8 @@ def make_cases(tmp: Path, fake_image_folder: Path) -> tuple[dict, dict]:
             ("lr_nan", ["--lr", "nan"], "--lr"),
             ("epochs_zero", ["--epochs", "0"], "--epochs"),
             ("subset_zero", ["--subset", "0"], "--subset"),
-            ("subset_negative", ["--subset", "-5"], "--subset")]:
+            ("subset_negative", ["--subset", "-5"], "--subset"),
+            ("patience_negative", ["--patience", "-1"], "--patience")]:
         case(name, fake_image_folder, extra_args, 2, fragment)
     case("batch_larger_than_training_set", fake_image_folder, ["--batch-size", "5000"], 2,
          "--batch-size 5000", "360 training images")
@@ -169,6 +170,7 @@ def cli(tmp_path_factory, fake_image_folder):
 ERROR_CASES = ["folder_without_cifar", "missing_class_folder", "extra_folder", "unreadable_image",
                "image_not_32x32", "batch_size_zero", "batch_size_negative", "lr_zero",
                "lr_negative", "lr_nan", "epochs_zero", "subset_zero", "subset_negative",
+               "patience_negative",
                "batch_larger_than_training_set", "output_dir_under_a_file",
                "cuda_without_gpu"]
 

@@ -41,6 +41,32 @@ def test_task2_writes_figure1_metrics_and_table_2b(fake_image_folder, tmp_path, 
     assert metrics["args"]["recipe"]["optimizer"] == "sgd"
 
 
+def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder, tmp_path):
+    # a run stopped by early stopping, resumed with a larger --epochs: it stays stopped under
+    # the recipe's patience and trains on with --patience 0 (no early stopping)
+    task2.main(tiny_args(fake_image_folder, tmp_path))
+    ckpt = tmp_path / "cnn1g" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["early_stopping"]["checks_without_improvement"] = 4  # as if the stop had fired
+    torch.save(state, ckpt)
+
+    def resume(*extra):
+        task2.main(tiny_args(fake_image_folder, tmp_path) + ["--epochs", "3", "--resume", str(ckpt),
+                                                             *extra])  # the last --epochs counts
+        with open(tmp_path / "cnn1g" / "history.csv") as f:
+            checks = list(csv.DictReader(f))
+        return json.loads((tmp_path / "cnn1g" / "metrics.json").read_text()), checks
+
+    stopped, checks = resume()
+    assert stopped["stopped_early"] is True and stopped["epochs_completed"] == 1
+    assert len(checks) == 2  # two validation checks per epoch
+    torch.save(state, ckpt)
+    resumed, checks = resume("--patience", "0")
+    assert resumed["stopped_early"] is False and resumed["epochs_completed"] == 3
+    assert len(checks) == 6
+    assert resumed["args"]["recipe"]["early_stop_count"] is None
+
+
 @pytest.mark.parametrize("script, variants, figure", [
     (task3cd, "baseline,tanh", "task3d_figure4_relu_vs_tanh.png"),
     (task3e, "baseline,silu", "task3e_figure5_improvements.png"),
