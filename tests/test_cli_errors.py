@@ -264,6 +264,6 @@ def test_task3_runs_as_a_real_script(tmp_path):
     """The driver's runpy stands for `python task3.py`: check one error case for real."""
     proc = subprocess.run([PYTHON, "task3.py", "--model", "2", "--quick", "--lr", "-1",
                            "--output-dir", str(tmp_path / "out")], cwd=ROOT,
-                          env=environment(tmp_path), capture_output=True, text=True, timeout=120)
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=300)
     assert_one_error_line(proc.stderr, "--lr")
     assert proc.returncode == 2

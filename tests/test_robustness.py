@@ -301,7 +301,7 @@ def interrupt_task3(data_dir: Path, out: Path, signum) -> tuple[int, str]:
             assert proc.poll() is None, f"ended before the signal: {log.read_text()}"
             assert checkpoint.exists(), "no checkpoint within 240 s"
             proc.send_signal(signum)
-            code = proc.wait(timeout=120)
+            code = proc.wait(timeout=300)
         finally:
             if proc.poll() is None:
                 proc.kill()

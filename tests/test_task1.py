@@ -124,7 +124,7 @@ def test_1g_table_follows_the_module_not_a_typed_copy():
 
 def run_task1(*args):
     return subprocess.run([sys.executable, "-m", "task1", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)
 
 
 def test_cli_prints_all_answers_in_report_order(tmp_path):
