@@ -49,8 +49,9 @@ def main(argv=None):
               else "task3c_variants.png")
     title = ("Figure 4: Model 1 with ReLU vs TanH" if names == {"baseline", "tanh"}
              else "Task 3c: Model 1 against single changes")
-    budget = (f"{args.epochs} epochs each" if args.epochs else "up to 10 epochs") + \
-        (", no early stopping" if args.patience == 0 else ", early stopping")
+    epochs = args.epochs or MODEL1.epochs
+    budget = (f"{epochs} epochs each, no early stopping" if args.patience == 0
+              else f"up to {epochs} epochs, early stopping")
     study.run_study(ctx, variants, MODEL1, baseline_dir=args.reuse_baseline, figure_name=figure,
                     figure_title=title, table_note=budget)
 
