@@ -10,7 +10,7 @@ from __future__ import annotations
 from common import cli, experiment, study
 from common.augment import AugmentConfig
 from common.errors import exits_cleanly
-from task3 import MODEL1
+from common.recipes import MODEL1
 
 V = study.Variant
 VARIANTS = {v.name: v for v in [
@@ -36,24 +36,27 @@ VARIANTS = {v.name: v for v in [
 
 
 def get_args_parser():
-    return study.make_parser(__doc__, VARIANTS)
+    p = cli.make_parser(__doc__)
+    cli.add_study_options(p, VARIANTS)
+    return p
 
 
 @exits_cleanly
 def main(argv=None):
     args = cli.parse_args(get_args_parser(), argv)
-    variants = study.select(VARIANTS, args.variants)
-    ctx = experiment.setup(args, "task3cd")
-    names = {v.name for v in variants}
-    figure = ("task3d_figure4_relu_vs_tanh.png" if names == {"baseline", "tanh"}
-              else "task3c_variants.png")
-    title = ("Figure 4: Model 1 with ReLU vs TanH" if names == {"baseline", "tanh"}
-             else "Task 3c: Model 1 against single changes")
-    epochs = args.epochs or MODEL1.epochs
-    budget = (f"{epochs} epochs each, no early stopping" if args.patience == 0
-              else f"up to {epochs} epochs, early stopping")
-    study.run_study(ctx, variants, MODEL1, baseline_dir=args.reuse_baseline, figure_name=figure,
-                    figure_title=title, table_note=budget)
+    variants = cli.select_variants(VARIANTS, args.variants)
+    settings = cli.run_settings(args, "task3cd", argv)
+    session = experiment.setup(settings, runs=[v.name for v in variants])
+    figure4 = {v.name for v in variants} == {"baseline", "tanh"}
+    recipe = settings.overrides.apply(MODEL1)
+    budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"
+              if recipe.patience is None else
+              f"variants trained here: up to {recipe.epochs} epochs, early stopping")
+    study.run_study(session, variants, MODEL1, baseline_dir=args.reuse_baseline,
+                    figure_name="task3d_figure4_relu_vs_tanh.png" if figure4
+                    else "task3c_variants.png",
+                    figure_title="Figure 4: Model 1 with ReLU vs TanH" if figure4
+                    else "Task 3c: Model 1 against single changes", table_note=budget)
 
 
 if __name__ == "__main__":

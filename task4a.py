@@ -8,27 +8,23 @@ CIFAR-10 (Figure 6, final table).
 """
 from __future__ import annotations
 
+import dataclasses
 
 from common import cli, experiment, plotting, resnet, tables
 from common.errors import UserError, exits_cleanly
-from common.loader import IMAGENET_NORMALIZATION
-from common.recipe import Recipe, train_recipe
+from common.models import count_parameters
+from common.recipes import RESNET18_TRANSFER
 
-# report 4.a: Adam, lr 5e-4, batch 32, no data augmentation; Figure 6 converged within a few
-# epochs (at most 5 here, early stopping after 4 checks without a better validation loss)
-RECIPE = Recipe(optimizer="adam", lr=5e-4, batch_size=32, epochs=5, early_stop_count=4)
-# images resized to 224 (ResNet18's ImageNet size), ImageNet's mean and standard deviation
-IMAGE_SIZE = 224
-EVAL_BATCH_SIZE = 100    # at 224 pixels, 500 images per evaluation batch need about 5 GB
 RUN_NAMES = {"imagenet": "resnet18_imagenet", "none": "resnet18_random_init"}
 
 
 def get_args_parser():
     p = cli.make_parser(__doc__)
     resnet.add_weights_option(p)
-    p.add_argument("--image-size", type=int, default=IMAGE_SIZE, metavar="N",
-                   help=f"images are resized to N x N on the fly; smaller trades accuracy for "
-                        f"time, e.g. 112 is about 4x faster (default: {IMAGE_SIZE}, the report's)")
+    p.add_argument("--image-size", type=int, default=RESNET18_TRANSFER.image_size, metavar="N",
+                   help="images are resized to N x N on the fly; smaller trades accuracy for "
+                        "time, e.g. 112 is about 4x faster (default: "
+                        f"{RESNET18_TRANSFER.image_size}, the report's)")
     return p
 
 
@@ -39,35 +35,39 @@ def main(argv=None):
         raise UserError(f"--image-size must be at least 32 (CIFAR-10's own size), "
                         f"got {args.image_size}")
     label = resnet.describe_weights(args.weights)
-    experiment.seed_everything(args.seed)  # the new fc (and --weights none) start the same each run
-    # the weights before the data: a missing weights file is reported at once
-    model = resnet.prepare_for_transfer(resnet.load_resnet18(args.weights, args.progress))
-    ctx = experiment.setup(args, "task4a")
+    name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
+    settings = cli.run_settings(args, "task4a", argv)
+    # the weights before the data: a missing or broken weights file is reported at once
+    weights = resnet.load_weights(args.weights, settings.progress)
+
+    def make_model():
+        return resnet.prepare_for_transfer(resnet.resnet18_with(weights))
+
+    model = make_model()
+    trainable = count_parameters(model)
+    frozen = sum(p.numel() for p in model.parameters()) - trainable
+    session = experiment.setup(settings, runs=[name])
     if resnet.is_random(args.weights) and not args.output_dir:
-        ctx.figure_dir = ctx.output_root  # figures from random weights stay out of plots/
-    trainable, frozen = resnet.parameter_counts(model)
-    if ctx.is_main:
+        session.figure_dir = session.output_root  # figures from random weights stay out of plots/
+    if session.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "
               f"({' + '.join(resnet.TRAINABLE)}), {frozen:,} frozen")
-    resize = args.image_size if args.image_size != 32 else None  # 32: CIFAR-10's own size
-    name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
-    result = train_recipe(
-        ctx, name, lambda: model, RECIPE,  # built (and seeded) above, before the data
-        notes={"weights": label, "image_size": args.image_size,
-               "trainable": "+".join(resnet.TRAINABLE), "trainable_parameters": trainable,
-               "frozen_parameters": frozen},
-        resize=resize, normalization=IMAGENET_NORMALIZATION, eval_batch_size=EVAL_BATCH_SIZE)
-    if not ctx.is_main:
+    recipe = dataclasses.replace(RESNET18_TRANSFER, image_size=args.image_size)
+    result = experiment.train_recipe(
+        session, name, make_model, recipe,
+        notes={"weights": label, "trainable": "+".join(resnet.TRAINABLE),
+               "trainable_parameters": trainable, "frozen_parameters": frozen})
+    if not session.is_main:
         return
-    experiment.save_results(ctx, {name: result})
-    print(tables.final_table(result, f"\nTable 4.a, ResNet18 with {label} "
-                                     f"({result['epochs_completed']:.1f} epochs, {args.image_size} "
-                                     f"px, {ctx.splits.source}, {result['device']}, "
-                                     f"{result['precision']})"))
+    experiment.save_results(session, {name: result})
     acc = 100 * result["final"]["test"]["accuracy"]
-    path = plotting.plot_run(result["history"], ctx.figure_dir / f"task4a_figure6_{name}.png",
+    path = plotting.plot_run(result["history"], session.figure_dir / f"task4a_figure6_{name}.png",
                              f"Figure 6: ResNet18 with {label}, layer4 + fc trained, "
                              f"{args.image_size} px, final test accuracy {acc:.2f}%")
+    print(tables.final_table(result, f"\nTable 4.a, ResNet18 with {label} "
+                                     f"({result['epochs_completed']:.1f} epochs, {args.image_size} "
+                                     f"px, {session.splits.source}, {result['device']}, "
+                                     f"{result['precision']})"))
     print(f"wrote {path}")
 
 

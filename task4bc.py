@@ -22,9 +22,11 @@ from PIL import Image  # noqa: E402
 from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
 from common import resnet  # noqa: E402
+from common.cli import Parser  # noqa: E402
 from common.errors import UserError, exits_cleanly  # noqa: E402
 from common.io import ensure_writable_dir, save_figure  # noqa: E402
 from common.loader import IMAGENET_NORMALIZATION  # noqa: E402
+from common.seeding import seed_everything  # noqa: E402
 
 IMAGE_SIZE = 224                       # ResNet18's ImageNet input size: layer4 gives 512 x 7 x 7
 FIRST_LAYER_FILTERS = 64              # ResNet18's conv1: 64 filters of 7 x 7 x 3
@@ -109,8 +111,7 @@ def figure8(image, layer4_out, title, path):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", metavar="PATH", default=None,
                    help="the photograph to look at (default: matplotlib's sample photograph, "
                         "grace_hopper.jpg)")
@@ -133,7 +134,7 @@ def main(argv=None):
                         f"0-{FIRST_LAYER_FILTERS - 1} only")
     image_path = Path(args.image) if args.image else default_image()
     image = load_image(image_path)
-    torch.manual_seed(SEED)
+    seed_everything(SEED)
     model = resnet.load_resnet18(args.weights)
     random = resnet.is_random(args.weights)
     out = ensure_writable_dir(args.output_dir or ("outputs/task4bc" if random else "plots"))

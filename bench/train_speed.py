@@ -13,7 +13,7 @@ The pipelines, each timed over --steps training steps after --warmup untimed one
            model in the default memory format, fp32; each check re-evaluates the training,
            validation and test sets (batch 64, 2 workers, torch.no_grad)
   project  common.loader.TensorLoader (built by common.experiment.make_loaders, as the task
-           scripts build it) feeding common.trainer.Trainer.train_step; each check evaluates
+           scripts build it) feeding common.trainer.train_step; each check evaluates
            validation and test with Trainer.evaluate (batch 500)
 
 Seconds per epoch are extrapolated, not run (see epoch_seconds): training images / measured
@@ -36,7 +36,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -52,10 +51,8 @@ from common.errors import UserError, exits_cleanly
 from common.io import ensure_writable_dir, save_json
 from common.loader import CIFAR_NORMALIZATION
 from common.models import CNN1g, Model1
-from common.recipe import Recipe, make_optimizer
-from common.trainer import Trainer, TrainerConfig
-from task2 import RECIPE as CNN1G_RECIPE
-from task3 import MODEL1 as MODEL1_RECIPE
+from common.recipes import CNN1G, MODEL1, Recipe, make_optimizer
+from common.trainer import Trainer, TrainerConfig, train_step
 
 # ---------------------------------------------------------------- what is measured
 
@@ -86,7 +83,7 @@ class Subject:
         return self.recipe.augment if self.recipe.augment.active else None
 
     def make_optimizer(self, params):
-        return make_optimizer(self.recipe, params, self.recipe.lr)
+        return make_optimizer(self.recipe, params)
 
     @property
     def summary(self) -> str:
@@ -98,8 +95,8 @@ class Subject:
 
 
 SUBJECTS = {
-    "model1": Subject("Model 1", Model1, MODEL1_RECIPE, 50),   # report 3.a (task3.py)
-    "cnn1g": Subject("CNN 1.g", CNN1g, CNN1G_RECIPE, 150),     # report 1.g / task 2 (task2.py)
+    "model1": Subject("Model 1", Model1, MODEL1, 50),   # report 3.a (task3.py)
+    "cnn1g": Subject("CNN 1.g", CNN1g, CNN1G, 150),     # report 1.g / task 2 (task2.py)
 }
 
 
@@ -178,10 +175,10 @@ def measure_ceiling(subject: Subject, batches: list, device, precision: str, pla
 
 def project_loaders(subject: Subject, splits: CIFAR10Splits, device) -> dict:
     """train / train_eval / val / test loaders, built by the task scripts' make_loaders."""
-    ctx = experiment.Context(args=SimpleNamespace(seed=0), task="bench", device=device,
-                             precision="fp32", dist=DistInfo(), output_root=Path("."),
-                             figure_dir=Path("."), splits=splits)
-    return experiment.make_loaders(ctx, subject.batch_size, subject.augment)
+    session = experiment.Session(experiment.RunSettings(task="bench"), device, "fp32",
+                                 DistInfo(), output_root=Path("."), figure_dir=Path("."),
+                                 splits=splits)
+    return experiment.make_loaders(session, subject.recipe)
 
 
 def project_trainer(subject: Subject, splits: CIFAR10Splits, device, precision: str,
@@ -194,9 +191,9 @@ def project_trainer(subject: Subject, splits: CIFAR10Splits, device, precision: 
     if compile_model:
         model = torch.compile(model)
     optimizer = subject.make_optimizer([p for p in model.parameters() if p.requires_grad])
-    config = TrainerConfig(epochs=1, precision=precision, progress=False)
-    return Trainer(model, optimizer, loaders["train"], loaders["val"], loaders["test"], config,
-                   device=device, train_eval_loader=loaders["train_eval"])
+    config = TrainerConfig(epochs=1, checks_per_epoch=subject.recipe.checks_per_epoch,
+                           patience=None, precision=precision, progress=False)
+    return Trainer(model, optimizer, loaders, config, device=device)
 
 
 def endless(loader):
@@ -211,16 +208,20 @@ def measure_project(trainer: Trainer, plan: Plan, clock: Clock) -> dict:
     Trainer.evaluate on test batches of 500."""
     train = trainer.loaders["train"]
     batches = endless(train)
-    trainer.module.train()
+    trainer.raw_model.train()
+
+    def step(x, y):
+        train_step(trainer.model, trainer.optimizer, x, y, trainer.device,
+                   trainer.config.precision)
     first_step_s = None
     for i in range(plan.warmup):
         start = clock()
-        trainer.train_step(*next(batches))
+        step(*next(batches))
         if i == 0:
             first_step_s = clock() - start
     start = clock()
     for _ in range(plan.steps):
-        trainer.train_step(*next(batches))
+        step(*next(batches))
     seconds = clock() - start
 
     test = trainer.loaders["test"]
@@ -339,7 +340,7 @@ def measure_classic(subject: Subject, root: Path, device, plan: Plan, clock: Clo
 
     eval_loader = DataLoader(test_set, batch_size=CLASSIC_EVAL_BATCH_SIZE, shuffle=False,
                              num_workers=CLASSIC_WORKERS)
-    wanted = math.ceil(plan.eval_batches * experiment.EVAL_BATCH_SIZE / CLASSIC_EVAL_BATCH_SIZE)
+    wanted = math.ceil(plan.eval_batches * subject.recipe.eval_batch_size / CLASSIC_EVAL_BATCH_SIZE)
     eval_batches = min(wanted, len(eval_loader) - 1)
     if eval_batches < 1:
         raise UserError(f"{len(test_set)} test images are too few to time the classic evaluation")

@@ -21,9 +21,6 @@ class AugmentConfig:
     hue: float = 0.0              # colour jitter, torchvision semantics (kornia ColorJitter)
     saturation: float = 0.0
     noise_std: float = 0.0        # additive Gaussian noise (image in [0, 1]), then clamped
-    # derandomised flip (Jordan 2024): each image flipped in every other epoch, from a random
-    # first epoch on; needs image identities and the epoch, so TensorLoader applies it
-    alternating_flip: bool = False
 
     @property
     def active(self) -> bool:

@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .seeding import generator
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")  # CIFAR-10's label order (batches.meta)
 DEFAULT_DATA_DIR = "data/cifar10"
 OFFICIAL_SUBDIR = "cifar-10-batches-py"
 CACHE_VERSION = 1
-VALIDATION_FRACTION = 0.1  # report: 45,000 train / 5,000 validation
+VALIDATION_FRACTION = 0.1  # starter code: 45,000 train / 5,000 validation
 
 
 @dataclass
@@ -231,8 +232,8 @@ def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tu
         data["fingerprint"] = fingerprint
         try:
             save_torch(data, cache)
-        except OSError as err:  # a cache is an optimisation: never fail a run for it
-            warnings.warn(f"could not write the CIFAR-10 cache {cache}: {err}")
+        except Exception as err:  # a cache is an optimisation: a full disk never fails a run
+            warnings.warn(f"could not write the CIFAR-10 cache {cache}: {err}".splitlines()[0])
     return {k: v for k, v in data.items() if k != "fingerprint"}, f"{source}:{root}"
 
 
@@ -240,7 +241,7 @@ def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tu
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int):
     """Indices (rest, held_out): `fraction` of every class held out, fixed by the seed."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     rest, held = [], []
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().flatten()
@@ -255,7 +256,7 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """At most n indices, as equal a share per class as possible, fixed by the seed."""
     if n >= len(labels):
         return torch.arange(len(labels))
-    g = torch.Generator().manual_seed(seed + 1)
+    g = generator(seed, offset=1)
     classes = labels.unique().tolist()
     per_class = [(labels == c).nonzero().flatten() for c in classes]
     per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
@@ -278,4 +279,8 @@ def cifar10_splits(data_dir, seed: int = 0, subset: int | None = None,
         for name, (x, y) in parts.items():
             keep = balanced_subset(y, subset, seed)
             parts[name] = (x[keep], y[keep])
+    empty = [name for name, (_, y) in parts.items() if len(y) == 0]
+    if empty:  # a tiny data set: early stopping and the final table would score nothing
+        raise UserError(f"{source}: the {' and '.join(empty)} split would be empty: too few "
+                        f"images per class (a larger --subset or data set)")
     return CIFAR10Splits(**{k: Split(*v) for k, v in parts.items()}, source=source)

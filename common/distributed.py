@@ -59,3 +59,12 @@ def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
 def barrier(device):
     """Wait for every rank (an all_reduce, which needs no device guess under NCCL)."""
     all_reduce_sum([0.0], device)
+
+
+def all_reduce_tensor(t: torch.Tensor, device) -> torch.Tensor:
+    """A tensor summed over ranks (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    reduced = t.to(device=device, dtype=torch.float64)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(t.dtype).cpu()

@@ -1,164 +1,210 @@
-"""Glue every task script shares: set-up from the command line (device, DDP, seed, data,
-output folders), loaders for a recipe, and train_run(), which trains one named run with
-the Trainer (or resumes it, or loads it when already finished)."""
+"""One run of a recipe, and what a script sets up once for all its runs: device, DDP, the
+output folder (locked), the CIFAR-10 splits and the checkpoint to resume from.
+
+The library takes typed values: a script resolves its command line into RunSettings (and
+recipe Overrides) once; nothing here reads an argparse namespace."""
 from __future__ import annotations
 
-import csv
-import json
-import random
-import sys
-from dataclasses import dataclass
+import os
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import torch
 
 from . import distributed as D
-from .augment import AugmentConfig
+from . import plotting
 from .data import CIFAR10Splits, cifar10_splits
 from .device import pick_device, resolve_precision
 from .errors import UserError
-from .io import ensure_writable_dir
-from .loader import CIFAR_NORMALIZATION, TensorLoader
-from .trainer import CHECKPOINT_NAME, Trainer, TrainerConfig
-from .cli import resume_command
+from .io import ensure_writable_dir, save_json
+from .loader import TensorLoader
+from .recipes import Overrides, Recipe, make_optimizer
+from .rundir import FolderLock, RunDir, read_checkpoint
+from .schedules import make_scheduler
+from .seeding import seed_everything
+from .trainer import Trainer, TrainerConfig
 
-EVAL_BATCH_SIZE = 500  # evaluation only: larger batches are faster and change nothing
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How and where a script runs, as opposed to what it trains (the recipe)."""
+    task: str                          # the script: its runs' checkpoints name it
+    data_dir: str | None = None        # None: $CIFAR10_DIR, else ./data/cifar10
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    subset: int | None = None          # at most this many images per split
+    output_dir: str | None = None      # None: outputs/<task>, figures of full runs to plots/
+    resume: str | None = None          # a checkpoint.pt to continue
+    progress: bool = False
+    overrides: Overrides = field(default_factory=Overrides)
+    argv: tuple = ()                   # the command line as typed (records, resume commands)
+
+    @property
+    def command(self) -> str:
+        return " ".join(shlex.quote(a) for a in self.argv)
 
 
 @dataclass
-class Context:
-    args: object
-    task: str
+class Session:
+    settings: RunSettings
     device: torch.device
     precision: str
     dist: D.DistInfo
     output_root: Path
     figure_dir: Path
     splits: CIFAR10Splits | None = None
+    resume_state: dict | None = None   # the checkpoint named by settings.resume
+    lock: FolderLock | None = None
 
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
+    def resume_command(self, checkpoint) -> str:
+        """The command that continues this script from `checkpoint`: the same one, with
+        --resume CHECKPOINT (under torchrun, a torchrun command)."""
+        argv, out, skip = list(self.settings.argv[1:]), [], False
+        for a in argv:
+            if skip or a == "--resume":
+                skip = not skip
+                continue
+            if not a.startswith("--resume="):
+                out.append(a)
+        launcher = ["python"]
+        if self.dist.enabled:
+            launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
+        return " ".join(shlex.quote(a) for a in launcher + out + ["--resume", str(checkpoint)])
 
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
-
-def setup(args, task: str, load_data: bool = True) -> Context:
-    """Device, DDP, seed, output folders and (unless load_data=False) the CIFAR-10 splits."""
-    device = pick_device(args.device)
+def setup(settings: RunSettings, runs: list[str]) -> Session:
+    """Device, DDP, the output folder (locked while this script writes it), the checkpoint to
+    resume (checked against `runs`, the runs this script will train) and the data."""
+    resume_state = None
+    if settings.resume:
+        resume_state = read_checkpoint(settings.resume)
+        _check_resume_target(resume_state, settings, runs)
+    device = pick_device(settings.device)
     dist = D.init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    precision = resolve_precision(args.precision, device)
-    trial = args.quick or args.subset is not None
-    output_root = Path(args.output_dir or f"outputs/{task}")
-    figure_dir = output_root if (args.output_dir or trial) else Path("plots")
+    precision = resolve_precision(settings.precision, device)
+    trial = settings.subset is not None
+    output_root = Path(settings.output_dir or f"outputs/{settings.task}")
+    figure_dir = output_root if (settings.output_dir or trial) else Path("plots")
+    lock = None
     if dist.is_main:
         ensure_writable_dir(output_root)
         ensure_writable_dir(figure_dir)
-    seed_everything(args.seed)
-    ctx = Context(args, task, device, precision, dist, output_root, figure_dir)
-    if load_data:
-        ctx.splits = cifar10_splits(args.data_dir, seed=args.seed,
-                                    subset=args.subset, progress=args.progress and dist.is_main)
-    return ctx
+        lock = FolderLock(output_root).acquire()
+    session = Session(settings, device, precision, dist, output_root, figure_dir,
+                      resume_state=resume_state, lock=lock)
+    session.splits = cifar10_splits(settings.data_dir, seed=settings.seed, subset=settings.subset,
+                                    progress=settings.progress and dist.is_main)
+    return session
 
 
-def make_loaders(ctx: Context, batch_size: int, augment: AugmentConfig | None = None,
-                 normalization=CIFAR_NORMALIZATION, resize: int | None = None,
-                 eval_batch_size: int = EVAL_BATCH_SIZE) -> dict:
+def _check_resume_target(state: dict, settings: RunSettings, runs: list[str]):
+    record = state["args"]
+    task, run = record.get("task"), record.get("run")
+    if task != settings.task:
+        raise UserError(f"--resume {settings.resume} is a checkpoint of {task}'s run {run}, "
+                        f"not of {settings.task}; resume it with {task}")
+    if run not in runs:
+        raise UserError(f"--resume {settings.resume} is a checkpoint of run {run}, which this "
+                        f"command does not train (it trains {', '.join(runs)})")
+
+
+# what a run cannot change mid-run: a checkpoint resumes only under the same values
+FIXED_ON_RESUME = ("batch_size", "image_size", "data", "subset", "seed")
+
+
+def run_record(session: Session, name: str, recipe: Recipe, notes: dict | None = None) -> dict:
+    s = session.settings
+    return {"task": s.task, "run": name, "batch_size": recipe.batch_size,
+            "image_size": recipe.image_size, "data": session.splits.source,
+            "subset": s.subset, "seed": s.seed, "recipe": recipe.describe() | (notes or {}),
+            "command": s.command}
+
+
+def _check_fixed(state: dict, record: dict, checkpoint):
+    saved = state["args"]
+    differ = [f"{k} {saved.get(k)} (checkpoint) vs {record[k]} (now)"
+              for k in FIXED_ON_RESUME if saved.get(k) != record[k]]
+    if differ:
+        raise UserError(f"--resume {checkpoint} cannot continue with other settings: "
+                        f"{'; '.join(differ)}; these cannot change mid-run")
+
+
+def make_loaders(session: Session, recipe: Recipe) -> dict:
     """train (shuffled, augmented), train_eval (no augmentation), val and test loaders."""
-    s = ctx.splits
-    common = dict(device=ctx.device, normalization=normalization, resize=resize,
-                  seed=ctx.args.seed, rank=ctx.dist.rank, world_size=ctx.dist.world_size)
-    if batch_size > len(s.train):
-        raise UserError(f"--batch-size {batch_size} is larger than the {len(s.train)} "
+    s = session.splits
+    if recipe.batch_size > len(s.train):
+        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(s.train)} "
                         "training images")
+    common = dict(device=session.device, normalization=recipe.normalization,
+                  resize=recipe.image_size if recipe.image_size != 32 else None,
+                  seed=session.settings.seed, rank=session.dist.rank,
+                  world_size=session.dist.world_size)
+    evaluation = dict(batch_size=recipe.eval_batch_size, train=False, **common)
     return {
-        "train": TensorLoader(s.train.images, s.train.labels, batch_size, train=True,
-                              augment=augment, **common),
-        "train_eval": TensorLoader(s.train.images, s.train.labels, eval_batch_size,
-                                   train=False, **common),
-        "val": TensorLoader(s.val.images, s.val.labels, eval_batch_size, train=False, **common),
-        "test": TensorLoader(s.test.images, s.test.labels, eval_batch_size, train=False, **common),
+        "train": TensorLoader(s.train.images, s.train.labels, recipe.batch_size, train=True,
+                              augment=recipe.augment, **common),
+        "train_eval": TensorLoader(s.train.images, s.train.labels, **evaluation),
+        "val": TensorLoader(s.val.images, s.val.labels, **evaluation),
+        "test": TensorLoader(s.test.images, s.test.labels, **evaluation),
     }
 
 
-def load_history(run_dir: Path) -> dict:
-    def rows(name):
-        with open(run_dir / name, newline="") as f:
-            return list(csv.DictReader(f))
-    checks = [{k: float(v) for k, v in r.items()} for r in rows("history.csv")]
-    # steps.csv (the per-step training loss) is optional: results/ keeps only the checks
-    steps = ([float(r["loss"]) for r in rows("steps.csv")]
-             if (run_dir / "steps.csv").is_file() else [])
-    return {"checks": checks, "step_loss": steps}
+def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.Module],
+                 recipe: Recipe, notes: dict | None = None) -> dict:
+    """Train make_model() by `recipe` (with the command line's overrides) as run `name` under
+    the output folder; returns metrics with the history attached.
+
+    The model is built right after seeding, so its initial weights depend on the seed alone,
+    not on the runs a script trained before it: every run is reproduced by running it alone.
+    With --resume: the run the checkpoint belongs to continues from it; a run already finished
+    in the output folder is loaded rather than trained again."""
+    settings = session.settings
+    recipe = settings.overrides.apply(recipe)
+    run_dir = RunDir(session.output_root / name, writer=session.is_main)
+    resume = session.resume_state
+    if resume is not None and resume["args"]["run"] != name:
+        resume = None
+        if run_dir.is_finished():
+            if session.is_main:
+                print(f"{name}: finished earlier, loaded from {run_dir.path}")
+            return run_dir.load_finished()
+    record = run_record(session, name, recipe, notes)
+    if resume is not None:
+        _check_fixed(resume, record, settings.resume)
+    seed_everything(settings.seed)
+    model = make_model()
+    loaders = make_loaders(session, recipe)
+    optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
+    scheduler = make_scheduler(recipe.schedule, optimizer, recipe.epochs * len(loaders["train"]))
+    # every rank starts from the same weights (DDP broadcasts rank 0's anyway); augmentation
+    # and dropout draw rank-specific random numbers
+    seed_everything(settings.seed + session.dist.rank)
+    config = TrainerConfig(epochs=recipe.epochs, checks_per_epoch=recipe.checks_per_epoch,
+                           patience=recipe.patience, precision=session.precision,
+                           progress=settings.progress, run_name=name, record=record,
+                           resume_command=session.resume_command(run_dir.checkpoint))
+    trainer = Trainer(model, optimizer, loaders, config, scheduler=scheduler,
+                      device=session.device, run_dir=run_dir.create(), dist=session.dist)
+    result = trainer.fit(resume=resume)
+    if session.is_main and "test" in result["final"]:
+        acc = 100 * result["final"]["test"]["accuracy"]
+        plotting.plot_confusion(run_dir.confusion(), run_dir / "confusion.png",
+                                f"{name}: test set, best weights ({acc:.2f} % correct)")
+    return result | {"history": trainer.history}
 
 
-def load_finished_run(run_dir) -> dict:
-    """A finished run's metrics.json with its history attached (resume, study baselines)."""
-    run_dir = Path(run_dir)
-    try:
-        with open(run_dir / "metrics.json") as f:
-            result = json.load(f)
-        result["history"] = load_history(run_dir)
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot load a finished run from {run_dir}: {err}") from None
-    return result
-
-
-def train_run(ctx: Context, name: str, model, optimizer, loaders: dict, *, epochs: int,
-              scheduler=None, scheduler_interval: str = "epoch", early_stop_count: int | None = 4,
-              validations_per_epoch: int = 2, recipe: dict | None = None) -> dict:
-    """Train one run under ctx.output_root/name; returns metrics with its history attached.
-
-    With --resume: a run whose checkpoint is the one named resumes from it, and a run already
-    finished in this output folder is loaded rather than trained again.
-    """
-    args = ctx.args
-    run_dir = ctx.output_root / name
-    resume_from = None
-    if args.resume:
-        ckpt = Path(args.resume)
-        if not ckpt.is_file():
-            raise UserError(f"--resume {ckpt}: no such checkpoint file")
-        if ckpt.resolve().parent == run_dir.resolve():
-            resume_from = ckpt
-        elif (run_dir / "metrics.json").is_file():
-            result = load_finished_run(run_dir)
-            if ctx.is_main:
-                print(f"{name}: finished earlier, loaded from {run_dir}")
-            return result
-    # every rank starts from the same initial weights (DDP broadcasts rank 0's anyway);
-    # augmentation and dropout draw rank-specific random numbers
-    seed_everything(args.seed + ctx.dist.rank)
-    config = TrainerConfig(
-        epochs=epochs, validations_per_epoch=validations_per_epoch,
-        early_stop_count=early_stop_count, precision=ctx.precision, progress=args.progress,
-        scheduler_interval=scheduler_interval, output_dir=run_dir, run_name=name,
-        args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool,
-                                                                     type(None)))}
-        | {"recipe": recipe or {}, "data_source": ctx.splits.source},
-        resume_command=resume_command(sys.argv, run_dir / CHECKPOINT_NAME))
-    if ctx.is_main:
-        ensure_writable_dir(run_dir)
-    trainer = Trainer(model, optimizer, loaders["train"], loaders["val"], loaders["test"], config,
-                      scheduler=scheduler, device=ctx.device,
-                      train_eval_loader=loaders.get("train_eval"), dist=ctx.dist)
-    result = trainer.fit(resume=resume_from)
-    result["history"] = trainer.history
-    result["recipe"] = recipe or {}
-    return result
-
-
-def save_results(ctx: Context, results: dict[str, dict], name: str = "results"):
+def save_results(session: Session, results: dict[str, dict], name: str = "results"):
     """All runs' metrics (without the per-step history) as one JSON beside the runs."""
-    from .io import save_json
-    if ctx.is_main:
+    if session.is_main:
         save_json({k: {kk: vv for kk, vv in v.items() if kk != "history"}
-                   for k, v in results.items()}, ctx.output_root / f"{name}.json")
+                   for k, v in results.items()}, session.output_root / f"{name}.json")
+

@@ -1,4 +1,5 @@
-"""Loss and accuracy curves (report Figures 1-6) for one run or several, saved as PNG."""
+"""The figures: loss and accuracy curves (report Figures 1-5), a study's bar chart, test accuracy
+against time and the confusion matrix, saved as PNG (the same inputs give the same bytes)."""
 from __future__ import annotations
 
 import matplotlib
@@ -7,7 +8,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .data import CLASSES  # noqa: E402
 from .io import save_figure  # noqa: E402
+
+STEP_CURVE = "training loss: per step, smoothed"
+CHECK_CURVE = "training loss: mean over the steps between two checks"
+
+
+def _save(fig, path, metadata: dict | None):
+    """common.report stamps each figure (metadata) with the digest of what it drew."""
+    save_figure(fig, path, metadata)
+    plt.close(fig)
+    return path
 
 
 def _smooth(values, window):
@@ -24,15 +36,16 @@ def _steps_per_epoch(history) -> float:
     return last["step"] / last["epoch"] if last and last["epoch"] else 1.0
 
 
-def _plot_into(ax_loss, ax_acc, history, label_prefix="", color=None, splits=("train", "val", "test")):
-    spe = _steps_per_epoch(history)
+def _plot_into(ax_loss, ax_acc, history, label_prefix="", color=None,
+               splits=("train", "val", "test"), per_step=False):
     checks = history["checks"]
     epochs = [c["epoch"] for c in checks]
     styles = {"train": "-", "val": "--", "test": ":"}
     names = {"train": "training", "val": "validation", "test": "test"}
     for split in splits:
-        kw = dict(linestyle=styles[split], color=color)
-        if split == "train" and history.get("step_loss"):
+        kw = {"linestyle": styles[split], "color": color}
+        if split == "train" and per_step:
+            spe = _steps_per_epoch(history)
             window = max(1, int(spe // 20))
             smooth = _smooth(history["step_loss"], window)
             x = (np.arange(len(smooth)) + window) / spe
@@ -44,11 +57,13 @@ def _plot_into(ax_loss, ax_acc, history, label_prefix="", color=None, splits=("t
                     label=f"{label_prefix}{names[split]} accuracy", **kw)
 
 
-def _finish(fig, ax_loss, ax_acc, title):
+def _finish(fig, ax_loss, ax_acc, title, per_step: bool, splits):
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
+    if "train" in splits:  # one kind of training curve per figure, and the figure says which
+        ax_loss.set_title(STEP_CURVE if per_step else CHECK_CURVE, fontsize=9)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     if len(ax_acc.get_lines()) > 12:  # a study: one legend beside the plots, not over them
@@ -60,42 +75,130 @@ def _finish(fig, ax_loss, ax_acc, title):
     fig.tight_layout()
 
 
-def plot_run(history: dict, path, title: str):
-    """Loss (training per step, smoothed; validation and test per check) and accuracy."""
+def plot_run(history: dict, path, title: str, *, per_step: bool | None = None,
+             metadata: dict | None = None):
+    """Loss and accuracy of one run: validation and test per check; training per step
+    (smoothed) when the history has step losses and per_step is not False, else per check."""
+    per_step = bool(history.get("step_loss")) if per_step is None else per_step
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
-    _plot_into(ax_loss, ax_acc, history)
-    _finish(fig, ax_loss, ax_acc, title)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    splits = ("train", "val", "test")
+    _plot_into(ax_loss, ax_acc, history, per_step=per_step, splits=splits)
+    _finish(fig, ax_loss, ax_acc, title, per_step, splits)
+    return _save(fig, path, metadata)
 
 
-def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "val", "test")):
-    """Several runs in one figure, one colour per run (report Figures 3 and 4)."""
+def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "val", "test"), *,
+              per_step: bool | None = None, metadata: dict | None = None):
+    """Several runs in one figure, one colour per run (report Figures 3-5). Training loss per
+    step only when every run has step losses: a figure never mixes the two kinds of curve."""
+    if per_step is None:
+        per_step = all(h.get("step_loss") for h in histories.values())
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 5))
     # the default cycle has 10 colours: a study of 11 variants would draw two runs alike
     colors = (plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(histories) <= 10
               else [plt.get_cmap("tab20")(i) for i in range(20)])
     for i, (name, history) in enumerate(histories.items()):
         _plot_into(ax_loss, ax_acc, history, label_prefix=f"{name}: ",
-                   color=colors[i % len(colors)], splits=splits)
-    _finish(fig, ax_loss, ax_acc, title)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+                   color=colors[i % len(colors)], splits=splits, per_step=per_step)
+    _finish(fig, ax_loss, ax_acc, title, per_step, splits)
+    return _save(fig, path, metadata)
 
 
-def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str):
-    """Test accuracy (%) against wall-clock seconds, one line per run: {label: (s, acc)}."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+def _accuracy_bars(ax, labels: list, values: list, reference: float, reference_label: str,
+                   colors, notes: list, xlabel: str, xlim: float):
+    """Horizontal accuracy bars (%), top to bottom in the given order, each with its note,
+    and a dashed line at the reference value."""
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, values, color=colors, alpha=0.8)
+    ax.axvline(reference, color="black", linestyle="--", linewidth=1, label=reference_label)
+    for yi, v, note in zip(y, values, notes):
+        ax.text(max(v, reference) + 1, yi, note, va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(0, xlim)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_study_bars(accuracies: dict[str, float], reference: str, path, title: str, *,
+                    metadata: dict | None = None):
+    """One bar per run (test accuracy, %) and a line at the reference run's (a key of
+    accuracies): a study of short runs reads better so than as a bundle of two-point curves."""
+    names = list(accuracies)
+    values = [accuracies[n] for n in names]
+    ref = accuracies[reference]
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(names) + 1.6))
+    colors = ["tab:gray" if n == reference else ("tab:green" if v > ref else "tab:red")
+              for n, v in zip(names, values)]
+    notes = [f"{v:.2f} %" + ("" if n == reference else f" ({v - ref:+.2f})")
+             for n, v in zip(names, values)]
+    _accuracy_bars(ax, names, values, ref, f"{reference}: {ref:.2f} %", colors, notes,
+                   "test accuracy (%)", max(100.0, max(values) + 15))
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path, metadata)
+
+
+def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str, *,
+                          xlabel: str = "wall-clock time (s)", note: str | None = None,
+                          metadata: dict | None = None):
+    """Test accuracy (%) against seconds, one line per run: {label: (s, acc)}. All curves
+    must share one time basis; xlabel says which, note adds what a reader needs beside it."""
+    fig, ax = plt.subplots(figsize=(8, 5.4 if note else 5))
     for name, (seconds, accuracy) in curves.items():
         ax.plot(seconds, accuracy, marker=".", label=name)
-    ax.set_xlabel("wall-clock time (s)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
+    if note:
+        fig.text(0.01, 0.0, note, fontsize=7.5, va="top", wrap=True)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, metadata)
+
+
+def confusion_matrix(rows_or_matrix) -> np.ndarray:
+    """confusion.csv's rows (dicts: class, one count per predicted class, accuracy) or a
+    classes x classes matrix [true, predicted] -> the integer matrix."""
+    if len(rows_or_matrix) and isinstance(rows_or_matrix[0], dict):
+        by_class = {r["class"]: r for r in rows_or_matrix}
+        missing = [c for c in CLASSES if c not in by_class]
+        if missing:
+            raise ValueError(f"confusion rows lack the classes {', '.join(missing)}")
+        return np.array([[int(float(by_class[t][p])) for p in CLASSES] for t in CLASSES])
+    matrix = np.asarray(rows_or_matrix)
+    if matrix.shape != (len(CLASSES), len(CLASSES)):
+        raise ValueError(f"a confusion matrix is {len(CLASSES)}x{len(CLASSES)}, "
+                         f"got {matrix.shape}")
+    return matrix.astype(int)
+
+
+def plot_confusion(rows_or_matrix, path, title: str, *, metadata: dict | None = None):
+    """The test set's confusion matrix (rows: true class, share of its images in %, counts
+    written in) and each class's accuracy beside it."""
+    matrix = confusion_matrix(rows_or_matrix)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = 100 * matrix / np.maximum(totals, 1)
+    per_class = np.diag(share)
+    overall = 100 * np.trace(matrix) / max(matrix.sum(), 1)
+    fig, (ax_m, ax_a) = plt.subplots(1, 2, figsize=(13, 5.6),
+                                     gridspec_kw={"width_ratios": [1.45, 1]})
+    image = ax_m.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    for t in range(len(CLASSES)):
+        for p in range(len(CLASSES)):
+            ax_m.text(p, t, str(matrix[t, p]), ha="center", va="center", fontsize=7,
+                      color="white" if share[t, p] > 55 else "black")
+    ticks = np.arange(len(CLASSES))
+    ax_m.set_xticks(ticks, CLASSES, rotation=45, ha="right")
+    ax_m.set_yticks(ticks, CLASSES)
+    ax_m.set_xlabel("predicted class")
+    ax_m.set_ylabel("true class")
+    ax_m.set_title("counts; colour: share of the true class's images", fontsize=9)
+    fig.colorbar(image, ax=ax_m, fraction=0.046, pad=0.04, label="% of the true class")
+    _accuracy_bars(ax_a, list(CLASSES), list(per_class), overall,
+                   f"all classes: {overall:.2f} %", "tab:blue",
+                   [f"{v:.1f} %" for v in per_class], "test accuracy of the class (%)", 110)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, metadata)

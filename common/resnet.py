@@ -72,8 +72,7 @@ def imagenet_state_dict(progress: bool = False) -> dict:
                             "pass --weights PATH") from None
         raise UserError(f"the ImageNet weights of ResNet18 are not in torchvision's cache and "
                         f"could not be downloaded ({_one_line(err)}); pass --weights PATH to a "
-                        f"copy of {cached.name}, or put that file at {cached} (see the README: "
-                        "task 4)") from None
+                        f"copy of {cached.name}, or put that file at {cached} (see docs/task4.md)") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
 
@@ -92,25 +91,38 @@ def state_dict_from_file(path) -> dict:
                         ) from None
 
 
-def load_resnet18(spec: str, progress: bool = False) -> nn.Module:
-    """torchvision's ResNet18 (1000 ImageNet classes) with the weights `spec` names:
-    'imagenet', 'none' (random initialisation) or the path of a resnet18 state_dict."""
-    model = resnet18(weights=None)
+def load_weights(spec: str, progress: bool = False) -> dict | None:
+    """The resnet18 state_dict `spec` names: 'imagenet', a file's path, or 'none' (None:
+    random initialisation); checked to fit ResNet18, so a wrong file is reported at once."""
     if is_random(spec):
-        return model
+        return None
     state = imagenet_state_dict(progress) if spec == "imagenet" else state_dict_from_file(spec)
     try:
-        model.load_state_dict(state)
+        resnet18(weights=None).load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:  # other keys or shapes, or no dict
         raise UserError(f"--weights {spec} is not a resnet18 state_dict: "
                         f"{_one_line(err)}") from None
+    return state
+
+
+def resnet18_with(state: dict | None) -> nn.Module:
+    """torchvision's ResNet18 (1000 ImageNet classes) with weights from load_weights (None:
+    random initialisation, from torch's global generator)."""
+    model = resnet18(weights=None)
+    if state is not None:
+        model.load_state_dict(state)
     return model
+
+
+def load_resnet18(spec: str, progress: bool = False) -> nn.Module:
+    return resnet18_with(load_weights(spec, progress))
 
 
 def prepare_for_transfer(model: nn.Module, num_classes: int = NUM_CLASSES) -> nn.Module:
     """A new num_classes head, and every parameter outside TRAINABLE frozen.
 
-    Only requires_grad is switched off, as the report did: in train mode the BatchNorm layers
+    Only requires_grad is switched off (report 4.a freezes the other layers without saying
+    more; the simplest reading): in train mode the BatchNorm layers
     of the frozen stages still update their running statistics to CIFAR-10's upscaled images
     (their learned scale and shift stay ImageNet's).
     """
@@ -118,9 +130,3 @@ def prepare_for_transfer(model: nn.Module, num_classes: int = NUM_CLASSES) -> nn
     for name, param in model.named_parameters():
         param.requires_grad = name.split(".")[0] in TRAINABLE
     return model
-
-
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) numbers of parameters."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters()) - trainable

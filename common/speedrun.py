@@ -1,6 +1,7 @@
-"""The speed-run recipe (task 3e, beyond the report): our own implementation of the methods in
-Page 2018, "How to train your ResNet", and Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a
-single GPU" (arXiv 2404.00498). Written from the papers' descriptions, not from their code:
+"""The speed-run recipe (task 3e, beyond the report), read top to bottom like airbench: config,
+network, data, training, several seeds. Our own implementation of the methods in Page 2018,
+"How to train your ResNet", and Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
+(arXiv 2404.00498), written from the papers' descriptions, not from their code:
 
 - a first layer of 2x2 patch-whitening filters computed from the training images and frozen
   (only its bias trains, for the first few epochs);
@@ -11,36 +12,38 @@ single GPU" (arXiv 2404.00498). Written from the papers' descriptions, not from 
 - alternating (derandomised) horizontal flips and random translations by up to 2 pixels;
 - test-time augmentation: flipped and one-pixel-shifted views averaged.
 
-Why its loop is not the common Trainer: the recipe trains a fixed schedule on all 50,000
-training images (there is no validation split, nothing to select, no early stopping), fits the
-whitening layer to data before the first step, freezes the whitening bias part-way, and scores
-with test-time augmentation. It writes the same metrics.json and history.csv layout.
+Its loop is its own, as airbench's is: a fixed schedule on all 50,000 training images (no
+validation split, nothing to select, no early stopping), the whitening layer fitted before the
+first step and its bias frozen part-way, scoring with test-time augmentation. The training
+step, the running score, the divergence check, the log line, evaluation and the run folder's
+format are the package's (common.trainer, common.evaluation, common.rundir).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from . import trainer
-from .augment import AugmentConfig
-from .device import autocast
-from .errors import DivergenceError
-from .experiment import load_history
-from .io import ensure_writable_dir, save_csv, save_json, save_torch
-from .loader import TensorLoader
+from .augment import AugmentConfig, BatchAugment
+from . import plotting
+from .data import CLASSES
+from .evaluation import evaluate
+from .io import save_json
+from .loader import TensorLoader, normalize
+from .progress import log_epoch, progress_bar
+from .rundir import RunDir
+from .seeding import epoch_generator, generator, seed_everything
+from .trainer import RunningScore, check_finite, train_step
 
 # CIFAR-10 training-set channel statistics (the whitening layer absorbs any scale anyway)
 SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+EVAL_BATCH_SIZE = 1000  # our choice: evaluation only
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class SpeedrunConfig:
 
     def describe(self) -> dict:
         return asdict(self)
+
+    def with_batch_size(self, batch_size: int) -> "SpeedrunConfig":
+        """Another batch, with the rate and the weight decay scaled with it (the published
+        values are per summed loss, so they scale with the batch)."""
+        scale = batch_size / self.batch_size
+        return dataclasses.replace(self, batch_size=batch_size, lr=self.lr * scale,
+                                   weight_decay=self.weight_decay * scale)
 
 
 # ---------------------------------------------------------------------------- the network
@@ -147,6 +157,37 @@ class SpeedrunNet(nn.Module):
         return self.head(x) * self.head_scale
 
 
+# ---------------------------------------------------------------------------- data
+class TrainBatches:
+    """All training images as one uint8 tensor on the device, served in shuffled batches with
+    the recipe's two augmentations applied to whole batches:
+    alternating flip: each image is mirrored in every other epoch, from a random first epoch
+      on (Jordan 2024's derandomised flip: every image is seen both ways in any two epochs);
+    translation: shifted by up to `translate_px` whole pixels in x and y, the uncovered
+      border black (the package's batched translation, common.augment)."""
+
+    def __init__(self, images, labels, batch_size: int, *, device, seed: int, translate_px: int):
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.batch_size, self.device, self.seed = batch_size, torch.device(device), seed
+        self.flip_phase = (torch.rand(len(labels), generator=epoch_generator(seed, 99_991))
+                           < 0.5).to(device)
+        self.translate = BatchAugment(AugmentConfig(translate_px=translate_px))
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size  # the last incomplete batch is dropped
+
+    def epoch(self, epoch: int):
+        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, epoch))
+        order = order.to(self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            flip = self.flip_phase[idx] ^ bool(epoch % 2)
+            images = torch.where(flip.view(-1, 1, 1, 1), self.images[idx].flip(-1),
+                                 self.images[idx])
+            x = self.translate(images.float().div_(255))
+            yield normalize(x, SPEEDRUN_NORMALIZATION), self.labels[idx]
+
+
 # ---------------------------------------------------------------------------- training
 def lr_multiplier(step: int, total: int, cfg: SpeedrunConfig) -> float:
     """Linear from lr_start up to 1 at `warmup` of the run, then linear down to lr_end."""
@@ -188,92 +229,72 @@ def predict(model: nn.Module, x: torch.Tensor, tta_level: int) -> torch.Tensor:
     return logits
 
 
-def evaluate(model: nn.Module, loader: TensorLoader, device, precision: str,
-             tta_level: int = 0) -> tuple[float, float]:
-    return trainer.evaluate(model, loader, device, precision,
-                            forward=lambda x: predict(model, x, tta_level))
-
-
 def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp32",
                    seed: int = 0, progress: bool = False, run_name: str = "speedrun",
-                   eval_batch_size: int = 1000, monitor: bool = True) -> dict:
-    """Train on train+validation (all training images), score on test. Returns metrics with
-    the history (test accuracy after each epoch when `monitor`; its cost is kept out of
-    `train_time_s` but inside `wall_time_s`)."""
+                   monitor: bool = True) -> tuple[dict, nn.Module]:
+    """Train on train+validation (all training images), score on test. Returns (metrics with
+    the history, model). `monitor`: test accuracy after each epoch, its cost kept out of
+    `train_time_s` but inside `wall_time_s`."""
     t_start = time.perf_counter()
-    torch.manual_seed(seed)
+    seed_everything(seed)
     images = torch.cat([splits.train.images, splits.val.images])
     labels = torch.cat([splits.train.labels, splits.val.labels])
-    if cfg.batch_size > len(labels):
-        cfg = dataclasses.replace(cfg, batch_size=len(labels))
-    augment = AugmentConfig(alternating_flip=True, translate_px=cfg.translate_px)
-    train = TensorLoader(images, labels, cfg.batch_size, device=device, train=True,
-                         augment=augment, normalization=SPEEDRUN_NORMALIZATION, seed=seed)
-    plain = dict(device=device, train=False, normalization=SPEEDRUN_NORMALIZATION)
-    test = TensorLoader(splits.test.images, splits.test.labels, eval_batch_size, **plain)
+    cfg = dataclasses.replace(cfg, batch_size=min(cfg.batch_size, len(labels)))
+    train = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
+                         translate_px=cfg.translate_px)
+    test = TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
+                        train=False, normalization=SPEEDRUN_NORMALIZATION)
 
     t_recipe = time.perf_counter()
     model = SpeedrunNet(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale)
-    # a random sample: image folders list the training images class by class, so the first
-    # N would be one or two classes (the three-seed results in the README were fitted that
-    # way, before this was noticed; see docs/speedrun.md)
-    sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    sample = sample[:cfg.whiten_images]
-    model.init_whitening(test.prepare(images[sample].to(device)).contiguous().cpu(),
+    # a random sample: image folders list the training images class by class
+    sample = torch.randperm(len(images), generator=generator(seed))[:cfg.whiten_images]
+    model.init_whitening(normalize(images[sample], SPEEDRUN_NORMALIZATION, channels_last=False),
                          cfg.whiten_eps)
     whiten_time = time.perf_counter() - t_recipe
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(train)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.epochs * len(train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, total, cfg))
 
     history = {"checks": [], "step_loss": []}
-    train_time = 0.0
-    step = 0
+    train_time, step = 0.0, 0
     model.train()
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        train.set_epoch(epoch)
         if epoch == cfg.whiten_bias_epochs:
             model.whiten.bias.requires_grad_(False)
-        loss_sum = correct = count = 0.0
-        for x, y in tqdm(train, total=steps_per_epoch, leave=False, disable=not progress,
-                         desc=f"{run_name} epoch {epoch + 1}/{cfg.epochs}"):
-            with autocast(device, precision):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            value = loss.item()
-            if not math.isfinite(value):
-                raise DivergenceError(f"the training loss became {value} at epoch {epoch + 1}, "
-                                      f"step {step}; lower the learning rate (--lr)")
-            history["step_loss"].append(value)
-            loss_sum += value * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            count += len(y)
+        score = RunningScore()
+        with progress_bar(len(train), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
+                          progress) as bar:
+            for x, y in train.epoch(epoch):
+                loss, correct = train_step(model, optimizer, x, y, device, precision,
+                                           cfg.label_smoothing)
+                scheduler.step()
+                step += 1
+                check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}")
+                history["step_loss"].append(loss)
+                score.add(loss, correct, len(y))
+                bar.update(1)
         train_time += time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(count, 1),
-               "train_accuracy": correct / max(count, 1),
-               "test_loss": float("nan"), "test_accuracy": float("nan"),
-               "train_time_s": round(train_time, 2),
+        train_loss, train_acc = score.means()
+        row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
+               "train_accuracy": train_acc, "test_loss": float("nan"),
+               "test_accuracy": float("nan"), "train_time_s": round(train_time, 2),
                "wall_time_s": round(time.perf_counter() - t_start, 2),
                "lr": optimizer.param_groups[0]["lr"]}
         if monitor or epoch == cfg.epochs - 1:
             row["test_loss"], row["test_accuracy"] = evaluate(model, test, device, precision)
         history["checks"].append(row)
         if progress or monitor:
-            tqdm.write(f"{run_name} epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc "
-                       f"{row['train_accuracy']:.4f} | test acc {row['test_accuracy']:.4f} | "
-                       f"train {train_time:.0f} s", file=sys.stderr)
+            log_epoch(run_name, row, seconds_key="train_time_s")
 
     t0 = time.perf_counter()
-    tta_loss, tta_acc = evaluate(model, test, device, precision, cfg.tta_level)
+    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.int64)
+    tta_loss, tta_acc = evaluate(model, test, device, precision,
+                                 forward=lambda x: predict(model, x, cfg.tta_level),
+                                 confusion=confusion)
     tta_time = time.perf_counter() - t0
     last = history["checks"][-1]
     return {
@@ -293,57 +314,43 @@ def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp3
         "seed": seed,
         "recipe": cfg.describe(),
         "history": history,
-        "model": model,
-    }
+        "confusion": confusion,
+    }, model
 
 
 # ---------------------------------------------------------------------------- several seeds
-def _identity(ctx, cfg: SpeedrunConfig) -> dict:
-    """What must match for a finished seed to stand in for a new run of it."""
-    return json.loads(json.dumps({"recipe": cfg.describe(), "precision": ctx.precision,
-                                  "device": str(ctx.device), "data_source": ctx.splits.source,
-                                  "subset": ctx.args.subset}))
-
-
-def _load_seed(run_dir, identity: dict):
-    """A seed finished earlier with the same recipe, precision, device and data (else None)."""
-    try:
-        with open(run_dir / "metrics.json") as f:
-            result = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if any(result.get(k) != v for k, v in identity.items()):
-        return None
-    result["history"] = load_history(run_dir)
-    return result
-
-
-def run_seeds(ctx, cfg: SpeedrunConfig, seeds: list[int], name: str = "speedrun") -> dict:
-    """Train the recipe once per seed under ctx.output_root/name/seed<N>/; a seed finished
-    earlier with the same recipe is loaded, not retrained (an interrupted study loses at most
-    the seed it was on). Returns {"runs": {seed: result}, "summary": {...}}."""
-    root = ctx.output_root / name
-    identity = _identity(ctx, cfg)
+def run_seeds(session, cfg: SpeedrunConfig, seeds: list[int], name: str = "speedrun") -> dict:
+    """Train the recipe once per seed under <output>/name/seed<N>/; a seed finished earlier
+    with the same recipe, precision, device and data is loaded, not retrained (an interrupted
+    study loses at most the seed it was on). Returns {"runs": {seed: result}, "summary"}."""
+    root = session.output_root / name
+    identity = {"recipe": cfg.describe(), "precision": session.precision,
+                "device": str(session.device), "data_source": session.splits.source,
+                "subset": session.settings.subset}
+    identity = json.loads(json.dumps(identity))  # as it reads back from metrics.json
     runs = {}
     for seed in seeds:
-        run_dir = root / f"seed{seed}"
-        result = _load_seed(run_dir, identity)
-        if result is not None:
-            print(f"{name} seed {seed}: finished earlier, loaded from {run_dir}")
+        run_dir = RunDir(root / f"seed{seed}")
+        result = run_dir.load_finished() if run_dir.is_finished() else None
+        if result is not None and all(result.get(k) == v for k, v in identity.items()):
+            print(f"{name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
-            result = train_speedrun(ctx.splits, cfg, device=ctx.device, precision=ctx.precision,
-                                    seed=seed, progress=ctx.args.progress,
-                                    run_name=f"{name} seed {seed}")
-            model = result.pop("model")
-            ensure_writable_dir(run_dir)
-            save_torch({"model": model.state_dict(), "recipe": cfg.describe()},
-                       run_dir / "model.pt")
-            save_csv(result["history"]["checks"], run_dir / "history.csv")
-            save_json({k: v for k, v in result.items() if k != "history"} | identity
-                      | {"command": ctx.args.command}, run_dir / "metrics.json")
+            result, model = train_speedrun(session.splits, cfg, device=session.device,
+                                           precision=session.precision, seed=seed,
+                                           progress=session.settings.progress,
+                                           run_name=f"{name} seed {seed}")
+            run_dir.create()
+            run_dir.save_best({"model": model.state_dict(), "args": identity})
+            run_dir.write_history(result["history"])
+            run_dir.write_confusion(result.pop("confusion"))
+            acc = 100 * result["final"]["test_tta"]["accuracy"]
+            plotting.plot_confusion(run_dir.confusion(), run_dir / "confusion.png",
+                                    f"{name} seed {seed}: test set with TTA ({acc:.2f} % correct)")
+            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
+                                  | identity | {"command": session.settings.command})
         runs[seed] = result
     summary = summarize(runs)
-    save_json({"summary": summary, "recipe": cfg.describe(), "data_source": ctx.splits.source,
+    save_json({"summary": summary, "recipe": cfg.describe(), "data_source": session.splits.source,
                "runs": {s: {k: v for k, v in r.items() if k != "history"}
                         for s, r in runs.items()}}, root / "results.json")
     return {"runs": runs, "summary": summary}

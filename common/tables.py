@@ -50,3 +50,22 @@ def format_rows(rows: list[dict]) -> str:
     out = ["  ".join(k.ljust(widths[k]) for k in keys)]
     out += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
     return "\n".join(out)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table (cells as given: format numbers before)."""
+    def line(cells):
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+    return "\n".join([line(header), line(["---"] * len(header))] + [line(r) for r in rows])
+
+
+def csv_table(header: list[str], rows: list[list]) -> str:
+    """The same table as CSV text, Markdown emphasis and code marks taken out."""
+    import csv
+    import io
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([str(c).replace("**", "").replace("`", "") for c in row])
+    return text.getvalue()

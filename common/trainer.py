@@ -1,65 +1,99 @@
-"""The generic Trainer: training steps, validation checks, early stopping, history,
-checkpoints (resumable, atomic), interrupts and divergence, single process or DDP."""
+"""The generic Trainer: training steps, validation checks, early stopping, best weights, the
+final table; resumable from its checkpoint, stoppable by a signal, single process or DDP.
+The run's files go through a RunDir, early stopping through an EarlyStopping object."""
 from __future__ import annotations
 
 import copy
 import math
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed as D
+from .data import CLASSES
 from .device import autocast
-from .errors import DivergenceError, Interrupted, UserError
-from .io import save_csv, save_json, save_torch
-
-CHECKPOINT_NAME = "checkpoint.pt"  # everything needed to resume
-BEST_NAME = "best.pt"              # the best model (lowest validation loss) as one dict
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, loader, device, precision: str,
-             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
-    """Mean loss and accuracy over a loader in eval mode (the model's mode is restored after),
-    summed over DDP ranks. `forward(x)` gives the logits instead of `model(x)` (e.g. averaged
-    over test-time views)."""
-    was_training = model.training
-    model.eval()
-    forward = forward or model
-    loss_sum = correct = count = 0.0
-    for x, y in loader:
-        with autocast(device, precision):
-            logits = forward(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += len(y)
-    model.train(was_training)
-    loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], device)
-    return loss_sum / max(count, 1), correct / max(count, 1)
+from .early_stopping import EarlyStopping
+from .errors import DivergenceError, Interrupted
+from .evaluation import evaluate
+from .progress import log_epoch, progress_bar
+from .rundir import RunDir
+from .schedules import change_schedule
+from .signals import StopRequest
 
 
 @dataclass
 class TrainerConfig:
     epochs: int
-    validations_per_epoch: int = 2     # report: validation twice per epoch
-    early_stop_count: int | None = 4   # report: stop after 4 checks without improvement
+    checks_per_epoch: int
+    patience: int | None               # checks without a lower validation loss; None: off
     precision: str = "fp32"
     progress: bool = True
-    scheduler_interval: str = "epoch"  # when the LR scheduler steps: "epoch" or "step"
-    output_dir: Path | None = None
     run_name: str = "run"
-    args: dict = field(default_factory=dict)  # the command line, kept in checkpoints
-    resume_command: str | None = None          # printed when interrupted
+    record: dict = field(default_factory=dict)  # what the run is: kept in every file it writes
+    resume_command: str | None = None           # printed when interrupted or diverged
+
+
+def train_step(model, optimizer, x, y, device, precision: str,
+               label_smoothing: float = 0.0) -> tuple[float, int]:
+    """One optimizer step; (batch-mean loss, correct predictions)."""
+    with autocast(device, precision):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), (logits.argmax(1) == y).sum().item()
+
+
+def check_finite(value: float, what: str, where: str, advice: str = ""):
+    if not math.isfinite(value):
+        raise DivergenceError(f"the {what} became {value} at {where}; lower the learning rate "
+                              f"(--lr){advice}")
+
+
+class RunningScore:
+    """Training loss and accuracy summed since the last check."""
+
+    def __init__(self):
+        self.loss_sum = self.correct = self.count = 0.0
+
+    def add(self, mean_loss: float, correct: float, n: int):
+        self.loss_sum += mean_loss * n
+        self.correct += correct
+        self.count += n
+
+    def means(self, device=None) -> tuple[float, float]:
+        loss_sum, correct, count = D.all_reduce_sum([self.loss_sum, self.correct, self.count],
+                                                    device)
+        return loss_sum / max(count, 1), correct / max(count, 1)
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+
+    def load_state_dict(self, state: dict):
+        self.loss_sum, self.correct, self.count = state["loss_sum"], state["correct"], state["count"]
+
+
+class Stopwatch:
+    """Seconds spent in fit(), over every resume."""
+
+    def __init__(self):
+        self.elapsed, self._start = 0.0, None
+
+    def start(self):
+        self._start = time.perf_counter()
+
+    def read(self) -> float:
+        return self.elapsed + (time.perf_counter() - self._start if self._start else 0.0)
+
+    def stop(self):
+        self.elapsed, self._start = self.read(), None
 
 
 def _rng_state() -> dict:
@@ -71,8 +105,7 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict):
-    # .cpu(): load_checkpoint maps the file onto the training device, but the generators only
-    # accept CPU byte tensors (on CUDA every resume failed with "does not fit this model")
+    # .cpu(): the checkpoint may be mapped onto a GPU; the generators take CPU byte tensors
     torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -81,298 +114,241 @@ def _set_rng_state(state: dict):
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, optimizer, train_loader, val_loader, test_loader,
-                 config: TrainerConfig, *, scheduler=None, device=None, train_eval_loader=None,
+    def __init__(self, model: nn.Module, optimizer, loaders: dict, config: TrainerConfig, *,
+                 scheduler=None, device="cpu", run_dir: RunDir | None = None,
                  dist: D.DistInfo = D.DistInfo()):
-        self.device = torch.device(device or "cpu")
-        self.module = model.to(self.device, memory_format=torch.channels_last)
-        self.model = self.module
+        """loaders: train, val, test and (for the final table) train_eval; test and
+        train_eval may be None."""
+        self.device = torch.device(device)
+        self.raw_model = model.to(self.device, memory_format=torch.channels_last)
+        self.model = self.raw_model  # what trains: the DDP wrapper under torchrun
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.module, device_ids=ids)
+            self.model = DDP(self.raw_model, device_ids=ids)
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.loaders = {"train": train_loader, "val": val_loader, "test": test_loader,
-                        "train_eval": train_eval_loader}
-        self.config, self.dist = config, dist
-        self.out = Path(config.output_dir) if config.output_dir else None
-        # training state (all of it goes into the checkpoint)
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.global_step = 0
-        self.best_val_loss = math.inf
-        self.best_check = -1
-        self.checks_without_improvement = 0
+        self.loaders = {"test": None, "train_eval": None} | loaders
+        self.config, self.dist, self.run_dir = config, dist, run_dir
+        self.early_stopping = EarlyStopping(config.patience)
+        self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_model_state = None
-        self.history = {"checks": [], "step_loss": []}
-        self.running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        self.wall_time_s = 0.0
-        self._stop_signal = None
+        self.history = {"checks": [], "step_loss": [], "changes": []}
+        self.running = RunningScore()
+        self.clock = Stopwatch()
+        group = optimizer.param_groups[0]
+        # what this run was asked for: a resumed run compares it with its checkpoint's
+        self.asked = {"lr": group.get("initial_lr", group["lr"]), "epochs": config.epochs,
+                      "patience": config.patience}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: dict | None = None) -> dict:
+        """Train until `epochs` or the early stop; restore the best weights; return metrics."""
+        if resume is not None:
+            self.resume(resume)
+        train = self.loaders["train"]
+        steps_per_epoch = len(train)
+        k = max(1, self.config.checks_per_epoch)
+        check_steps = {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
+        with StopRequest(self.dist.enabled) as stop:
+            self.clock.start()
+            while self.epoch < self.config.epochs and not self.early_stopping.should_stop:
+                self._train_epoch(train, check_steps, stop)
+            result = self._finish(steps_per_epoch)
+            if stop.requested:  # during the final table: it finished, and is written
+                raise stop.interrupted("the end of training; every result is written")
+        return result
+
+    def _train_epoch(self, train, check_steps: set, stop: StopRequest):
+        train.set_epoch(self.epoch)
+        self.raw_model.train()
+        cfg = self.config
+        bar = progress_bar(len(train), f"{cfg.run_name} epoch {self.epoch + 1}/{cfg.epochs}",
+                           cfg.progress and self.dist.is_main, initial=self.step_in_epoch)
+        with bar:
+            for x, y in train.batches(self.step_in_epoch):
+                stop_now = self._step(x, y, stop)
+                bar.update(1)
+                if self.step_in_epoch in check_steps:
+                    self._check(len(train))
+                    last = self.history["checks"][-1]
+                    bar.set_postfix(loss=f"{last['train_loss']:.3f}",
+                                    val_acc=f"{last['val_accuracy']:.3f}")
+                    if self.early_stopping.should_stop:
+                        break
+                    if self.step_in_epoch < len(train):  # the epoch's end saves below
+                        self._save_checkpoint()
+                if stop_now:
+                    stop.signal = stop.signal or signal.SIGTERM  # another rank was signalled
+                    self._interrupt(stop)
+        if not self.early_stopping.should_stop:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self._save_checkpoint()
+        if self.dist.is_main and self.history["checks"]:
+            log_epoch(cfg.run_name, self.history["checks"][-1])
+
+    def _step(self, x, y, stop: StopRequest) -> bool:
+        local_loss, correct = train_step(self.model, self.optimizer, x, y, self.device,
+                                         self.config.precision)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step_in_epoch += 1
+        self.global_step += 1
+        # one collective per step: the loss averaged over ranks (steps.csv), and divergence
+        # and stop requests decided alike on every rank
+        loss, stop_now = D.mean_and_any(local_loss, stop.requested, self.device)
+        check_finite(loss, "training loss", self._where(), self._advice())
+        self.history["step_loss"].append(loss)
+        self.running.add(local_loss, correct, len(y))
+        return stop_now
+
+    def _check(self, steps_per_epoch: int):
+        """Validation check: history row, early stopping, best weights."""
+        train_loss, train_acc = self.running.means(self.device)
+        self.running = RunningScore()
+        val_loss, val_acc = self.evaluate(self.loaders["val"])
+        test_loss, test_acc = (self.evaluate(self.loaders["test"])
+                               if self.loaders["test"] is not None else (math.nan, math.nan))
+        self.history["checks"].append({
+            "epoch": round(self.global_step / steps_per_epoch, 4), "step": self.global_step,
+            "train_loss": train_loss, "train_accuracy": train_acc,
+            "val_loss": val_loss, "val_accuracy": val_acc,
+            "test_loss": test_loss, "test_accuracy": test_acc,
+            "wall_time_s": round(self.clock.read(), 2),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        })
+        # weights broken by a step whose own loss was finite: stop before they are saved
+        check_finite(val_loss, "validation loss", self._where(), self._advice())
+        if self.early_stopping.update(val_loss, len(self.history["checks"]) - 1):
+            self.best_model_state = copy.deepcopy(self.raw_model.state_dict())
+            if self.run_dir is not None:
+                self.run_dir.save_best({
+                    "model": self.best_model_state, "optimizer": self.optimizer.state_dict(),
+                    "lr_scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                    "epoch": self.epoch, "args": self.config.record})
+
+    def _finish(self, steps_per_epoch: int) -> dict:
+        self.clock.stop()
+        if self.best_model_state is not None:
+            self.raw_model.load_state_dict(self.best_model_state)
+        confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.int64)
+        final = self.final_table(confusion)
+        best = self.early_stopping.best_check
+        result = {
+            "run": self.config.run_name,
+            "final": final,
+            "epochs_completed": round(self.global_step / steps_per_epoch, 4),
+            "stopped_early": self.early_stopping.should_stop,
+            "best_check": best,
+            "best_epoch": self.history["checks"][best]["epoch"] if best >= 0 else None,
+            "train_wall_time_s": round(self.clock.read(), 2),
+            "precision": self.config.precision,
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "changes_on_resume": self.history["changes"],
+            "args": self.config.record,
+        }
+        if self.run_dir is not None:
+            self.run_dir.write_history(self.history)
+            if "test" in final:
+                self.run_dir.write_confusion(confusion)
+            self.run_dir.write_metrics(result)
+        return result
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, loader) -> tuple[float, float]:
-        return evaluate(self.module, loader, self.device, self.config.precision)
+    def evaluate(self, loader, confusion=None) -> tuple[float, float]:
+        return evaluate(self.raw_model, loader, self.device, self.config.precision,
+                        confusion=confusion)
 
-    def final_table(self) -> dict:
-        """Report Table 2.b layout: loss and accuracy per split, eval mode, no augmentation."""
+    def final_table(self, confusion=None) -> dict:
+        """Report Table 2.b layout: loss and accuracy per split, eval mode, no augmentation;
+        the test set's confusion matrix into `confusion`."""
         table = {}
         for split, key in (("train", "train_eval"), ("validation", "val"), ("test", "test")):
             if self.loaders[key] is not None:
-                loss, acc = self.evaluate(self.loaders[key])
+                loss, acc = self.evaluate(self.loaders[key], confusion if key == "test" else None)
                 table[split] = {"loss": loss, "accuracy": acc}
         return table
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {
-            "model": self.module.state_dict(),
+            "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
-            "early_stopping": {"best_val_loss": self.best_val_loss, "best_check": self.best_check,
-                               "checks_without_improvement": self.checks_without_improvement},
+            "early_stopping": self.early_stopping.state_dict(),
             "best_model": self.best_model_state,
             "history": self.history,
-            "running": self.running,
-            "wall_time_s": self.wall_time_s,
+            "running": self.running.state_dict(),
+            "wall_time_s": self.clock.read(),
             "rng": _rng_state(),
-            "args": self.config.args,
+            "asked": self.asked,
+            "args": self.config.record,
         }
 
     def load_state_dict(self, state: dict):
-        self.module.load_state_dict(state["model"])
+        self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("lr_scheduler"):
             self.scheduler.load_state_dict(state["lr_scheduler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
-        es = state["early_stopping"]
-        self.best_val_loss, self.best_check = es["best_val_loss"], es["best_check"]
-        self.checks_without_improvement = es["checks_without_improvement"]
+        self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_model_state = state["best_model"]
-        self.history, self.running = state["history"], state["running"]
-        self.wall_time_s = state["wall_time_s"]
+        self.history = {"changes": []} | state["history"]
+        self.running.load_state_dict(state["running"])
+        self.clock.elapsed = state["wall_time_s"]
         if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
             _set_rng_state(state["rng"])
 
-    def load_checkpoint(self, path):
-        path = Path(path)
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except FileNotFoundError:
-            raise UserError(f"checkpoint {path} does not exist") from None
-        except Exception as err:
-            raise UserError(f"cannot read checkpoint {path}: {err}".splitlines()[0]) from None
-        if not isinstance(state, dict) or "early_stopping" not in state:
-            raise UserError(f"{path} is not a resumable checkpoint (use the {CHECKPOINT_NAME} "
-                            "of a run's output folder)")
-        try:
-            self.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise UserError(f"checkpoint {path} does not fit this model/optimizer: "
-                            f"{str(err).splitlines()[0]}") from None
+    def resume(self, state: dict):
+        """Continue from a checkpoint. What this run was asked for and may change mid-run (the
+        rate, the length, the patience) takes effect from the step reached, and is recorded."""
+        self.load_state_dict(state)
+        before = state["asked"]
+        changed = {k: {"from": before[k], "to": v} for k, v in self.asked.items()
+                   if before[k] != v}
+        if not changed:
+            return
+        steps = len(self.loaders["train"])
+        change_schedule(self.optimizer, self.scheduler,
+                        lr=self.asked["lr"] if "lr" in changed else None,
+                        total_steps=self.config.epochs * steps if "epochs" in changed else None)
+        self.history["changes"].append({"step": self.global_step,
+                                        "epoch": round(self.global_step / steps, 4), **changed})
 
-    def _save(self, name: str, state: dict):
-        if self.out is not None and self.dist.is_main:
-            save_torch(state, self.out / name)
+    def _save_checkpoint(self):
+        if self.run_dir is not None:
+            self.run_dir.save_checkpoint(self.state_dict())
 
-    # ------------------------------------------------------------------ signals
-    def _on_signal(self, signum, frame):
-        self._stop_signal = self._stop_signal or signum  # keep the first one
-        # A second Ctrl-C kills at once. Not under torchrun: it repeats the terminal's Ctrl-C
-        # to every worker a moment later, which must not kill a worker mid-checkpoint (and it
-        # escalates to SIGKILL by itself when workers do not stop).
-        if not self.dist.enabled:
-            signal.signal(signum, signal.SIG_DFL)
+    # ------------------------------------------------------------------ stopping
+    def _where(self) -> str:
+        return f"epoch {self.epoch + 1}, step {self.global_step}"
 
-    def _install_signal_handlers(self):
-        self._previous_handlers = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread
-                pass
+    def _advice(self) -> str:
+        if self.run_dir is None or not self.run_dir.checkpoint.exists():
+            return ""
+        advice = f"; the last good checkpoint is {self.run_dir.checkpoint}"
+        if self.config.resume_command:
+            lower = self.optimizer.param_groups[0]["lr"] / 10
+            advice += f"; resume with: {self.config.resume_command} --lr {lower:g}"
+        return advice
 
-    def _restore_signal_handlers(self):
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
-
-    # ------------------------------------------------------------------ training
-    def _check_steps(self, steps_per_epoch: int) -> set[int]:
-        k = max(1, self.config.validations_per_epoch)
-        return {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
-
-    def train_step(self, x, y):
-        with autocast(self.device, self.config.precision):
-            logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.scheduler is not None and self.config.scheduler_interval == "step":
-            self.scheduler.step()
-        return loss.item(), (logits.argmax(1) == y).sum().item()
-
-    def _check(self, steps_per_epoch: int) -> bool:
-        """Validation check: record history, update early stopping; True when it says stop."""
-        loss_sum, correct, count = D.all_reduce_sum(
-            [self.running["loss_sum"], self.running["correct"], self.running["count"]],
-            self.device)
-        val_loss, val_acc = self.evaluate(self.loaders["val"])
-        test_loss, test_acc = (self.evaluate(self.loaders["test"])
-                               if self.loaders["test"] is not None else (math.nan, math.nan))
-        self.history["checks"].append({
-            "epoch": round(self.global_step / steps_per_epoch, 4),
-            "step": self.global_step,
-            "train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
-            "val_loss": val_loss, "val_accuracy": val_acc,
-            "test_loss": test_loss, "test_accuracy": test_acc,
-            "wall_time_s": round(self.wall_time_s + time.perf_counter() - self._t0, 2),
-            "lr": self.optimizer.param_groups[0]["lr"],
-        })
-        self.running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        if not math.isfinite(val_loss):
-            # the last optimizer step broke the weights although its loss was finite: stop
-            # before they reach checkpoint.pt, so the last good checkpoint stays good
-            self._diverged("validation loss", val_loss)
-        check = len(self.history["checks"]) - 1
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_check = val_loss, check
-            self.checks_without_improvement = 0
-            self.best_model_state = copy.deepcopy(self.module.state_dict())
-            self._save(BEST_NAME, {"model": self.best_model_state,
-                                   "optimizer": self.optimizer.state_dict(),
-                                   "lr_scheduler": self.scheduler.state_dict()
-                                   if self.scheduler else None,
-                                   "epoch": self.epoch, "args": self.config.args})
-        else:
-            self.checks_without_improvement += 1
-        limit = self.config.early_stop_count
-        return bool(limit) and self.checks_without_improvement >= limit
-
-    def _diverged(self, what: str, value: float):
-        last_good = (f"; the last good checkpoint is {self.out / CHECKPOINT_NAME}"
-                     if self.out is not None and (self.out / CHECKPOINT_NAME).exists() else "")
-        raise DivergenceError(f"the {what} became {value} at epoch {self.epoch + 1}, step "
-                              f"{self.global_step}; lower the learning rate (--lr){last_good}")
-
-    def _interrupt(self):
-        self.wall_time_s += time.perf_counter() - self._t0
-        self._t0 = time.perf_counter()
-        self._save(CHECKPOINT_NAME, self.state_dict())
-        self._write_history()
+    def _interrupt(self, stop: StopRequest):
+        self._save_checkpoint()
+        if self.run_dir is not None:
+            self.run_dir.write_history(self.history)
         # the other ranks wait for rank 0's files: torchrun stops every worker as soon as
         # one exits non-zero, which could kill rank 0 before its checkpoint is written
         D.barrier(self.device)
-        code = 128 + int(self._stop_signal or signal.SIGINT)
-        name = signal.Signals(self._stop_signal or signal.SIGINT).name
-        where = f"epoch {self.epoch + 1}, step {self.global_step}"
-        msg = f"{name} received at {where}."
+        err = stop.interrupted(self._where())
         if not self.dist.is_main:  # one full message (rank 0's) under torchrun
-            raise Interrupted(f"rank {self.dist.rank}: {msg}", code)
-        if self.out is not None:
-            msg += f" Checkpoint written to {self.out / CHECKPOINT_NAME}."
+            raise Interrupted(f"rank {self.dist.rank}: {err}", err.exit_code)
+        msg = str(err)
+        if self.run_dir is not None:
+            msg += f" Checkpoint written to {self.run_dir.checkpoint}."
             if self.config.resume_command:
                 msg += f"\nResume with: {self.config.resume_command}"
-        raise Interrupted(msg, code)
-
-    def fit(self, resume=None) -> dict:
-        """Train until `epochs` or the early stop; restore the best weights; return metrics."""
-        if resume:
-            self.load_checkpoint(resume)
-        cfg = self.config
-        train = self.loaders["train"]
-        steps_per_epoch = len(train)
-        check_steps = self._check_steps(steps_per_epoch)
-        stopped_early = bool(cfg.early_stop_count) and \
-            self.checks_without_improvement >= cfg.early_stop_count
-        self._install_signal_handlers()
-        self._t0 = time.perf_counter()
-        try:
-            while self.epoch < cfg.epochs and not stopped_early:
-                train.set_epoch(self.epoch)
-                bar = tqdm(total=steps_per_epoch, initial=self.step_in_epoch,
-                           desc=f"{cfg.run_name} epoch {self.epoch + 1}/{cfg.epochs}",
-                           disable=not (cfg.progress and self.dist.is_main), leave=False,
-                           dynamic_ncols=True, mininterval=1.0)
-                self.module.train()
-                for x, y in train.batches(self.step_in_epoch):
-                    local_loss, correct = self.train_step(x, y)
-                    self.step_in_epoch += 1
-                    self.global_step += 1
-                    # one collective per step: the loss averaged over ranks (steps.csv), and
-                    # divergence and stop requests decided alike on every rank (a NaN on one
-                    # rank alone used to stop that rank only and leave the others blocked)
-                    loss, stop = D.mean_and_any(local_loss, self._stop_signal is not None,
-                                                self.device)
-                    if not math.isfinite(loss):
-                        self._diverged("training loss", loss)
-                    self.history["step_loss"].append(loss)
-                    self.running["loss_sum"] += local_loss * len(y)
-                    self.running["correct"] += correct
-                    self.running["count"] += len(y)
-                    bar.update(1)
-                    if self.step_in_epoch in check_steps:
-                        stopped_early = self._check(steps_per_epoch)
-                        last = self.history["checks"][-1]
-                        bar.set_postfix(loss=f"{last['train_loss']:.3f}",
-                                        val_acc=f"{last['val_accuracy']:.3f}")
-                        if self.step_in_epoch < steps_per_epoch:  # end-of-epoch saves below
-                            self.wall_time_s += time.perf_counter() - self._t0
-                            self._t0 = time.perf_counter()
-                            self._save(CHECKPOINT_NAME, self.state_dict())
-                        if stopped_early:
-                            break
-                    if stop:
-                        self._stop_signal = self._stop_signal or signal.SIGTERM
-                        bar.close()
-                        self._interrupt()
-                bar.close()
-                if self.scheduler is not None and cfg.scheduler_interval == "epoch":
-                    self.scheduler.step()
-                if not stopped_early:
-                    self.epoch += 1
-                    self.step_in_epoch = 0
-                self.wall_time_s += time.perf_counter() - self._t0
-                self._t0 = time.perf_counter()
-                self._save(CHECKPOINT_NAME, self.state_dict())
-                if self.dist.is_main and self.history["checks"]:
-                    c = self.history["checks"][-1]
-                    tqdm.write(f"{cfg.run_name} epoch {c['epoch']:.2f}: train loss "
-                               f"{c['train_loss']:.4f} acc {c['train_accuracy']:.4f} | val loss "
-                               f"{c['val_loss']:.4f} acc {c['val_accuracy']:.4f} | test acc "
-                               f"{c['test_accuracy']:.4f} | {c['wall_time_s']:.0f} s", file=sys.stderr)
-        finally:
-            self._restore_signal_handlers()
-        self.wall_time_s += time.perf_counter() - self._t0
-        self._t0 = time.perf_counter()
-        if self.best_model_state is not None:
-            self.module.load_state_dict(self.best_model_state)
-        final = self.final_table()
-        result = {
-            "run": cfg.run_name,
-            "final": final,
-            "epochs_completed": round(self.global_step / steps_per_epoch, 4),
-            "stopped_early": stopped_early,
-            "best_check": self.best_check,
-            "best_epoch": (self.history["checks"][self.best_check]["epoch"]
-                           if self.best_check >= 0 else None),
-            "train_wall_time_s": round(self.wall_time_s, 2),
-            "precision": cfg.precision,
-            "device": str(self.device),
-            "world_size": self.dist.world_size,
-            "args": cfg.args,
-        }
-        self._write_history()
-        if self.out is not None and self.dist.is_main:
-            save_json(result, self.out / "metrics.json")
-        return result
-
-    def _write_history(self):
-        if self.out is None or not self.dist.is_main:
-            return
-        save_csv(self.history["checks"], self.out / "history.csv")
-        save_csv([{"step": i + 1, "loss": v} for i, v in enumerate(self.history["step_loss"])],
-                 self.out / "steps.csv")
+        raise Interrupted(msg, err.exit_code)

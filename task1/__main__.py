@@ -1,16 +1,16 @@
 """`python -m task1`: print the answers to report task 1 (1.a-1.g) with their working."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from common.errors import UserError, exits_cleanly
+from common.cli import Parser
+from common.errors import OutputError, UserError, exits_cleanly
 from common.io import save_text
 from task1.answers import as_markdown, as_text
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def get_args_parser() -> Parser:
+    parser = Parser(
         prog="python -m task1",
         description="Compute and print the answers to report task 1 (theory, 1.a-1.g) with their "
                     "working: the convolution by hand, the translation experiment, the size "
@@ -27,8 +27,8 @@ def main(argv=None) -> None:
     if args.markdown:
         try:
             save_text(as_markdown(), args.markdown)
-        except OSError as err:
-            raise UserError(f"cannot write {args.markdown}: {err.strerror or err}") from None
+        except OutputError as err:  # the path the user gave: bad input, not a failed run
+            raise UserError(str(err)) from None
     print(as_text())
     if args.markdown:
         print(f"\nwrote {args.markdown}")

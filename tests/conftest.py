@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import pickle
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from common.data import CLASSES
 
+ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the other core free
 
 
@@ -83,3 +86,9 @@ def fake_image_folder(tmp_path_factory, fake_arrays) -> Path:
 def _private_cache(tmp_path, monkeypatch):
     """Keep every test's CIFAR-10 cache (when the data folder is read-only) out of ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+def load_script(name: str) -> SimpleNamespace:
+    """A task script's names (main, its constants), run from its file as `python NAME.py`
+    runs it but without calling main: the scripts are programs, nothing imports them."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / f"{name}.py")))

@@ -1,4 +1,4 @@
-"""Run by tests/test_robustness.py under torchrun: task3.py's main(), unchanged, with probes.
+"""Run by tests/test_robustness.py under torchrun: task3.py as `python task3.py` runs it, with probes.
 
   torchrun --standalone --nproc_per_node=2 tests/ddp_probe.py PROBE_DIR TASK3_ARGS...
 
@@ -9,6 +9,7 @@ returned. The library's own files go to task3's --output-dir as usual.
 import hashlib
 import json
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def fit(self, resume=None):
                                 for c in self.history["checks"]],
                      "step_loss": self.history["step_loss"],
                      "weights": {k: v.double().sum().item() for k, v in
-                                 self.module.state_dict().items()}}
+                                 self.raw_model.state_dict().items()}}
     return result
 
 
@@ -62,11 +63,9 @@ TensorLoader.prepare = prepare
 common.io._atomic = atomic
 Trainer.fit = fit
 
-import task3  # noqa: E402
-
 sys.argv = [str(ROOT / "task3.py")] + task_args
 try:
-    task3.main()
+    runpy.run_path(str(ROOT / "task3.py"), run_name="__main__")
 finally:
     probe_dir.mkdir(parents=True, exist_ok=True)
     with open(probe_dir / f"rank{rank}.json", "w") as f:

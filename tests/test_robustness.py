@@ -20,7 +20,8 @@ from common.augment import AugmentConfig
 from common.errors import DivergenceError, Interrupted
 from common.loader import TensorLoader
 from common.models import Model1
-from common.trainer import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainerConfig
+from common.rundir import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
+from common.trainer import Trainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 5  # 40 training images, batch 8; checks after steps 2 and 5 of each epoch
@@ -29,7 +30,7 @@ STEPS_PER_EPOCH = 5  # 40 training images, batch 8; checks after steps 2 and 5 o
 # ---------------------------------------------------------------- a tiny in-process trainer
 
 def tiny_trainer(out: Path, epochs: int, resume_command: str | None = None) -> Trainer:
-    """Model 1 shrunk (BatchNorm buffers, dropout), AdamW, a per-epoch StepLR and augmentation
+    """Model 1 shrunk (BatchNorm buffers, dropout), AdamW, a StepLR and augmentation
     that draws random numbers every batch: everything a resume has to restore."""
     g = torch.Generator().manual_seed(123)
     images = torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -37,16 +38,17 @@ def tiny_trainer(out: Path, epochs: int, resume_command: str | None = None) -> T
     torch.manual_seed(0)  # the same initial weights in every run
     model = Model1(filters=(4, 4, 4), hidden=8, dropout=0.2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
     augment = AugmentConfig(hflip=True, rotate_degrees=5, noise_std=0.05)
     train = TensorLoader(images[:40], labels[:40], 8, device="cpu", train=True, augment=augment,
                          seed=7)
     val = TensorLoader(images[40:50], labels[40:50], 16, device="cpu", train=False)
     test = TensorLoader(images[50:], labels[50:], 16, device="cpu", train=False)
-    config = TrainerConfig(epochs=epochs, progress=False, output_dir=out, run_name="tiny",
-                           resume_command=resume_command)
-    torch.manual_seed(1)  # the augmentation and dropout stream, as train_run seeds it
-    return Trainer(model, optimizer, train, val, test, config, scheduler=scheduler)
+    config = TrainerConfig(epochs=epochs, checks_per_epoch=2, patience=4, progress=False,
+                           run_name="tiny", resume_command=resume_command)
+    torch.manual_seed(1)  # the augmentation and dropout stream, as train_recipe seeds it
+    return Trainer(model, optimizer, {"train": train, "val": val, "test": test}, config,
+                   scheduler=scheduler, run_dir=RunDir(out))
 
 
 def signal_at_training_step(trainer: Trainer, step: int, signum=signal.SIGINT) -> dict:
@@ -60,7 +62,7 @@ def signal_at_training_step(trainer: Trainer, step: int, signum=signal.SIGINT) -
             if seen["steps"] == step:
                 signal.raise_signal(signum)  # runs the Python handler before returning
                 seen["handler_after"] = signal.getsignal(signum)
-    trainer.module.register_forward_pre_hook(hook)
+    trainer.raw_model.register_forward_pre_hook(hook)
     return seen
 
 
@@ -112,12 +114,12 @@ def test_resume_after_one_epoch_gives_bit_identical_weights_history_and_steps(st
     first.fit()
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (1, 0, STEPS_PER_EPOCH)
-    assert ckpt["lr_scheduler"]["last_epoch"] == 1
+    assert ckpt["lr_scheduler"]["last_epoch"] == STEPS_PER_EPOCH
     assert {"torch", "python", "numpy"} <= ckpt["rng"].keys()
 
     resumed = tiny_trainer(tmp_path, epochs=2)
-    result_b = resumed.fit(resume=tmp_path / CHECKPOINT_NAME)
-    assert_same_tensors(straight.module.state_dict(), resumed.module.state_dict())
+    result_b = resumed.fit(resume=read_checkpoint(tmp_path / CHECKPOINT_NAME))
+    assert_same_tensors(straight.raw_model.state_dict(), resumed.raw_model.state_dict())
     assert run_summary(resumed, result_b) == run_summary(straight, result_a)
     assert_same_checkpoints(out_a / CHECKPOINT_NAME, tmp_path / CHECKPOINT_NAME)
 
@@ -145,8 +147,8 @@ def test_sigint_mid_epoch_then_resume_gives_bit_identical_run(straight_run, tmp_
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
     resumed = tiny_trainer(tmp_path, epochs=2)
-    result_b = resumed.fit(resume=tmp_path / CHECKPOINT_NAME)
-    assert_same_tensors(straight.module.state_dict(), resumed.module.state_dict())
+    result_b = resumed.fit(resume=read_checkpoint(tmp_path / CHECKPOINT_NAME))
+    assert_same_tensors(straight.raw_model.state_dict(), resumed.raw_model.state_dict())
     assert run_summary(resumed, result_b) == run_summary(straight, result_a)
     assert_same_checkpoints(out_a / CHECKPOINT_NAME, tmp_path / CHECKPOINT_NAME)
 
@@ -224,7 +226,7 @@ def test_nan_training_loss_names_step_suggests_lower_lr_and_keeps_last_good_chec
             calls["n"] += 1
             if calls["n"] == 4:
                 return output * float("nan")
-    trainer.module.register_forward_hook(nan_at_step_4)
+    trainer.raw_model.register_forward_hook(nan_at_step_4)
     with pytest.raises(DivergenceError) as err:
         trainer.fit()
     assert str(err.value) == (
@@ -246,7 +248,7 @@ def test_weights_broken_by_a_finite_loss_step_are_never_checkpointed(tmp_path):
         calls["n"] += 1
         if calls["n"] == 5:
             with torch.no_grad():
-                trainer.module[0].weight.fill_(float("nan"))
+                trainer.raw_model[0].weight.fill_(float("nan"))
     trainer.optimizer.register_step_post_hook(break_weights)
     with pytest.raises(DivergenceError, match=r"^the validation loss became nan at epoch 1, "
                                               r"step 5; lower the learning rate \(--lr\)"):
@@ -388,8 +390,9 @@ def test_torchrun_two_gloo_ranks_disjoint_shards_rank0_writes_identical_decision
     assert written[1] == []
     assert {Path(w).name for w in written[0]} >= {"checkpoint.pt", "best.pt", "history.csv",
                                                   "steps.csv", "metrics.json", "results.json"}
-    assert files_in(out / "model2") == ["best.pt", "checkpoint.pt", "history.csv",
-                                        "metrics.json", "steps.csv"]
+    assert files_in(out / "model2") == ["best.pt", "checkpoint.pt", "confusion.csv",
+                                        "confusion.png", "history.csv", "metrics.json",
+                                        "steps.csv"]
     metrics = json.loads((out / "model2" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
 

@@ -5,11 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import task3e
-from common.augment import AugmentConfig
-from common.loader import TensorLoader
-from common.speedrun import (SpeedrunConfig, SpeedrunNet, lr_multiplier, make_optimizer,
-                             patches, predict, whitening_filters)
+from common.data import cifar10_splits
+from common.loader import normalize
+from common.recipes import SPEEDRUN
+from common.speedrun import (SPEEDRUN_NORMALIZATION, SpeedrunConfig, SpeedrunNet, TrainBatches,
+                             lr_multiplier, make_optimizer, patches, predict, train_speedrun,
+                             whitening_filters)
+from conftest import load_script
+
+task3e = load_script("task3e")
 
 
 def correlated_images(n=64, seed=0):
@@ -57,23 +61,31 @@ def test_schedule_warms_up_then_decays_linearly():
 def test_alternating_flip_flips_each_image_in_every_other_epoch():
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(40)  # the label identifies the image
-    loader = TensorLoader(images, labels, 10, device="cpu", train=True,
-                          augment=AugmentConfig(alternating_flip=True),
-                          normalization=((0, 0, 0), (1, 1, 1)), channels_last=False)
+    batches = TrainBatches(images, labels, 10, device="cpu", seed=0, translate_px=0)
 
     def flipped(epoch):
-        loader.set_epoch(epoch)
         out = {}
-        for x, y in loader:
+        for x, y in batches.epoch(epoch):
             for img, i in zip(x, y):
-                original = images[i].float() / 255
+                original = normalize(images[i:i + 1], SPEEDRUN_NORMALIZATION)[0]
                 out[int(i)] = not torch.allclose(img, original)
                 assert torch.allclose(img, original.flip(-1) if out[int(i)] else original)
         return out
 
     e0, e1, e2 = flipped(0), flipped(1), flipped(2)
-    assert 5 < sum(e0.values()) < 35                       # a random half, roughly
+    assert len(e0) == 40 and 5 < sum(e0.values()) < 35    # every image, a random half flipped
     assert all(e1[i] != e0[i] for i in e0) and e2 == e0
+
+
+def test_translation_shifts_whole_batches_by_at_most_the_configured_pixels():
+    images = torch.randint(1, 256, (30, 3, 8, 8), dtype=torch.uint8)  # no black pixel
+    batches = TrainBatches(images, torch.arange(30), 30, device="cpu", seed=0, translate_px=2)
+    torch.manual_seed(0)
+    (x, y), = list(batches.epoch(1))
+    black = normalize(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), SPEEDRUN_NORMALIZATION)[0, :, 0, 0]
+    border = (x == black.view(3, 1, 1)).all(1)             # (N, H, W): uncovered pixels
+    rows, cols = border.all(2).sum(1), border.all(1).sum(1)  # black rows / columns per image
+    assert rows.max() <= 2 and cols.max() <= 2 and (rows + cols).sum() > 0
 
 
 def test_test_time_augmentation_levels():
@@ -106,23 +118,27 @@ def test_optimizer_groups_bias_rate_and_decay_per_step():
     assert biases["lr"] * biases["weight_decay"] == pytest.approx(1e-3)
 
 
-def test_frozen_whitening_bias_stops_moving_despite_momentum_and_decay():
-    net = SpeedrunNet(widths=(8, 8, 8))
-    opt = make_optimizer(net, SpeedrunConfig())
-    x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
+def test_training_freezes_the_whitening_bias_after_its_epochs(fake_official, monkeypatch):
+    """Inside the real training function: the bias moves in epoch 1 and never after it (the
+    freeze must stop momentum and weight decay too)."""
+    splits = cifar10_splits(fake_official, seed=0, subset=100)
+    biases = []
+    forward = SpeedrunNet.forward
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-
-    before = net.whiten.bias.detach().clone()
-    step()
-    assert not torch.equal(net.whiten.bias, before)      # it trains at first
-    net.whiten.bias.requires_grad_(False)                # what the loop does after N epochs
-    frozen = net.whiten.bias.detach().clone()
-    step()
-    assert torch.equal(net.whiten.bias, frozen)
+    def recording_forward(self, x):
+        if self.training:
+            biases.append(self.whiten.bias.detach().clone())
+        return forward(self, x)
+    monkeypatch.setattr(SpeedrunNet, "forward", recording_forward)
+    cfg = SpeedrunConfig(widths=(8, 8, 8), batch_size=25, epochs=3, whiten_bias_epochs=1,
+                         whiten_images=50)
+    result, model = train_speedrun(splits, cfg, device="cpu", monitor=False)
+    steps = (len(splits.train) + len(splits.val)) // 25
+    assert len(biases) == 3 * steps
+    assert not torch.equal(biases[0], biases[steps - 1])          # it trains in epoch 1
+    after = biases[steps:] + [model.whiten.bias.detach()]
+    assert all(torch.equal(b, after[0]) for b in after)          # and is frozen from epoch 2
+    assert result["epochs_completed"] == 3
 
 
 def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_seeds(
@@ -140,8 +156,8 @@ def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_se
     accs = [100 * m["final"]["test_tta"]["accuracy"] for m in metrics]
     assert summary["n"] == 2 and summary["test_accuracy_tta"]["mean"] == pytest.approx(sum(accs) / 2)
     assert metrics[0]["recipe"]["widths"] == [8, 16, 16] and metrics[0]["epochs_completed"] == 2
-    assert metrics[0]["recipe"]["lr"] == pytest.approx(task3e.SPEEDRUN.lr * 50 / 512)  # scaled
-    assert (tmp_path / "speedrun" / "seed4" / "model.pt").is_file()
+    assert metrics[0]["recipe"]["lr"] == pytest.approx(SPEEDRUN.lr * 50 / 512)  # scaled
+    assert (tmp_path / "speedrun" / "seed4" / "best.pt").is_file()
     task3e.main(args)  # the same command again: both seeds are loaded, not retrained
     assert capsys.readouterr().out.count("finished earlier, loaded") == 2
     task3e.main([a if a != "100" else "120" for a in args][:-3] + ["--seeds", "3", "--no-progress"])
@@ -151,7 +167,8 @@ def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_se
 @pytest.mark.parametrize("option, value, message", [
     ("--seeds", "0,x", "--seeds takes comma-separated whole numbers"),
     ("--widths", "8,16", "--widths takes 3 comma-separated"),
-    ("--variants", "silu", "--variants is for the Model 1 study"),
+    ("--variants", "silu", "unrecognized arguments: --variants silu"),
+    ("--patience", "3", "unrecognized arguments: --patience 3"),
 ])
 def test_speedrun_bad_options_are_one_line_errors(fake_image_folder, tmp_path, capsys,
                                                   option, value, message):

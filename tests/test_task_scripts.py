@@ -5,10 +5,12 @@ import json
 import pytest
 import torch
 
-import task2
-import task3cd
-import task3e
 from common.models import CNN1g, Model1, Model2, count_parameters
+from conftest import load_script
+
+task2 = load_script("task2")
+task3cd = load_script("task3cd")
+task3e = load_script("task3e")
 
 
 @pytest.mark.parametrize("model, parameters", [
@@ -47,7 +49,7 @@ def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder,
     task2.main(tiny_args(fake_image_folder, tmp_path))
     ckpt = tmp_path / "cnn1g" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=False)
-    state["early_stopping"]["checks_without_improvement"] = 4  # as if the stop had fired
+    state["early_stopping"]["wait_count"] = 4  # as if the stop had fired
     torch.save(state, ckpt)
 
     def resume(*extra):
@@ -64,7 +66,10 @@ def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder,
     resumed, checks = resume("--patience", "0")
     assert resumed["stopped_early"] is False and resumed["epochs_completed"] == 3
     assert len(checks) == 6
-    assert resumed["args"]["recipe"]["early_stop_count"] is None
+    assert resumed["args"]["recipe"]["patience"] is None
+    assert resumed["changes_on_resume"] == [{"step": 5, "epoch": 1.0,
+                                            "epochs": {"from": 1, "to": 3},
+                                            "patience": {"from": 4, "to": None}}]
 
 
 @pytest.mark.parametrize("script, variants, figure", [
@@ -78,7 +83,10 @@ def test_study_scripts_write_their_figure_and_one_table_row_per_variant(
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == variants.split(",")
-    assert all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    for row in rows:  # each row is its run's own final table
+        metrics = json.loads((tmp_path / row["run"] / "metrics.json").read_text())
+        assert float(row["test_accuracy"]) == round(100 * metrics["final"]["test"]["accuracy"], 2)
+        assert float(row["epochs"]) == metrics["epochs_completed"] == 1
     assert variants.split(",")[1] in capsys.readouterr().out
 
 

@@ -11,7 +11,9 @@ from torch import nn
 
 from common.loader import TensorLoader
 from common.models import CNN1g
-from common.trainer import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainerConfig, evaluate
+from common.evaluation import evaluate
+from common.rundir import BEST_NAME, CHECKPOINT_NAME, RunDir
+from common.trainer import Trainer, TrainerConfig
 
 
 def as_tensors(arrays):
@@ -50,22 +52,23 @@ SCRIPTS = {
 }
 
 
-@pytest.mark.parametrize("validations_per_epoch", [1, 2])
+@pytest.mark.parametrize("checks_per_epoch", [1, 2])
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_early_stopping_stops_after_4_checks_without_improvement_and_restores_best_weights(
-        script, validations_per_epoch, tmp_path, monkeypatch):
+        script, checks_per_epoch, tmp_path, monkeypatch):
     losses, best, n_checks = SCRIPTS[script]
     train, val = tiny_loaders()  # 4 training steps per epoch
     model = tiny_model()
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), train, val, None,
-                      TrainerConfig(epochs=50, validations_per_epoch=validations_per_epoch,
-                                    early_stop_count=4, progress=False, output_dir=tmp_path))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05),
+                      {"train": train, "val": val},
+                      TrainerConfig(epochs=50, checks_per_epoch=checks_per_epoch, patience=4,
+                                    progress=False), run_dir=RunDir(tmp_path))
     weights_at_check = {}
 
-    def scripted_evaluate(loader):
+    def scripted_evaluate(loader, confusion=None):
         check = len(trainer.history["checks"])  # the check being recorded
         if loader is val and check not in weights_at_check:
-            weights_at_check[check] = copy.deepcopy(trainer.module.state_dict())
+            weights_at_check[check] = copy.deepcopy(trainer.raw_model.state_dict())
             return losses[check], 0.5
         return 0.5, 0.5  # the final table after training
 
@@ -76,28 +79,28 @@ def test_early_stopping_stops_after_4_checks_without_improvement_and_restores_be
     assert [c["val_loss"] for c in trainer.history["checks"]] == losses[:n_checks]
     assert result["stopped_early"] is True
     assert result["best_check"] == best
-    assert trainer.global_step == n_checks * 4 // validations_per_epoch
-    assert result["epochs_completed"] == pytest.approx(n_checks / validations_per_epoch)
-    final = trainer.module.state_dict()
+    assert trainer.global_step == n_checks * 4 // checks_per_epoch
+    assert result["epochs_completed"] == pytest.approx(n_checks / checks_per_epoch)
+    final = trainer.raw_model.state_dict()
     assert same_weights(final, weights_at_check[best])
     assert not same_weights(final, weights_at_check[n_checks - 1])  # training moved on
     saved = torch.load(tmp_path / BEST_NAME, weights_only=False)
     assert same_weights(saved["model"], weights_at_check[best])
 
 
-def test_without_early_stop_count_runs_every_epoch_and_keeps_best_weights(monkeypatch):
+def test_without_patience_runs_every_epoch_and_keeps_best_weights(monkeypatch):
     losses = [1.0, 0.5, 0.9, 0.95, 0.96, 0.97, 0.98, 0.1]  # the last: the final table
     train, val = tiny_loaders()
     model = tiny_model()
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), train, val, None,
-                      TrainerConfig(epochs=7, validations_per_epoch=1, early_stop_count=None,
-                                    progress=False))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05),
+                      {"train": train, "val": val},
+                      TrainerConfig(epochs=7, checks_per_epoch=1, patience=None, progress=False))
     weights_at_check = {}
 
-    def scripted_evaluate(loader):
+    def scripted_evaluate(loader, confusion=None):
         check = len(trainer.history["checks"])
         if loader is val and check not in weights_at_check:
-            weights_at_check[check] = copy.deepcopy(trainer.module.state_dict())
+            weights_at_check[check] = copy.deepcopy(trainer.raw_model.state_dict())
             return losses[check], 0.5
         return 0.5, 0.5
 
@@ -105,7 +108,7 @@ def test_without_early_stop_count_runs_every_epoch_and_keeps_best_weights(monkey
     result = trainer.fit()
     assert len(trainer.history["checks"]) == 7 and result["stopped_early"] is False
     assert result["best_check"] == 1 and result["epochs_completed"] == 7
-    assert same_weights(trainer.module.state_dict(), weights_at_check[1])
+    assert same_weights(trainer.raw_model.state_dict(), weights_at_check[1])
 
 
 # ---------------------------------------------------------------- a real tiny run
@@ -126,12 +129,11 @@ def trained(fake_arrays, tmp_path_factory):
     torch.manual_seed(0)
     model = CNN1g()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    config = TrainerConfig(epochs=1, validations_per_epoch=2, early_stop_count=4,
-                           progress=False, output_dir=out, run_name="tiny",
-                           args={"lr": 2e-3, "batch_size": 16})
-    trainer = Trainer(model, optimizer, loaders["train"], loaders["val"], loaders["test"], config,
-                      scheduler=scheduler, train_eval_loader=loaders["train_eval"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
+    config = TrainerConfig(epochs=1, checks_per_epoch=2, patience=4, progress=False,
+                           run_name="tiny", record={"lr": 2e-3, "batch_size": 16})
+    trainer = Trainer(model, optimizer, loaders, config, scheduler=scheduler,
+                      run_dir=RunDir(out))
     return trainer, trainer.fit(), out
 
 
@@ -179,7 +181,7 @@ def test_best_pt_is_one_dict_with_the_torchvision_checkpoint_keys(trained):
     assert set(best) == {"model", "optimizer", "lr_scheduler", "epoch", "args"}
     assert best["args"] == {"lr": 2e-3, "batch_size": 16}
     assert best["lr_scheduler"] is not None and "step_size" in best["lr_scheduler"]
-    assert same_weights(best["model"], trainer.module.state_dict())  # best weights restored
+    assert same_weights(best["model"], trainer.raw_model.state_dict())  # best weights restored
     best_loss = min(c["val_loss"] for c in trainer.history["checks"])
     assert trainer.history["checks"][result["best_check"]]["val_loss"] == best_loss
 
@@ -190,7 +192,7 @@ def test_checkpoint_pt_holds_the_resumable_state_after_the_epoch(trained):
     assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "early_stopping",
             "history", "rng"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 0 and ckpt["global_step"] == 22
-    assert ckpt["lr_scheduler"]["last_epoch"] == 1  # stepped once, at the end of the epoch
+    assert ckpt["lr_scheduler"]["last_epoch"] == 22  # stepped after every training step
     assert len(ckpt["history"]["checks"]) == 2
 
 
