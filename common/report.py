@@ -1,0 +1,539 @@
+"""Every committed figure and results table, redrawn from the committed results/ without training.
+
+  python -m common.report           # rewrite plots/*.png, results/tables/*.csv and the generated
+                                    # tables between <!-- generated: NAME --> and
+                                    # <!-- end generated --> in README.md and docs/*.md
+  python -m common.report --check   # only compare: one line per stale table or figure, exit 1
+
+A figure carries, in its PNG text chunk "Source", the SHA-256 of what it draws (the data, the
+titles, the drawing function and the source of common/plotting.py): --check compares that
+digest, so it does not depend on the matplotlib build that renders the pixels.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from . import plotting, tables
+from .rundir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = ("README.md", "docs/*.md")
+TABLE_DIR = "results/tables"
+UNKNOWN = "unknown generated table"
+BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+# The report's numbers (../shared/spec/assignment3-report.txt): split -> (loss, accuracy %).
+REPORT = {
+    "2.b": {"train": (0.7095, 75.91), "validation": (0.8413, 71.22), "test": (0.8652, 70.58)},
+    # 3.b and 3.f give the same Model 1 table
+    "3.b Model 1": {"train": (0.1348, 89.00), "validation": (0.5240, 82.34),
+                    "test": (0.5177, 82.76)},
+    "3.b Model 2": {"train": (0.6392, 82.37), "validation": (0.7404, 76.04),
+                    "test": (0.7283, 76.09)},
+    # the report prints the test loss as "03683"
+    "4.a": {"train": (0.0174, 98.93), "validation": (0.3730, 89.92), "test": (0.3683, 90.13)},
+}
+REPORT_FIGURE4 = {"ReLU": 81.87, "TanH": 76.59}  # report 3.d, Figure 4's caption
+# The earliest metrics.json files do not record the budget: they ran the recipes' defaults
+# (task2.RECIPE, task3.MODEL1/MODEL2 at the time: up to 10 epochs, early stop after 4 checks).
+DEFAULT_EPOCHS, DEFAULT_EARLY_STOP = 10, 4
+
+# The runs the figures and tables are drawn from, under results/.
+CNN, MODEL1, MODEL2 = "task2/cnn1g", "task3/model1", "task3/model2"
+TANH, TANH13 = "task3cd/tanh", "task3cd_tanh13/tanh"
+ONE_EPOCH, IMPROVEMENTS = "task3cd_1epoch", "task3e"
+SPEEDRUN, SPEEDRUN_FIXED = "task3e/speedrun", "task3e/speedrun_whitening_fixed"
+# variants of task3e, drawn against Model 1 of Table 3.b (results/task3e/results.csv says
+# the study loaded its baseline from there)
+IMPROVEMENT_LABELS = {"baseline": "Model 1 (ReLU)", "leaky_relu": "LeakyReLU", "silu": "SiLU",
+                      "gaussian_noise": "Gaussian noise", "cosine": "cosine LR decay"}
+
+
+# ---------------------------------------------------------------- reading results/
+
+class Results:
+    """The committed results/ folder, read once per run folder."""
+
+    def __init__(self, root: Path):
+        self.dir = root / "results"
+        self._runs = {}
+
+    def run(self, name: str) -> dict:
+        if name not in self._runs:
+            self._runs[name] = RunDir(self.dir / name, writer=False).load_finished()
+        return self._runs[name]
+
+    def checks(self, name: str) -> list[dict]:
+        return self.run(name)["history"]["checks"]
+
+    def study_rows(self, study: str) -> list[dict]:
+        """The study's results.csv (its variants in order, with their descriptions)."""
+        with open(self.dir / study / "results.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def seeds(self, folder: str) -> list[dict]:
+        return [self.run(str(p.parent.relative_to(self.dir)))
+                for p in sorted((self.dir / folder).glob("seed*/metrics.json"))]
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def secs(seconds: float) -> str:
+    return f"{seconds:,.0f} s"
+
+
+def num(epochs: float) -> str:
+    return f"{epochs:g}"
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def test_acc(run: dict) -> float:
+    return 100 * run["final"]["test"]["accuracy"]
+
+
+def test_cell(run: dict, bold: bool = True) -> str:
+    """Test accuracy (bold) and loss: "**79.62 %** (0.590)"."""
+    acc = pct(run["final"]["test"]["accuracy"])
+    return f"{f'**{acc}**' if bold else acc} ({run['final']['test']['loss']:.3f})"
+
+
+def accuracies(run: dict) -> str:
+    f = run["final"]
+    return f"{pct(f['train']['accuracy'])} / {pct(f['validation']['accuracy'])}"
+
+
+def epochs_text(run: dict) -> str:
+    stop = "stopped" if run["stopped_early"] else "no stop"
+    return f"{num(run['epochs_completed'])} ({stop}, best {num(run['best_epoch'])})"
+
+
+def budget(run: dict) -> str:
+    """The epochs and early stopping a run was allowed (not what it used)."""
+    recipe, args = run["args"].get("recipe", {}), run["args"]
+    epochs = args.get("epochs") or recipe.get("epochs") or DEFAULT_EPOCHS
+    early = DEFAULT_EARLY_STOP
+    for key in ("early_stop_count", "patience"):  # the recipe's name for it, older and newer
+        if key in recipe:
+            early = recipe[key]
+    if args.get("patience") is not None:
+        early = args["patience"] or None
+    return (f"up to {epochs} epochs, early stop after {early} checks" if early
+            else f"{epochs} epochs, no early stopping")
+
+
+def source_line(runs: list[dict]) -> str:
+    """Data, device, precision and seed of a set of runs, said once when they agree."""
+    def one(key, get):
+        values = sorted({str(get(r)) for r in runs})
+        return f"{key} {' / '.join(values)}"
+    return ", ".join([
+        one("data", lambda r: f"`{r.get('args', r).get('data_source')}`"),
+        one("device", lambda r: r["device"]), one("precision", lambda r: r["precision"])])
+
+
+def command(run: dict) -> str:
+    return run.get("args", run).get("command")
+
+
+# ---------------------------------------------------------------- the tables
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list]
+    before: str = ""
+    after: str = ""
+
+    def markdown(self) -> str:
+        parts = [self.before, tables.markdown_table(self.header, self.rows), self.after]
+        return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def report_vs_ours(r: Results) -> Table:
+    runs = {k: r.run(k) for k in (CNN, MODEL1, MODEL2, TANH, TANH13, f"{IMPROVEMENTS}/cosine")}
+    seeds = r.seeds(SPEEDRUN)
+    rows = []
+
+    def row(table, name, report, key):
+        run = runs[key]
+        rows.append([table, name, report, test_cell(run), accuracies(run), epochs_text(run),
+                     secs(run["train_wall_time_s"])])
+
+    row("2.b", "1.g CNN (`task2.py`)", f"{REPORT['2.b']['test'][1]:.2f} %", CNN)
+    row("3.b", "Model 1 (`task3.py`)", f"{REPORT['3.b Model 1']['test'][1]:.2f} %", MODEL1)
+    row("3.b", "Model 2 (`task3.py`)", f"{REPORT['3.b Model 2']['test'][1]:.2f} %", MODEL2)
+    row("3.d", "Model 1 with TanH (`task3cd.py`)", f"{REPORT_FIGURE4['TanH']:.2f} %", TANH)
+    row("3.d", "TanH, 13 epochs without early stopping", f"{REPORT_FIGURE4['TanH']:.2f} %", TANH13)
+    row("3.e", "Model 1 + cosine LR decay (`task3e.py`)", "no number (\"none substantially "
+        "better\")",
+        f"{IMPROVEMENTS}/cosine")
+    rows.append(["4.a", "ResNet18 transfer (`task4a.py`)", f"{REPORT['4.a']['test'][1]:.2f} %",
+                 "not run: no ImageNet weights here", "", "", ""])
+    tta, plain = (mean_std(100 * s["final"][k]["accuracy"] for s in seeds)
+                  for k in ("test_tta", "test"))
+    t = mean_std(s["recipe_time_s"] for s in seeds)
+    ours = (f"**{tta[0]:.2f} ± {tta[1]:.2f} %** with TTA, "
+            f"{plain[0]:.2f} ± {plain[1]:.2f} % without")
+    rows.append(["beyond", f"speed-run recipe, {len(seeds)} seeds (`task3e.py --recipe speedrun`)",
+                 f"(best Model 1: {REPORT['3.b Model 1']['test'][1]:.2f} %)", ours,
+                 "trains on all 50,000", f"{num(seeds[0]['epochs_completed'])} (fixed schedule)",
+                 f"{t[0]:,.0f} ± {t[1]:.0f} s (training + scoring)"])
+    all_runs = list(runs.values()) + seeds
+    seeds_used = sorted({str(x["args"]["seed"]) for x in runs.values()})
+    before = (f"From `results/`: {source_line(all_runs)}, seed {' / '.join(seeds_used)} (the "
+              f"speed-run: seeds {', '.join(str(s['seed']) for s in seeds)}), one run each. "
+              "Time: training plus the validation checks, without the final table (the "
+              "speed-run: whitening fit, training and final scoring).")
+    after = "Commands, as each run's `metrics.json` records them:\n\n" + "\n".join(
+        f"- {name}: `{command(run)}`" for name, run in
+        [("1.g CNN", runs[CNN]), ("Model 1", runs[MODEL1]), ("Model 2 (re-run, Model 1 loaded)",
+                                                             runs[MODEL2]),
+         ("TanH", runs[TANH]), ("TanH, 13 epochs", runs[TANH13]),
+         ("cosine", runs[f"{IMPROVEMENTS}/cosine"]), ("speed-run seeds 1-2", seeds[-1]),
+         ("speed-run seed 0", seeds[0])])
+    return Table(["report", "run", "report: test acc.", "ours: test acc. (loss)",
+                  "ours: train / val acc.", "epochs (early stop, best at)", "time"],
+                 rows, before, after)
+
+
+def final_tables(r: Results) -> Table:
+    rows = []
+    for table, name, key in (("2.b", "1.g CNN", CNN), ("3.b Model 1", "Model 1", MODEL1),
+                             ("3.b Model 2", "Model 2", MODEL2)):
+        run = r.run(key)
+        for split, label in (("train", "training"), ("validation", "validation"),
+                             ("test", "test")):
+            loss, acc = REPORT[table][split]
+            ours = run["final"][split]
+            rows.append([table.split()[0], name, label, f"{loss:.4f} / {acc:.2f} %",
+                         f"{ours['loss']:.4f} / {pct(ours['accuracy'])}",
+                         f"{100 * ours['accuracy'] - acc:+.2f}"])
+    return Table(["report table", "run", "split", "report: loss / acc.", "ours: loss / acc.",
+                  "acc. difference (points)"], rows,
+                 f"Final tables, best weights, eval mode, no augmentation "
+                 f"({source_line([r.run(k) for k in (CNN, MODEL1, MODEL2)])}).")
+
+
+def tanh_table(r: Results) -> Table:
+    rows = []
+    for name, key, report in (("ReLU (Model 1)", MODEL1, "ReLU"), ("TanH", TANH, "TanH"),
+                              ("TanH, continued", TANH13, "TanH")):
+        run = r.run(key)
+        rows.append([name, budget(run), f"{REPORT_FIGURE4[report]:.2f} %", test_cell(run),
+                     accuracies(run), epochs_text(run), secs(run["train_wall_time_s"])])
+    gap = test_acc(r.run(MODEL1)) - test_acc(r.run(TANH))
+    gap13 = test_acc(r.run(MODEL1)) - test_acc(r.run(TANH13))
+    after = (f"ReLU-TanH gap: {gap:.2f} points with both recipe runs, {gap13:.2f} with the "
+             f"continued TanH run; the report's: "
+             f"{REPORT_FIGURE4['ReLU'] - REPORT_FIGURE4['TanH']:.2f}.")
+    return Table(["run", "budget it had", "report: test acc.", "ours: test acc. (loss)",
+                  "train / val acc.", "epochs (early stop, best at)", "wall time"], rows,
+                 after=after)
+
+
+def one_epoch_table(r: Results) -> Table:
+    rows = []
+    base = test_acc(r.run(f"{ONE_EPOCH}/baseline"))
+    for v in r.study_rows(ONE_EPOCH):
+        run = r.run(f"{ONE_EPOCH}/{v['run']}")
+        diff = "" if v["run"] == "baseline" else f"{test_acc(run) - base:+.2f}"
+        rows.append([f"`{v['run']}`", v["change"], pct(run["final"]["test"]["accuracy"]), diff,
+                     accuracies(run), secs(run["train_wall_time_s"])])
+    return Table(["variant", "change (report 3.c/3.d expects each to do worse than Model 1)",
+                  "test acc.", "vs Model 1", "train / val acc.", "wall time"], rows)
+
+
+def improvements_table(r: Results) -> Table:
+    rows = []
+    base = test_acc(r.run(MODEL1))
+    for v in r.study_rows(IMPROVEMENTS):
+        key = MODEL1 if v["run"] == "baseline" else f"{IMPROVEMENTS}/{v['run']}"
+        run = r.run(key)
+        diff = "" if v["run"] == "baseline" else f"{test_acc(run) - base:+.2f}"
+        rows.append([f"`{v['run']}`", v["change"], test_cell(run, bold=False), diff,
+                     accuracies(run), budget(run), epochs_text(run),
+                     secs(run["train_wall_time_s"])])
+    return Table(["variant", "change", "test acc. (loss)", "vs Model 1", "train / val acc.",
+                  "budget it had", "epochs (early stop, best at)", "wall time"], rows)
+
+
+def speedrun_table(r: Results) -> Table:
+    seeds = r.seeds(SPEEDRUN)
+    rows = [[str(s["seed"]), pct(s["final"]["test"]["accuracy"]),
+             pct(s["final"]["test_tta"]["accuracy"]), secs(s["recipe_time_s"]),
+             secs(s["wall_time_s"])] for s in seeds]
+    plain, tta, t = (mean_std(f(s) for s in seeds) for f in (
+        lambda s: 100 * s["final"]["test"]["accuracy"],
+        lambda s: 100 * s["final"]["test_tta"]["accuracy"], lambda s: s["recipe_time_s"]))
+    wall = statistics.mean(s["wall_time_s"] for s in seeds)
+    rows.append(["**mean ± std**", f"**{plain[0]:.2f} ± {plain[1]:.2f} %**",
+                 f"**{tta[0]:.2f} ± {tta[1]:.2f} %**", f"**{t[0]:,.0f} ± {t[1]:.0f} s**",
+                 secs(wall)])
+    for s in r.seeds(SPEEDRUN_FIXED):
+        rows.append([f"{s['seed']}, rerun after the whitening fix",
+                     pct(s["final"]["test"]["accuracy"]), pct(s["final"]["test_tta"]["accuracy"]),
+                     secs(s["recipe_time_s"]), secs(s["wall_time_s"])])
+    return Table(["seed", "test acc.", "with TTA", "training + scoring", "wall, all in"], rows,
+                 f"{source_line(seeds)}; `results/{SPEEDRUN}/`, the rerun "
+                 f"`results/{SPEEDRUN_FIXED}/`.")
+
+
+def speedrun_vs_model1(r: Results) -> Table:
+    """Both on one time basis: seconds since the run began, training plus the evaluations."""
+    m1 = r.run(MODEL1)
+    checks = r.checks(MODEL1)
+    best = checks[int(m1["best_check"])]
+    epoch1 = next(c["wall_time_s"] for c in checks if c["epoch"] == 1.0)
+    later = (checks[-1]["wall_time_s"] - epoch1) / (checks[-1]["epoch"] - 1)
+    alone = later * checks[-1]["epoch"]
+    seeds = r.seeds(SPEEDRUN)
+    last = mean_std(s["history"]["checks"][-1]["wall_time_s"] for s in seeds)
+    plain = mean_std(100 * s["final"]["test"]["accuracy"] for s in seeds)
+    tta = mean_std(100 * s["final"]["test_tta"]["accuracy"] for s in seeds)
+    stop = checks[-1]
+    rows = [
+        ["Model 1, report recipe (seed 0)",
+         f"{test_acc(m1):.2f} % (best check, epoch {num(best['epoch'])})",
+         (f"{secs(best['wall_time_s'])} to the best check, {secs(stop['wall_time_s'])} to the "
+          f"early stop (epoch {num(stop['epoch'])})")],
+        [f"speed-run recipe ({len(seeds)} seeds)",
+         f"{plain[0]:.2f} ± {plain[1]:.2f} % without TTA ({tta[0]:.2f} % with)",
+         (f"{last[0]:,.0f} ± {last[1]:.0f} s to the last epoch (the TTA scoring adds about "
+          "a minute)")],
+    ]
+    after = (f"Model 1's first epoch shared the CPU with test suites: {secs(epoch1)}, against "
+             f"{secs(later)} per epoch on average after it. Speed-run against Model 1: "
+             f"{plain[0] - test_acc(m1):+.2f} points without TTA ({tta[0] - test_acc(m1):+.2f} "
+             f"with) in {last[0] / checks[-1]['wall_time_s']:.2f} of Model 1's time to its stop, "
+             f"or {last[0] / alone:.2f} of the {secs(alone)} its {num(checks[-1]['epoch'])} "
+             "epochs would take at the later pace.")
+    return Table(["run", "test acc.", "time since the run began (training + evaluations)"],
+                 rows, after=after)
+
+
+TABLES = {
+    "report-vs-ours": report_vs_ours,
+    "final-tables": final_tables,
+    "task3d-tanh": tanh_table,
+    "task3c-one-epoch": one_epoch_table,
+    "task3e-improvements": improvements_table,
+    "speedrun-seeds": speedrun_table,
+    "speedrun-vs-model1": speedrun_vs_model1,
+}
+
+
+# ---------------------------------------------------------------- the figures
+
+@dataclass
+class Figure:
+    path: str            # under the repository root
+    kind: str            # a function of common.plotting
+    args: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        code = Path(plotting.__file__).read_bytes()
+        spec = json.dumps([self.kind, self.args, hashlib.sha256(code).hexdigest()])
+        return "common.report sha256:" + hashlib.sha256(spec.encode()).hexdigest()
+
+    def draw(self, root: Path):
+        getattr(plotting, self.kind)(path=root / self.path, **self.args,
+                                     metadata={"Source": self.digest()})
+
+
+def checks_only(run: dict) -> dict:
+    """The history as results/ keeps it: one row per check (no steps.csv is committed, so
+    every regenerated figure draws the training loss through the per-check means)."""
+    return {"checks": run["history"]["checks"]}
+
+
+def figures(r: Results) -> list[Figure]:
+    m1, m2, cnn = r.run(MODEL1), r.run(MODEL2), r.run(CNN)
+    tanh, tanh13 = r.run(TANH), r.run(TANH13)
+    one_epoch = {v["change"]: test_acc(r.run(f"{ONE_EPOCH}/{v['run']}"))
+                 for v in r.study_rows(ONE_EPOCH)}
+    reference = next(v["change"] for v in r.study_rows(ONE_EPOCH) if v["run"] == "baseline")
+    improvements = {IMPROVEMENT_LABELS.get(v["run"], v["run"]): checks_only(
+        r.run(MODEL1 if v["run"] == "baseline" else f"{IMPROVEMENTS}/{v['run']}"))
+        for v in r.study_rows(IMPROVEMENTS)}
+    seeds = r.seeds(SPEEDRUN)
+    curves = {f"speed-run, seed {s['seed']}": ([c["wall_time_s"] for c in s["history"]["checks"]],
+                                               [100 * c["test_accuracy"]
+                                                for c in s["history"]["checks"]]) for s in seeds}
+    curves["Model 1, report recipe"] = ([c["wall_time_s"] for c in r.checks(MODEL1)],
+                                        [100 * c["test_accuracy"] for c in r.checks(MODEL1)])
+    epoch1 = next(c["wall_time_s"] for c in r.checks(MODEL1) if c["epoch"] == 1.0)
+    note = ("Both curves: seconds since the run began, training plus the evaluations made so far "
+            "(Model 1: validation and test sets at each of its two checks per epoch; speed-run: "
+            "the test set after each epoch, accuracy without test-time augmentation). Model 1's "
+            f"first epoch shared the CPU with test suites ({epoch1:,.0f} s; the later ones about "
+            f"{(r.checks(MODEL1)[-1]['wall_time_s'] - epoch1) / (m1['epochs_completed'] - 1):,.0f}"
+            f" s each). {m1['device']}, {m1['precision']}, JPEG copy of CIFAR-10.")
+    out = [
+        Figure("plots/task2_figure1.png", "plot_run", {
+            "history": checks_only(cnn), "title": f"Figure 1: the 1.g CNN, final test accuracy "
+                                                  f"{test_acc(cnn):.2f}%"}),
+        Figure("plots/task3_figure2_model1.png", "plot_run", {
+            "history": checks_only(m1),
+            "title": f"Figure 2: Model 1, final test accuracy {test_acc(m1):.2f}%"}),
+        Figure("plots/task3_figure2_model2.png", "plot_run", {
+            "history": checks_only(m2),
+            "title": f"Model 2, final test accuracy {test_acc(m2):.2f}%"}),
+        Figure("plots/task3_figure3_models.png", "plot_runs", {
+            "histories": {"Model 1": checks_only(m1), "Model 2": checks_only(m2)},
+            "title": f"Figure 3: Model 1 vs Model 2 (test accuracy Model 1 {test_acc(m1):.2f}%, "
+                     f"Model 2 {test_acc(m2):.2f}%)"}),
+        Figure("plots/task3d_figure4_relu_vs_tanh.png", "plot_runs", {
+            "histories": {"ReLU (Model 1)": checks_only(m1), "TanH": checks_only(tanh)},
+            "title": f"Figure 4: Model 1 with ReLU vs TanH, {budget(m1)} (test accuracy ReLU "
+                     f"{test_acc(m1):.2f}%, TanH {test_acc(tanh):.2f}%)",
+            "splits": ["train", "val"]}),
+        Figure("plots/task3d_figure4_tanh_13_epochs.png", "plot_runs", {
+            "histories": {"ReLU (Model 1)": checks_only(m1), "TanH": checks_only(tanh13)},
+            "title": f"TanH continued: {budget(tanh13)} ({test_acc(tanh13):.2f}%) vs ReLU "
+                     f"(Model 1): {budget(m1)}, stopped after {num(m1['epochs_completed'])} "
+                     f"({test_acc(m1):.2f}%)",
+            "splits": ["train", "val"]}),
+        Figure("plots/task3c_variants.png", "plot_study_bars", {
+            "accuracies": one_epoch, "reference": reference,
+            "title": "Task 3c: test accuracy after one epoch, Model 1 and each single change"}),
+        Figure("plots/task3e_figure5_improvements.png", "plot_runs", {
+            "histories": improvements, "title": "Figure 5: Model 1 and attempted improvements "
+                                                "(full recipe, seed 0)",
+            "splits": ["train", "val"]}),
+        Figure("plots/task3e_speedrun_accuracy_vs_time.png", "plot_accuracy_vs_time", {
+            "curves": curves, "title": "Speed-run recipe vs Model 1: test accuracy against time",
+            "xlabel": "seconds since the run began (training + evaluations so far)",
+            "note": note}),
+    ]
+    for path in sorted(r.dir.rglob("confusion.csv")):
+        run_dir = path.parent
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        name = str(run_dir.relative_to(r.dir)).replace("/", "_").replace("\\", "_")
+        total = sum(int(float(row[row["class"]])) for row in rows)
+        count = sum(int(float(v)) for row in rows for k, v in row.items()
+                    if k not in ("class", "accuracy"))
+        out.append(Figure(f"plots/{name}_confusion.png", "plot_confusion", {
+            "rows_or_matrix": rows,
+            "title": f"results/{run_dir.relative_to(r.dir).as_posix()}: test set, best weights "
+                     f"({100 * total / max(count, 1):.2f} % correct)"}))
+    return out
+
+
+def figure_digest(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            return image.text.get("Source")
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- documents
+
+def documents(root: Path) -> list[Path]:
+    found = []
+    for pattern in DOCUMENTS:
+        found += sorted(root.glob(pattern))
+    return found
+
+
+def render_blocks(text: str, generated: dict[str, str], where: str) -> tuple[str, list[str]]:
+    """The document with every generated block rewritten; unknown names are errors."""
+    errors = []
+
+    def replace(m):
+        name = m.group(2)
+        if name not in generated:
+            errors.append(f"{where}: {UNKNOWN} {name!r} (known: "
+                          f"{', '.join(generated)})")
+            return m.group(0)
+        return m.group(1) + generated[name] + m.group(4)
+    return BLOCK.sub(replace, text), errors
+
+
+def stale_blocks(old: str, new: str) -> list[str]:
+    olds = {m.group(2): m.group(3) for m in BLOCK.finditer(old)}
+    return [name for name, body in ((m.group(2), m.group(3)) for m in BLOCK.finditer(new))
+            if olds.get(name) != body]
+
+
+# ---------------------------------------------------------------- the command
+
+def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
+    """Rewrite (or, with check, only compare) every figure and table; returns the lines that
+    name what was stale (check) or what was written."""
+    root = Path(root)
+    r = Results(root)
+    lines = []
+    built = {name: make(r) for name, make in TABLES.items()}
+    markdown = {name: t.markdown() for name, t in built.items()}
+    for name, t in built.items():
+        path = root / TABLE_DIR / f"{name}.csv"
+        text = tables.csv_table(t.header, t.rows)
+        if not path.is_file() or path.read_text() != text:
+            state = "stale" if path.is_file() else "missing"
+            lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    for doc in documents(root):
+        old = doc.read_text()
+        new, errors = render_blocks(old, markdown, str(doc.relative_to(root)))
+        lines += errors
+        for name in stale_blocks(old, new):
+            lines.append(f"{doc.relative_to(root)}: generated table {name} "
+                         + ("differs from results/" if check else "rewritten"))
+        if new != old and not check:
+            doc.write_text(new)
+    for fig in figures(r):
+        path = root / fig.path
+        digest = figure_digest(path) if path.is_file() else None
+        if check:
+            if digest != fig.digest():
+                state = "drawn from other inputs or code" if path.is_file() else "missing"
+                lines.append(f"{fig.path}: {state}")
+        else:
+            fig.draw(root)
+            if digest != fig.digest():
+                lines.append(f"{fig.path}: redrawn")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m common.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true",
+                   help="only compare; one line per stale table or figure, exit code 1 if any")
+    p.add_argument("--root", default=str(ROOT),
+                   help="the repository to read results/ from and write into (default: this one)")
+    args = p.parse_args(argv)
+    lines = regenerate(Path(args.root), check=args.check)
+    for line in lines:
+        print(line)
+    if args.check:
+        print("up to date" if not lines else f"{len(lines)} stale: run python -m common.report",
+              file=sys.stderr)
+        return 1 if lines else 0
+    print(f"regenerated from {Path(args.root) / 'results'} ({len(lines)} changed)",
+          file=sys.stderr)
+    return 1 if any(UNKNOWN in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""python -m common.report: every committed figure and results table matches results/, a changed
+number or a figure drawn from elsewhere is caught, and regenerating is byte-stable."""
+import csv
+import shutil
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from common import plotting, report
+from common.data import CLASSES
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """What the command reads and writes, copied: README.md, docs/, results/, plots/."""
+    for name in ("docs", "results", "plots"):
+        shutil.copytree(report.ROOT / name, tmp_path / name)
+    shutil.copy(report.ROOT / "README.md", tmp_path / "README.md")
+    return tmp_path
+
+
+def write_confusion(run_dir, matrix):
+    with open(run_dir / "confusion.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", *CLASSES, "accuracy"])
+        for name, row in zip(CLASSES, matrix):
+            writer.writerow([name, *row, round(row[CLASSES.index(name)] / sum(row), 4)])
+
+
+def synthetic_confusion() -> np.ndarray:
+    """1,000 test images per class; class i right 500 + 40 i times, the rest on class i + 1."""
+    matrix = np.zeros((10, 10), dtype=int)
+    for i in range(10):
+        matrix[i, i] = 500 + 40 * i
+        matrix[i, (i + 1) % 10] = 1000 - matrix[i, i]
+    return matrix
+
+
+def test_committed_figures_and_tables_match_the_committed_results():
+    assert report.regenerate(report.ROOT, check=True) == []
+
+
+def test_check_names_a_changed_number_and_a_missing_confusion_figure_then_regenerating_mends_both(
+        repo_copy, capsys):
+    readme = (repo_copy / "README.md").read_text()
+    studies = (repo_copy / "docs" / "studies.md").read_text()
+    assert "| **79.62 %** (0.590) |" in readme  # Model 1's test accuracy in Table 3.b's row
+    (repo_copy / "README.md").write_text(readme.replace("**79.62 %** (0.590)",
+                                                        "**79.63 %** (0.590)", 1))
+    (repo_copy / "docs" / "studies.md").write_text(studies.replace("| 65.68 % |", "| 65.69 % |", 1))
+    write_confusion(repo_copy / "results" / "task3" / "model1", synthetic_confusion())
+
+    assert report.main(["--check", "--root", str(repo_copy)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "README.md: generated table report-vs-ours differs from results/" in out
+    assert "docs/studies.md: generated table task3c-one-epoch differs from results/" in out
+    assert "plots/task3_model1_confusion.png: missing" in out
+    assert len(out) == 3
+    assert (repo_copy / "README.md").read_text() != readme  # --check writes nothing
+
+    assert report.main(["--root", str(repo_copy)]) == 0
+    assert (repo_copy / "README.md").read_text() == readme
+    assert (repo_copy / "docs" / "studies.md").read_text() == studies
+    assert (repo_copy / "plots" / "task3_model1_confusion.png").is_file()
+    capsys.readouterr()
+    assert report.main(["--check", "--root", str(repo_copy)]) == 0
+    assert capsys.readouterr().out == ""
+
+    first = {p.name: p.read_bytes() for p in (repo_copy / "plots").glob("*.png")}
+    assert report.main(["--root", str(repo_copy)]) == 0
+    second = {p.name: p.read_bytes() for p in (repo_copy / "plots").glob("*.png")}
+    assert first == second  # no date, no version: the same inputs give the same bytes
+
+
+def test_a_figure_drawn_by_a_training_script_instead_is_stale(repo_copy):
+    run = report.Results(repo_copy).run("task2/cnn1g")
+    plotting.plot_run(run["history"], repo_copy / "plots" / "task2_figure1.png", "Figure 1")
+    assert report.regenerate(repo_copy, check=True) == [
+        "plots/task2_figure1.png: drawn from other inputs or code"]
+
+
+def test_a_deleted_generated_table_csv_is_missing(repo_copy):
+    (repo_copy / "results" / "tables" / "speedrun-seeds.csv").unlink()
+    assert report.regenerate(repo_copy, check=True) == [
+        "results/tables/speedrun-seeds.csv: missing"]
+
+
+def test_an_unknown_generated_table_name_is_reported(repo_copy):
+    usage = repo_copy / "docs" / "usage.md"
+    usage.write_text(usage.read_text() + "\n<!-- generated: no-such-table -->\n"
+                                          "<!-- end generated -->\n")
+    lines = report.regenerate(repo_copy, check=True)
+    assert len(lines) == 1 and lines[0].startswith("docs/usage.md: unknown generated table "
+                                                   "'no-such-table'")
+
+
+def test_the_generated_tables_state_the_numbers_of_results(repo_copy):
+    r = report.Results(repo_copy)
+    rows = report.speedrun_table(r).rows
+    assert rows[3][:3] == ["**mean ± std**", "**86.45 ± 0.30 %**", "**87.51 ± 0.20 %**"]
+    tanh = report.tanh_table(r).rows
+    assert [row[1] for row in tanh] == ["up to 10 epochs, early stop after 4 checks"] * 2 + [
+        "13 epochs, no early stopping"]
+    assert "+6.83 points without TTA" in report.speedrun_vs_model1(r).after
+
+
+def keep_figures(monkeypatch):
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    return closed
+
+
+def test_confusion_figure_reads_rows_and_matrix_alike_and_shows_per_class_accuracy(
+        tmp_path, monkeypatch):
+    matrix = synthetic_confusion()
+    write_confusion(tmp_path, matrix)
+    with open(tmp_path / "confusion.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (plotting.confusion_matrix(rows) == matrix).all()
+    assert (plotting.confusion_matrix(matrix.tolist()) == matrix).all()
+    closed = keep_figures(monkeypatch)
+    plotting.plot_confusion(rows, tmp_path / "c.png", "t")
+    bars = closed[0].axes[1].patches
+    assert [round(b.get_width(), 1) for b in bars] == [50.0 + 4 * i for i in range(10)]
+    assert (tmp_path / "c.png").is_file()
+    with pytest.raises(ValueError, match="lack the classes"):
+        plotting.confusion_matrix(rows[:9])
+
+
+def test_study_bars_give_one_bar_per_variant_and_a_line_at_the_reference(tmp_path, monkeypatch):
+    closed = keep_figures(monkeypatch)
+    plotting.plot_study_bars({"Model 1": 65.68, "tanh": 47.25, "wide": 70.0}, "Model 1",
+                             tmp_path / "b.png", "t")
+    ax = closed[0].axes[0]
+    assert [b.get_width() for b in ax.patches] == [65.68, 47.25, 70.0]
+    assert ax.get_lines()[0].get_xdata()[0] == 65.68
+
+
+def test_a_figure_never_mixes_per_step_and_per_check_training_curves(tmp_path, monkeypatch):
+    metrics = {f"{s}_{m}": 0.5 for s in ("train", "val", "test") for m in ("loss", "accuracy")}
+    checks = [{"epoch": e, "step": 10 * e, **metrics} for e in (0.5, 1.0)]
+    with_steps = {"checks": checks, "step_loss": [1.0] * 10}
+    without = {"checks": checks, "step_loss": []}
+    closed = keep_figures(monkeypatch)
+    plotting.plot_runs({"a": with_steps, "b": without}, tmp_path / "f.png", "t")
+    plotting.plot_runs({"a": with_steps, "b": with_steps}, tmp_path / "g.png", "t")
+    assert closed[0].axes[0].get_title() == plotting.CHECK_CURVE
+    assert [len(line.get_xdata()) for line in closed[0].axes[0].get_lines()][::3] == [2, 2]
+    assert closed[1].axes[0].get_title() == plotting.STEP_CURVE
