@@ -1,122 +1,81 @@
-"""Training-speed benchmark (issue 7): for Model 1 and the 1.g CNN, the compute ceiling, the
-classic per-image DataLoader pipeline and this package's pipeline, in images/s and in seconds
-per epoch including evaluation, with the two target ratios.
+"""Training-speed benchmark: the compute ceiling, the classic DataLoader pipeline and this
+package's pipeline for Model 1 and the 1.g CNN, interleaved in rounds, ratios as medians over
+the rounds with their spread. What is measured and how: docs/speed.md.
 
-  python -m bench.train_speed --data-dir DIR                  # the full benchmark
-  python -m bench.train_speed --data-dir DIR --steps 3        # a quick check that it runs
-  python -m bench.train_speed --data-dir DIR --json speed.json --compile
-
-The pipelines, each timed over --steps training steps after --warmup untimed ones:
-  ceiling  forward + backward + optimizer step on a few pre-made batches (augmented, normalised,
-           channels_last, already on the device): compute and nothing else
-  classic  torchvision dataset with per-image PIL transforms in a DataLoader with 2 workers,
-           model in the default memory format, fp32; each check re-evaluates the training,
-           validation and test sets (batch 64, 2 workers, torch.no_grad)
-  project  common.loader.TensorLoader (built by common.experiment.make_loaders, as the task
-           scripts build it) feeding common.trainer.train_step; each check evaluates
-           validation and test with Trainer.evaluate (batch 500)
-
-Seconds per epoch are extrapolated, not run (see epoch_seconds): training images / measured
-training images/s, plus 2 checks x the images a check evaluates / measured evaluation images/s
-(measured on --eval-batches batches of 500 test images, the classic on as many images in
-batches of 64). The classic epoch also pays its DataLoader worker start-up, measured as the
-time to the first batch: once for training and once per split and check (7 per epoch).
-Data loading and decoding before training (the package's uint8 cache) is not counted.
-
-bf16 on a CPU without bf16 instructions is emulated and about 13x slower than fp32, so there it
-is measured on at most 3 steps and 1 evaluation batch.
+  python -m bench.train_speed --data-dir DIR                         # the full benchmark
+  python -m bench.train_speed --data-dir DIR --rounds 1 --steps 2    # a quick check that it runs
+  python -m bench.train_speed --data-dir DIR --models model1 --precisions fp32 --json speed.json
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import math
-import platform
+import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import experiment
-from common.augment import AugmentConfig
-from common.data import (CLASSES, OFFICIAL_SUBDIR, VALIDATION_FRACTION, CIFAR10Splits,
-                         cifar10_splits, detect_source, resolve_data_dir, stratified_split)
-from common.device import autocast, cpu_has_bf16, pick_device, resolve_precision
+from common import cli, experiment
+from common.data import CIFAR10Splits, Split, cifar10_splits, resolve_data_dir
+from common.device import autocast, cpu_has_bf16, cpu_name, pick_device
 from common.distributed import DistInfo
 from common.errors import UserError, exits_cleanly
+from common.evaluation import evaluate
 from common.io import ensure_writable_dir, save_json
 from common.loader import CIFAR_NORMALIZATION
 from common.models import CNN1g, Model1
+from common.precision import BF16_MIN_SPEEDUP, choose_precision, faster_precision
 from common.recipes import CNN1G, MODEL1, Recipe, make_optimizer
-from common.trainer import Trainer, TrainerConfig, train_step
-
-# ---------------------------------------------------------------- what is measured
+from common.trainer import train_step
 
 CHECKS_PER_EPOCH = 2           # report: validation twice per epoch
 CLASSIC_WORKERS = 2            # the classic DataLoader (issue 7)
 CLASSIC_EVAL_BATCH_SIZE = 64   # the starter code's evaluation batch
-TARGET_TRAIN_RATIO = 0.95      # issue 7: project images/s >= 95 % of the ceiling
-TARGET_EPOCH_RATIO = 0.40      # issue 7: project s/epoch <= 0.4 x the classic pipeline's
-EMULATED_BF16_STEPS = 3        # bf16 without bf16 instructions: ~3 s per Model 1 step
-WARMUP_STEPS = 3
-EVAL_BATCHES = 4               # 4 x 500 test images
+EMULATED_BF16_STEPS = 3        # bf16 emulated (a CPU without bf16 instructions): very slow
 
 
 @dataclass(frozen=True)
 class Subject:
-    """A model and the recipe its task script trains it with."""
+    """A model, the recipe its task script trains it with, and its targets (issue 17)."""
     title: str
     make_model: Callable
     recipe: Recipe
-    default_steps: int  # about 12 s of fp32 training per pipeline on a 2-core CPU
+    default_steps: int                 # timed steps per pipeline and round
+    train_ratio_min: float | None      # project img/s >= this x the ceiling's
+    epoch_ratio_max: float             # project s/epoch <= this x the classic pipeline's
 
     @property
     def batch_size(self) -> int:
         return self.recipe.batch_size
 
     @property
-    def augment(self) -> AugmentConfig | None:
-        return self.recipe.augment if self.recipe.augment.active else None
-
-    def make_optimizer(self, params):
-        return make_optimizer(self.recipe, params)
-
-    @property
     def summary(self) -> str:
         r = self.recipe
-        augment = ", ".join(f"{k} {v:g}" if not isinstance(v, bool) else k
+        augment = ", ".join(k if v is True else f"{k} {v:g}"
                             for k, v in r.describe()["augment"].items()) or "no augmentation"
         return (f"{r.optimizer} lr {r.lr:g}" + (f" wd {r.weight_decay:g}" if r.weight_decay else "")
                 + f", batch {r.batch_size}, {augment}")
 
 
 SUBJECTS = {
-    "model1": Subject("Model 1", Model1, MODEL1, 50),   # report 3.a (task3.py)
-    "cnn1g": Subject("CNN 1.g", CNN1g, CNN1G, 150),     # report 1.g / task 2 (task2.py)
+    "model1": Subject("Model 1", Model1, MODEL1, 20, 0.95, 0.5),  # report 3.a (task3.py)
+    "cnn1g": Subject("CNN 1.g", CNN1g, CNN1G, 60, None, 0.3),     # report 1.g / task 2 (task2.py)
 }
 
 
 @dataclass(frozen=True)
 class Plan:
     steps: int          # timed training steps
-    warmup: int         # untimed training steps before them (the first one timed on its own)
+    warmup: int         # untimed training steps before them
     eval_batches: int   # timed evaluation batches of 500 (the classic: as many images)
-    eval_warmup: int    # untimed evaluation batches before them (0 or 1)
-
-
-def plan_for(precision: str, device: torch.device, steps: int, warmup: int,
-             eval_batches: int) -> Plan:
-    if precision == "bf16" and bf16_is_emulated(device):
-        return Plan(min(steps, EMULATED_BF16_STEPS), min(warmup, 1), 1, 0)
-    return Plan(steps, warmup, eval_batches, 1 if warmup else 0)
-
-
-def bf16_is_emulated(device: torch.device) -> bool:
-    return device.type == "cpu" and not cpu_has_bf16()
+    eval_warmup: bool   # one untimed evaluation batch first (the first round)
 
 
 class Clock:
@@ -133,127 +92,117 @@ class Clock:
         return time.perf_counter()
 
 
+def timed_img_s(step, plan: Plan, clock: Clock, batch_size: int) -> float:
+    for _ in range(plan.warmup):
+        step()
+    start = clock()
+    for _ in range(plan.steps):
+        step()
+    return plan.steps * batch_size / (clock() - start)
+
+
 def epoch_seconds(train_images: int, train_img_s: float, eval_images_per_check: int,
-                  eval_img_s: float, checks: int = CHECKS_PER_EPOCH,
-                  train_startup_s: float = 0.0, eval_startups_per_check: int = 0,
-                  eval_startup_s: float = 0.0) -> dict:
-    """One epoch extrapolated from measured rates: training, then `checks` evaluations."""
+                  eval_img_s: float, train_startup_s: float = 0.0,
+                  check_startup_s: float = 0.0) -> dict:
+    """One epoch extrapolated from measured rates: training, then CHECKS_PER_EPOCH checks;
+    the start-ups are the classic DataLoader's (workers to first batch)."""
     train_s = train_images / train_img_s + train_startup_s
-    eval_s = checks * (eval_images_per_check / eval_img_s
-                       + eval_startups_per_check * eval_startup_s)
+    eval_s = CHECKS_PER_EPOCH * (eval_images_per_check / eval_img_s + check_startup_s)
     return {"train_s": train_s, "eval_s": eval_s, "epoch_s": train_s + eval_s}
 
 
-# ---------------------------------------------------------------- ceiling: ready tensors
+# ---------------------------------------------------------------- the three pipelines
 
-def ceiling_step(model, optimizer, x, y, device, precision):
-    with autocast(device, precision):
-        loss = F.cross_entropy(model(x).float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+class Ceiling:
+    """Forward + backward + optimizer step on a few ready batches, cycled: compute only."""
 
+    def __init__(self, subject: Subject, batches: list, device, precision: str,
+                 memory_format=torch.channels_last):
+        torch.manual_seed(0)
+        self.model = subject.make_model().to(device, memory_format=memory_format).train()
+        self.optimizer = make_optimizer(subject.recipe, self.model.parameters())
+        self.batches = itertools.cycle([(x.contiguous(memory_format=memory_format), y)
+                                        for x, y in batches])
+        self.device, self.precision, self.batch_size = device, precision, subject.batch_size
 
-def measure_ceiling(subject: Subject, batches: list, device, precision: str, plan: Plan,
-                    clock: Clock, memory_format=torch.channels_last) -> dict:
-    """memory_format=torch.contiguous_format checks that channels_last is the faster one."""
-    torch.manual_seed(0)
-    model = subject.make_model().to(device, memory_format=memory_format).train()
-    optimizer = subject.make_optimizer(model.parameters())
-    pool = itertools.cycle([(x.contiguous(memory_format=memory_format), y) for x, y in batches])
-    for _ in range(plan.warmup):
-        ceiling_step(model, optimizer, *next(pool), device, precision)
-    start = clock()
-    for _ in range(plan.steps):
-        ceiling_step(model, optimizer, *next(pool), device, precision)
-    seconds = clock() - start
-    return {"img_s": plan.steps * subject.batch_size / seconds, "s_per_step": seconds / plan.steps,
-            "steps": plan.steps, "warmup": plan.warmup}
+    def step(self):
+        x, y = next(self.batches)
+        with autocast(self.device, self.precision):
+            loss = F.cross_entropy(self.model(x).float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
 
-
-# ---------------------------------------------------------------- project: the package's pipeline
-
-def project_loaders(subject: Subject, splits: CIFAR10Splits, device) -> dict:
-    """train / train_eval / val / test loaders, built by the task scripts' make_loaders."""
-    session = experiment.Session(experiment.RunSettings(task="bench"), device, "fp32",
-                                 DistInfo(), output_root=Path("."), figure_dir=Path("."),
-                                 splits=splits)
-    return experiment.make_loaders(session, subject.recipe)
-
-
-def project_trainer(subject: Subject, splits: CIFAR10Splits, device, precision: str,
-                    compile_model: bool = False) -> Trainer:
-    """Loaders, model, optimizer and Trainer built the way task scripts build them
-    (common.recipe.train_recipe)."""
-    loaders = project_loaders(subject, splits, device)
-    torch.manual_seed(0)
-    model = subject.make_model()
-    if compile_model:
-        model = torch.compile(model)
-    optimizer = subject.make_optimizer([p for p in model.parameters() if p.requires_grad])
-    config = TrainerConfig(epochs=1, checks_per_epoch=subject.recipe.checks_per_epoch,
-                           patience=None, precision=precision, progress=False)
-    return Trainer(model, optimizer, loaders, config, device=device)
+    def measure(self, plan: Plan, clock: Clock) -> dict:
+        return {"steps": plan.steps, "img_s": timed_img_s(self.step, plan, clock, self.batch_size)}
 
 
 def endless(loader):
-    """Training batches across epoch boundaries (tiny data sets run out within --steps)."""
+    """Training batches across epoch boundaries (tiny data sets run out within a round)."""
     for epoch in itertools.count():
         loader.set_epoch(epoch)
         yield from loader.batches()
 
 
-def measure_project(trainer: Trainer, plan: Plan, clock: Clock) -> dict:
-    """Trainer.train_step on TensorLoader batches (batch preparation inside the timing), then
-    Trainer.evaluate on test batches of 500."""
-    train = trainer.loaders["train"]
-    batches = endless(train)
-    trainer.raw_model.train()
+class Project:
+    """The task scripts' code path: common.experiment.make_loaders' TensorLoaders feeding
+    common.trainer.train_step; a check evaluates validation and test (common.evaluation)."""
 
-    def step(x, y):
-        train_step(trainer.model, trainer.optimizer, x, y, trainer.device,
-                   trainer.config.precision)
-    first_step_s = None
-    for i in range(plan.warmup):
+    def __init__(self, subject: Subject, splits: CIFAR10Splits, device, precision: str):
+        session = experiment.Session(settings=experiment.RunSettings(task="bench"),
+                                     device=device, dist=DistInfo(), output_root=Path("."),
+                                     figure_dir=Path("."), splits=splits)
+        self.loaders = experiment.make_loaders(session, subject.recipe)
+        torch.manual_seed(0)
+        self.model = subject.make_model().to(device, memory_format=torch.channels_last).train()
+        self.optimizer = make_optimizer(subject.recipe, self.model.parameters())
+        self.batches = endless(self.loaders["train"])
+        self.device, self.precision = device, precision
+        train = self.loaders["train"]
+        self.train_images = len(train) * train.batch_size  # the last partial batch is dropped
+        self.eval_images = len(splits.val) + len(splits.test)
+
+    def step(self):
+        train_step(self.model, self.optimizer, *next(self.batches), self.device, self.precision)
+
+    def measure(self, plan: Plan, clock: Clock) -> dict:
+        img_s = timed_img_s(self.step, plan, clock, self.loaders["train"].batch_size)
+        test = self.loaders["test"]
+        if plan.eval_warmup:
+            evaluate(self.model, itertools.islice(test.batches(), 1), self.device, self.precision)
+        batches = min(plan.eval_batches, len(test))
         start = clock()
-        step(*next(batches))
-        if i == 0:
-            first_step_s = clock() - start
-    start = clock()
-    for _ in range(plan.steps):
-        step(*next(batches))
-    seconds = clock() - start
-
-    test = trainer.loaders["test"]
-    first_eval_batch_s = None
-    if plan.eval_warmup:
-        start = clock()
-        trainer.evaluate(itertools.islice(test.batches(), 1))
-        first_eval_batch_s = clock() - start
-    eval_batches = min(plan.eval_batches, len(test))
-    eval_images = min(eval_batches * test.batch_size, len(test.labels))
-    start = clock()
-    trainer.evaluate(itertools.islice(test.batches(), eval_batches))
-    eval_seconds = clock() - start
-    return {"img_s": plan.steps * train.batch_size / seconds, "s_per_step": seconds / plan.steps,
-            "steps": plan.steps, "warmup": plan.warmup, "first_step_s": first_step_s,
-            "eval_img_s": eval_images / eval_seconds, "eval_images": eval_images,
-            "eval_batch_size": test.batch_size, "eval_s_per_batch": eval_seconds / eval_batches,
-            "first_eval_batch_s": first_eval_batch_s,
-            "train_images_per_epoch": len(train) * train.batch_size}
+        evaluate(self.model, itertools.islice(test.batches(), batches), self.device,
+                 self.precision)
+        eval_img_s = min(batches * test.batch_size, len(test.labels)) / (clock() - start)
+        return {"steps": plan.steps, "img_s": img_s, "eval_img_s": eval_img_s,
+                **epoch_seconds(self.train_images, img_s, self.eval_images, eval_img_s)}
 
 
-def project_epoch(result: dict, splits: CIFAR10Splits) -> dict:
-    return epoch_seconds(result["train_images_per_epoch"], result["img_s"],
-                         len(splits.val) + len(splits.test), result["eval_img_s"])
+class PILImages(torch.utils.data.Dataset):
+    """A split served as torchvision's CIFAR10 serves it: each item a PIL image from the
+    in-memory uint8 array, through per-image transforms."""
+
+    def __init__(self, split: Split, transform):
+        self.images = np.ascontiguousarray(split.images.permute(0, 2, 3, 1).numpy())
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-# ---------------------------------------------------------------- classic: DataLoader + PIL
-
-def classic_transforms(augment: AugmentConfig | None):
+def classic_transforms(recipe: Recipe | None):
+    """The recipe's augmentation as torchvision's per-image transforms, then ToTensor and
+    Normalize; None: evaluation (no augmentation)."""
     from torchvision import transforms
     per_image = []
-    if augment is not None:
+    if recipe is not None:
+        augment = recipe.augment
         extra = {k for k, v in vars(augment).items() if v} - {"hflip", "rotate_degrees"}
         if extra:
             raise ValueError(f"no classic transform for {sorted(extra)}")
@@ -265,148 +214,139 @@ def classic_transforms(augment: AugmentConfig | None):
                                            transforms.Normalize(*CIFAR_NORMALIZATION)])
 
 
-def classic_datasets(root: Path, augment: AugmentConfig | None, seed: int = 0):
-    """(training subset with the recipe's transforms, test set with ToTensor + Normalize) read
-    by torchvision from the same folder, split 45,000 / 5,000 as the package splits it."""
-    from torch.utils.data import Subset
-    from torchvision import datasets
+class Classic:
+    """The starter code's way: per-image PIL transforms in a DataLoader with 2 workers, the
+    model in the default memory format, fp32; a check evaluates training, validation and test
+    in batches of 64. Every round starts its DataLoaders afresh, as every epoch and check does."""
 
-    train_tf, eval_tf = classic_transforms(augment), classic_transforms(None)
-    if detect_source(root) == "official":
-        class PresentCIFAR10(datasets.CIFAR10):
-            # presence instead of md5, as in common.data: re-packed copies fail the md5 check
-            # (a one-time cost at start-up, outside every timing)
-            def _check_integrity(self):
-                return (Path(self.root) / self.base_folder).is_dir()
+    def __init__(self, subject: Subject, splits: CIFAR10Splits, device):
+        self.train_set = PILImages(splits.train, classic_transforms(subject.recipe))
+        self.test_set = PILImages(splits.test, classic_transforms(None))
+        torch.manual_seed(0)
+        self.model = subject.make_model().to(device).train()
+        self.optimizer = make_optimizer(subject.recipe, self.model.parameters())
+        self.device, self.batch_size = device, subject.batch_size
+        self.train_images = len(splits.train)
+        self.eval_images = len(splits.train) + len(splits.val) + len(splits.test)
 
-            def _load_meta(self):
-                self.classes = list(CLASSES)
+    def started(self, dataset, batch_size: int, shuffle: bool, clock: Clock):
+        """(batches on the device, seconds from starting the workers to the first batch)."""
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                             num_workers=CLASSIC_WORKERS)
+        start = clock()
+        batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
+        first = next(batches)
+        return itertools.chain([first], batches), clock() - start
 
-        folder = root.parent if root.name == OFFICIAL_SUBDIR else root
-        train = PresentCIFAR10(str(folder), train=True, transform=train_tf)
-        test = PresentCIFAR10(str(folder), train=False, transform=eval_tf)
-    else:
-        train = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-        test = datasets.ImageFolder(str(root / "test"), transform=eval_tf)
-    train_idx, _ = stratified_split(torch.tensor(train.targets), VALIDATION_FRACTION, seed)
-    return Subset(train, train_idx.tolist()), test
+    def stepper(self, batches):
+        return lambda: train_step(self.model, self.optimizer, *next(batches), self.device, "fp32")
 
-
-def classic_train_step(model, optimizer, x, y, device):
-    x, y = x.to(device), y.to(device)
-    out = model(x)
-    loss = F.cross_entropy(out, y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item(), (out.argmax(1) == y).sum().item()  # the running loss/accuracy
-
-
-@torch.no_grad()
-def classic_eval_batch(model, x, y, device):
-    x, y = x.to(device), y.to(device)
-    out = model(x)
-    return F.cross_entropy(out, y, reduction="sum").item(), (out.argmax(1) == y).sum().item()
-
-
-def measure_classic(subject: Subject, root: Path, device, plan: Plan, clock: Clock) -> dict:
-    from torch.utils.data import DataLoader
-
-    train_set, test_set = classic_datasets(root, subject.augment)
-    torch.manual_seed(0)
-    model = subject.make_model().to(device).train()  # default memory format, fp32
-    optimizer = subject.make_optimizer(model.parameters())
-
-    loader = DataLoader(train_set, batch_size=subject.batch_size, shuffle=True,
-                        num_workers=CLASSIC_WORKERS)
-    full_batches = len(train_set) // subject.batch_size
-    warmup = max(1, min(plan.warmup, full_batches - 1))  # the first batch is always a warm-up
-    steps = min(plan.steps, full_batches - warmup)
-    if steps < 1:
-        raise UserError(f"{len(train_set)} training images are too few to time the classic "
-                        f"pipeline at batch {subject.batch_size}")
-    start = clock()
-    batches = iter(loader)
-    first = next(batches)
-    startup_s = clock() - start  # worker start-up and the first batch
-    classic_train_step(model, optimizer, *first, device)
-    for _ in range(warmup - 1):
-        classic_train_step(model, optimizer, *next(batches), device)
-    start = clock()
-    for _ in range(steps):
-        classic_train_step(model, optimizer, *next(batches), device)
-    seconds = clock() - start
-    del batches  # stop the workers before the next measurement
-
-    eval_loader = DataLoader(test_set, batch_size=CLASSIC_EVAL_BATCH_SIZE, shuffle=False,
-                             num_workers=CLASSIC_WORKERS)
-    wanted = math.ceil(plan.eval_batches * subject.recipe.eval_batch_size / CLASSIC_EVAL_BATCH_SIZE)
-    eval_batches = min(wanted, len(eval_loader) - 1)
-    if eval_batches < 1:
-        raise UserError(f"{len(test_set)} test images are too few to time the classic evaluation")
-    model.eval()
-    start = clock()
-    batches = iter(eval_loader)
-    first = next(batches)
-    eval_startup_s = clock() - start
-    classic_eval_batch(model, *first, device)
-    eval_images = 0
-    start = clock()
-    for _ in range(eval_batches):
-        x, y = next(batches)
-        classic_eval_batch(model, x, y, device)
-        eval_images += len(y)
-    eval_seconds = clock() - start
-    del batches
-    return {"img_s": steps * subject.batch_size / seconds, "s_per_step": seconds / steps,
-            "steps": steps, "warmup": warmup, "startup_s": startup_s,
-            "eval_img_s": eval_images / eval_seconds, "eval_images": eval_images,
-            "eval_batch_size": CLASSIC_EVAL_BATCH_SIZE, "eval_startup_s": eval_startup_s,
-            "workers": CLASSIC_WORKERS}
+    def measure(self, plan: Plan, clock: Clock) -> dict:
+        full_batches = len(self.train_set) // self.batch_size
+        warmup = max(1, min(plan.warmup, full_batches - 1))  # the first batch always warms up
+        steps = min(plan.steps, full_batches - warmup)
+        # as many images as the project evaluates, after the first batch (the start-up)
+        eval_batches = min(math.ceil(plan.eval_batches * 500 / CLASSIC_EVAL_BATCH_SIZE),
+                           math.ceil(len(self.test_set) / CLASSIC_EVAL_BATCH_SIZE) - 1)
+        if steps < 1 or eval_batches < 1:
+            raise UserError(f"{len(self.train_set)} training and {len(self.test_set)} test "
+                            f"images are too few to time the classic pipeline")
+        batches, startup_s = self.started(self.train_set, self.batch_size, True, clock)
+        img_s = timed_img_s(self.stepper(batches), Plan(steps, warmup, 0, False), clock,
+                            self.batch_size)
+        del batches  # stops the workers before the next pipeline is timed
+        batches, eval_startup_s = self.started(self.test_set, CLASSIC_EVAL_BATCH_SIZE, False,
+                                               clock)
+        evaluate(self.model, itertools.islice(batches, 1), self.device, "fp32")  # untimed
+        start = clock()
+        evaluate(self.model, itertools.islice(batches, eval_batches), self.device, "fp32")
+        eval_images = min(eval_batches * CLASSIC_EVAL_BATCH_SIZE,
+                          len(self.test_set) - CLASSIC_EVAL_BATCH_SIZE)
+        eval_img_s = eval_images / (clock() - start)
+        del batches
+        return {"steps": steps, "img_s": img_s, "eval_img_s": eval_img_s, "startup_s": startup_s,
+                "eval_startup_s": eval_startup_s,
+                # a check starts workers for each of its three splits
+                **epoch_seconds(self.train_images, img_s, self.eval_images, eval_img_s,
+                                train_startup_s=startup_s, check_startup_s=3 * eval_startup_s)}
 
 
-def classic_epoch(result: dict, splits: CIFAR10Splits) -> dict:
-    return epoch_seconds(len(splits.train), result["img_s"],
-                         len(splits.train) + len(splits.val) + len(splits.test),
-                         result["eval_img_s"], train_startup_s=result["startup_s"],
-                         eval_startups_per_check=3, eval_startup_s=result["eval_startup_s"])
+# ---------------------------------------------------------------- rounds and their spread
+
+def spread(values: list[float]) -> dict:
+    """Median, min-max and interquartile range of per-round figures."""
+    q1, median, q3 = (statistics.quantiles(values, n=4, method="inclusive")
+                      if len(values) > 1 else values * 3)
+    return {"median": median, "min": min(values), "max": max(values), "q1": q1, "q3": q3,
+            "rounds": values}
 
 
-# ---------------------------------------------------------------- one model
+def verdict(s: dict, minimum: float | None = None, maximum: float | None = None) -> str:
+    """PASS or FAIL when the middle half of the rounds (the interquartile range) lies on one
+    side of the target; UNDECIDED when it straddles it: the noise is wider than the margin."""
+    if minimum is not None:
+        return "PASS" if s["q1"] >= minimum else "FAIL" if s["q3"] < minimum else "UNDECIDED"
+    return "PASS" if s["q3"] <= maximum else "FAIL" if s["q1"] > maximum else "UNDECIDED"
 
-def pre_made_batches(subject: Subject, splits: CIFAR10Splits, device, count: int = 4) -> list:
-    """A few batches exactly as the project's loader makes them, made once."""
-    loader = project_loaders(subject, splits, device)["train"]
-    return [(x.clone(), y.clone()) for x, y in itertools.islice(loader.batches(), count)]
+
+def medians(rounds: list[dict]) -> dict:
+    """A pipeline's per-round figures, with the median of each as the headline."""
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]} | {"rounds": rounds}
 
 
-def benchmark_model(name: str, args, splits: CIFAR10Splits, root: Path, device,
+def build_pipelines(subject: Subject, splits: CIFAR10Splits, device, precisions: list,
                     headline: str) -> dict:
-    subject = SUBJECTS[name]
-    clock = Clock(device)
-    steps = args.steps or subject.default_steps
-    batches = pre_made_batches(subject, splits, device)
+    """{(kind, precision): pipeline}, in the order a round measures them."""
+    projects = {p: Project(subject, splits, device, p) for p in precisions}
+    ready = list(itertools.islice(projects[headline].loaders["train"].batches(), 4))
+    pipelines = {}
+    for p in precisions:
+        pipelines["ceiling", p] = Ceiling(subject, ready, device, p)
+        if p == headline:  # is channels_last, the package's choice, the faster here?
+            pipelines["ceiling_contiguous", p] = Ceiling(subject, ready, device, p,
+                                                         torch.contiguous_format)
+        pipelines["project", p] = projects[p]
+    pipelines["classic", "fp32"] = Classic(subject, splits, device)
+    return pipelines
+
+
+def measure_rounds(pipelines: dict, rounds: int, plan: Callable[[str, bool], Plan],
+                   clock: Clock) -> dict:
+    """{(kind, precision): [one figure dict per round]}: every pipeline once per round, in
+    turn, so a slow spell of the machine falls on all of them alike."""
+    figures = {key: [] for key in pipelines}
+    for r in range(rounds):
+        for (kind, precision), pipeline in pipelines.items():
+            figures[kind, precision].append(pipeline.measure(plan(precision, r == 0), clock))
+    return figures
+
+
+def summarise(subject: Subject, figures: dict, headline: str, auto: tuple[str, str]) -> dict:
+    """Medians and spreads of the rounds' figures and ratios, the targets' verdicts, and
+    whether the precision probe agrees with the ceiling's fp32 and bf16 rows."""
+    def ratios(numerator, denominator, key) -> dict:
+        return spread([a[key] / b[key] for a, b in zip(figures[numerator], figures[denominator])])
+
     by_precision = {}
-    for precision in args.precisions:
-        plan = plan_for(precision, device, steps, args.warmup, args.eval_batches)
-        ceiling = measure_ceiling(subject, batches, device, precision, plan, clock)
-        project = measure_project(project_trainer(subject, splits, device, precision), plan, clock)
-        project |= project_epoch(project, splits)
-        by_precision[precision] = {"ceiling": ceiling, "project": project,
-                                   "train_ratio": project["img_s"] / ceiling["img_s"]}
-        if not (precision == "bf16" and bf16_is_emulated(device)):
-            by_precision[precision]["ceiling_contiguous"] = measure_ceiling(
-                subject, batches, device, precision, plan, clock, torch.contiguous_format)
-        if args.compile:
-            by_precision[precision]["compile"] = measure_compile(subject, splits, device,
-                                                                 precision, plan, clock, project)
-    classic = measure_classic(subject, root, device, plan_for("fp32", device, steps, args.warmup,
-                                                             args.eval_batches), clock)
-    classic |= classic_epoch(classic, splits)
-    classic["precision"] = "fp32"
-    for entry in by_precision.values():
-        entry["epoch_ratio"] = entry["project"]["epoch_s"] / classic["epoch_s"]
+    for (kind, p), rounds in figures.items():
+        if kind != "classic":
+            by_precision.setdefault(p, {})[kind] = medians(rounds)
+    for p, entry in by_precision.items():
+        entry["train_ratio_spread"] = ratios(("project", p), ("ceiling", p), "img_s")
+        entry["epoch_ratio_spread"] = ratios(("project", p), ("classic", "fp32"), "epoch_s")
+        entry["train_ratio"] = entry["train_ratio_spread"]["median"]
+        entry["epoch_ratio"] = entry["epoch_ratio_spread"]["median"]
+    classic = medians(figures["classic", "fp32"])
     head = by_precision[headline]
+    train_verdict = (verdict(head["train_ratio_spread"], minimum=subject.train_ratio_min)
+                     if subject.train_ratio_min else None)
+    epoch_verdict = verdict(head["epoch_ratio_spread"], maximum=subject.epoch_ratio_max)
+    auto_entry = {"precision": auto[0], "reason": auto[1]}
+    if {"fp32", "bf16"} <= by_precision.keys():
+        speedup = ratios(("ceiling", "bf16"), ("ceiling", "fp32"), "img_s")
+        pick = faster_precision({"fp32": 1.0, "bf16": speedup["median"]})
+        auto_entry |= {"bench_bf16_speedup": speedup, "bench_pick": pick,
+                       "agrees": pick == auto[0]}
     return {
         "ceiling_img_s": head["ceiling"]["img_s"],
         "classic_img_s": classic["img_s"],
@@ -416,197 +356,149 @@ def benchmark_model(name: str, args, splits: CIFAR10Splits, root: Path, device,
         "precision": headline,
         "train_ratio": head["train_ratio"],
         "epoch_ratio": head["epoch_ratio"],
-        "targets": {"train_ratio_min": TARGET_TRAIN_RATIO, "epoch_ratio_max": TARGET_EPOCH_RATIO,
-                    "train_ratio_pass": head["train_ratio"] >= TARGET_TRAIN_RATIO,
-                    "epoch_ratio_pass": head["epoch_ratio"] <= TARGET_EPOCH_RATIO},
+        "train_ratio_spread": head["train_ratio_spread"],
+        "epoch_ratio_spread": head["epoch_ratio_spread"],
+        "targets": {"train_ratio_min": subject.train_ratio_min,
+                    "epoch_ratio_max": subject.epoch_ratio_max,
+                    "train_ratio_verdict": train_verdict, "epoch_ratio_verdict": epoch_verdict,
+                    "train_ratio_pass": {"PASS": True, "FAIL": False}.get(train_verdict),
+                    "epoch_ratio_pass": {"PASS": True, "FAIL": False}.get(epoch_verdict)},
         "ceiling_contiguous_img_s": head.get("ceiling_contiguous", {}).get("img_s"),
         "batch_size": subject.batch_size,
         "recipe": subject.summary,
-        "classic": classic,
+        "auto": auto_entry,
+        "classic": classic | {"precision": "fp32", "workers": CLASSIC_WORKERS,
+                              "eval_batch_size": CLASSIC_EVAL_BATCH_SIZE},
         "precisions": by_precision,
     }
 
 
-def measure_compile(subject: Subject, splits, device, precision: str, plan: Plan, clock: Clock,
-                    eager: dict) -> dict:
-    """The project pipeline with torch.compile(model): compile time is the first training step
-    and the first evaluation batch, less a steady one; does it pay within one epoch?"""
-    plan = replace(plan, warmup=max(plan.warmup, 2), eval_warmup=1)
-    trainer = project_trainer(subject, splits, device, precision, compile_model=True)
-    result = measure_project(trainer, plan, clock)
-    result |= project_epoch(result, splits)
-    compile_s = (max(0.0, result["first_step_s"] - result["s_per_step"])
-                 + max(0.0, result["first_eval_batch_s"] - result["eval_s_per_batch"]))
-    saved_per_epoch = eager["epoch_s"] - result["epoch_s"]
-    result |= {"compile_s": compile_s,
-               "pays_within_first_epoch": compile_s + result["epoch_s"] < eager["epoch_s"],
-               "break_even_epochs": compile_s / saved_per_epoch if saved_per_epoch > 0 else None}
-    return result
+def benchmark_model(subject: Subject, splits: CIFAR10Splits, device, args) -> dict:
+    auto = choose_precision("auto", device, subject.make_model, subject.batch_size)
+    headline = auto[0] if auto[0] in args.precisions else args.precisions[0]
+
+    def plan(precision: str, first_round: bool) -> Plan:
+        steps = args.steps or subject.default_steps
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+            return Plan(min(steps, EMULATED_BF16_STEPS), min(args.warmup, 1), 1, first_round)
+        return Plan(steps, args.warmup, args.eval_batches, first_round)
+
+    pipelines = build_pipelines(subject, splits, device, args.precisions, headline)
+    figures = measure_rounds(pipelines, args.rounds, plan, Clock(device))
+    return summarise(subject, figures, headline, auto)
 
 
 # ---------------------------------------------------------------- report
 
-def environment(device, splits: CIFAR10Splits, root: Path, args, headline: str) -> dict:
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                device_name = next(line.split(":", 1)[1].strip() for line in f
-                                   if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-    return {"device": str(device), "device_name": device_name, "torch": torch.__version__,
+def environment(device, splits: CIFAR10Splits, root: Path, args) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"device": str(device), "device_name": name, "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_has_bf16": cpu_has_bf16(), "threads": torch.get_num_threads(),
             "data_dir": str(root), "data_source": splits.source,
             "split_sizes": {"train": len(splits.train), "val": len(splits.val),
                             "test": len(splits.test)},
-            "headline_precision": headline, "precisions": args.precisions,
-            "steps": {name: args.steps or SUBJECTS[name].default_steps for name in args.models},
-            "warmup": args.warmup, "eval_batches": args.eval_batches,
-            "compile": args.compile}
+            "precisions": args.precisions, "rounds": args.rounds,
+            "steps": {m: args.steps or SUBJECTS[m].default_steps for m in args.models},
+            "warmup": args.warmup, "eval_batches": args.eval_batches}
 
 
-METHOD = {
-    "img_s": "training images per second over the timed steps, after the warm-up steps",
-    "epoch_s": "training images / training img/s + checks_per_epoch x (images evaluated per "
-               "check / evaluation img/s); classic adds DataLoader worker start-up (time to the "
-               "first batch) once for training and once per split and check",
-    "checks_per_epoch": CHECKS_PER_EPOCH,
-    "project_eval_splits": ["val", "test"],
-    "classic_eval_splits": ["train", "val", "test"],
-    "eval_img_s": "measured on --eval-batches x 500 test images (project, Trainer.evaluate) and "
-                  "as many in batches of 64 (classic, 2 workers, torch.no_grad)",
-    "train_ratio": "project img/s / ceiling img/s, same precision",
-    "ceiling_contiguous": "the ceiling with model and batches in the default (contiguous) memory "
-                          "format instead of channels_last: is channels_last the faster?",
-    "epoch_ratio": "project s/epoch / classic s/epoch (classic always fp32)",
-}
+PIPELINE_LABELS = {"ceiling": "ceiling", "ceiling_contiguous": "ceiling, not channels_last",
+                   "project": "project"}
 
 
-def seconds(value: float) -> str:
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+def range_text(s: dict, digits: int = 1) -> str:
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def ratio_text(s: dict) -> str:
+    return (f"{s['median']:.3f}  IQR {s['q1']:.3f}-{s['q3']:.3f}  "
+            f"range {s['min']:.3f}-{s['max']:.3f}")
 
 
 def print_report(results: dict, env: dict):
-    sizes = env["split_sizes"]
     print(f"\nTraining speed on {env['device']} ({env['device_name']}, "
-          f"{env['cpu_capability'] if env['device'] == 'cpu' else 'CUDA'}, "
-          f"{env['threads']} thread{'s' if env['threads'] > 1 else ''}), torch {env['torch']}")
-    print(f"data: {env['data_source']} ({sizes['train']:,} train / {sizes['val']:,} val / "
-          f"{sizes['test']:,} test)")
-    if env["device"] == "cpu" and not env["cpu_has_bf16"] and "bf16" in env["precisions"]:
-        print(f"this CPU has no bf16 instructions: bf16 is emulated (slow) and measured on at most "
-              f"{EMULATED_BF16_STEPS} steps and 1 evaluation batch")
-    width = 38
+          f"{env['cpu_capability'] if env['device'] == 'cpu' else 'CUDA'}, {env['threads']} "
+          f"threads), torch {env['torch']}; data: {env['data_source']}; "
+          f"{env['rounds']} interleaved rounds")
     for name, r in results.items():
-        subject = SUBJECTS[name]
-        print(f"\n{subject.title} ({subject.summary})")
-        print(f"  {'pipeline':<{width}}{'steps':>6}{'img/s':>8}{'eval img/s':>11}{'train s':>9}"
-              f"{'eval s':>8}{'epoch s':>9}  img/s / ceiling, epoch s / classic")
-        classic = r["classic"]
-
-        def row(label, m, ceiling=None):
-            cells = f"  {label:<{width}}{m['steps']:>6}{m['img_s']:>8.1f}"
-            if "epoch_s" in m:
-                cells += (f"{m['eval_img_s']:>11.1f}{seconds(m['train_s']):>9}"
-                          f"{seconds(m['eval_s']):>8}{seconds(m['epoch_s']):>9}")
-            if ceiling:
-                cells += f"  {m['img_s'] / ceiling['img_s']:.3f}"
-                if "epoch_s" in m:
-                    cells += f", {m['epoch_s'] / classic['epoch_s']:.3f}"
-            print(cells)
-
-        for precision, p in r["precisions"].items():
-            row(f"ceiling {precision}: ready tensors", p["ceiling"])
-            if "ceiling_contiguous" in p:
-                row(f"ceiling {precision}: same, not channels_last", p["ceiling_contiguous"],
-                    p["ceiling"])
-            row(f"project {precision}: TensorLoader + Trainer", p["project"], p["ceiling"])
-            if "compile" in p:
-                c = p["compile"]
-                row(f"project {precision}: + torch.compile", c, p["ceiling"])
-                pays = ("pays within the first epoch" if c["pays_within_first_epoch"] else
-                        f"pays after {c['break_even_epochs']:.1f} epochs"
-                        if c["break_even_epochs"] else "never pays (not faster per epoch)")
-                print(f"    (compile time {c['compile_s']:.1f} s, not in epoch s: {pays})")
-        row("classic fp32: DataLoader + PIL", classic)
-        print(f"    (classic worker start-up, in epoch s: {classic['startup_s']:.2f} s for "
-              f"training, {classic['eval_startup_s']:.2f} s for each evaluation pass)")
-        t = r["targets"]
-        print(f"  target, {r['precision']} project img/s >= {TARGET_TRAIN_RATIO} x ceiling:  "
-              f"{r['train_ratio']:.3f}  {'PASS' if t['train_ratio_pass'] else 'FAIL'}")
-        print(f"  target, {r['precision']} project epoch s <= {TARGET_EPOCH_RATIO} x classic: "
-              f"{r['epoch_ratio']:.3f}  {'PASS' if t['epoch_ratio_pass'] else 'FAIL'}")
-    print(f"\nepoch s is extrapolated from the timed steps: train s = training images / img/s, "
-          f"eval s = {CHECKS_PER_EPOCH} checks x images per check / eval img/s;\n"
-          f"a project check evaluates val + test ({sizes['val'] + sizes['test']:,} images, "
-          f"batch 500), a classic check train + val + test "
-          f"({sizes['train'] + sizes['val'] + sizes['test']:,} images, batch 64)\n"
-          f"and the classic epoch adds its DataLoader worker start-up (time to the first batch) "
-          f"once for training and 3 times per check")
+        print(f"\n{SUBJECTS[name].title} ({r['recipe']})")
+        auto = r["auto"]
+        print(f"  precision {auto['reason']}")
+        print(f"  {'median [min-max] over rounds':<32}{'steps':>6}  {'img/s':<24}"
+              f"{'eval img/s':<24}epoch s")
+        rows = [(f"{p} {label}", entry[kind]) for p, entry in r["precisions"].items()
+                for kind, label in PIPELINE_LABELS.items() if kind in entry]
+        for label, m in rows + [("fp32 classic", r["classic"])]:
+            cells = [range_text(spread([x[k] for x in m["rounds"]])) if k in m else ""
+                     for k in ("img_s", "eval_img_s", "epoch_s")]
+            print(f"  {label:<32}{m['steps']:>6}  {cells[0]:<24}{cells[1]:<24}{cells[2]}")
+        print(f"  {'ratio':<48}median  interquartile     range")
+        for p, entry in r["precisions"].items():
+            print(f"  {p + ' project / ceiling, img/s':<48}"
+                  f"{ratio_text(entry['train_ratio_spread'])}")
+            print(f"  {p + ' project / classic, epoch s':<48}"
+                  f"{ratio_text(entry['epoch_ratio_spread'])}")
+        if "agrees" in auto:
+            print(f"  {'bf16 / fp32 ceiling, img/s':<48}{ratio_text(auto['bench_bf16_speedup'])}"
+                  f"\n    {auto['bench_pick']} by the probe's rule (bf16 if over "
+                  f"{BF16_MIN_SPEEDUP}x); the probe picked {auto['precision']}: "
+                  f"{'agrees' if auto['agrees'] else 'DISAGREES'}")
+        if auto["precision"] != r["precision"]:
+            print(f"  ({auto['precision']} was not measured: the targets are read at "
+                  f"{r['precision']})")
+        t, p = r["targets"], r["precision"]
+        if t["train_ratio_min"]:
+            label = f"target: {p} project img/s >= {t['train_ratio_min']} x ceiling"
+            print(f"  {label:<48}{ratio_text(r['train_ratio_spread'])}  "
+                  f"{t['train_ratio_verdict']}")
+        label = f"target: {p} project epoch s <= {t['epoch_ratio_max']} x classic"
+        print(f"  {label:<48}{ratio_text(r['epoch_ratio_spread'])}  {t['epoch_ratio_verdict']}")
+    print("\nPASS/FAIL: the interquartile range of the rounds is on one side of the target; "
+          "UNDECIDED: it straddles the target (noise wider than the margin). epoch s is "
+          "extrapolated from the measured rates (docs/speed.md).")
 
 
 # ---------------------------------------------------------------- command line
 
+def at_least(minimum: int):
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return whole_number
+
+
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="CIFAR-10 folder, as for the task scripts (default: $CIFAR10_DIR, else "
-                        "./data/cifar10)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to measure (default: auto)")
+    p = cli.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
+                                          "seed", "output_dir", "subset", "quick", "resume",
+                                          "no_progress"))
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
-    p.add_argument("--models", default="model1,cnn1g",
-                   help="comma-separated, from: " + ", ".join(SUBJECTS) + " (default: both)")
-    p.add_argument("--precisions", default="fp32,bf16",
-                   help="comma-separated, from: fp32, bf16 (default: both); the classic "
-                        "pipeline is always fp32")
-    p.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="timed training steps per pipeline (default: "
-                        + ", ".join(f"{k} {r.default_steps}" for k, r in SUBJECTS.items())
+    p.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS),
+                   help="the models to measure (default: all)")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                   help="the precisions of the ceiling and project pipelines (default: both; "
+                        "the classic pipeline is fp32)")
+    p.add_argument("--rounds", type=at_least(1), default=5, metavar="N",
+                   help="interleaved rounds, each timing every pipeline once (default: 5)")
+    p.add_argument("--steps", type=at_least(1), default=None, metavar="N",
+                   help="timed training steps per pipeline and round (default: "
+                        + ", ".join(f"{k} {s.default_steps}" for k, s in SUBJECTS.items())
                         + f"; emulated bf16 at most {EMULATED_BF16_STEPS})")
-    p.add_argument("--warmup", type=int, default=WARMUP_STEPS, metavar="N",
-                   help=f"untimed training steps before them (default: {WARMUP_STEPS})")
-    p.add_argument("--eval-batches", type=int, default=EVAL_BATCHES, metavar="N",
-                   help=f"timed evaluation batches of 500 images (default: {EVAL_BATCHES})")
-    p.add_argument("--compile", action="store_true",
-                   help="also time the project pipeline with torch.compile, at each precision "
-                        "(compile time reported separately; about a minute per model and "
-                        "precision on a 2-core CPU)")
+    p.add_argument("--warmup", type=at_least(0), default=2, metavar="N",
+                   help="untimed training steps before them (default: 2)")
+    p.add_argument("--eval-batches", type=at_least(1), default=2, metavar="N",
+                   help="timed evaluation batches of 500 images per round (default: 2)")
     return p
-
-
-def parse_args(argv=None):
-    args = get_args_parser().parse_args(argv)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    unknown = [m for m in args.models if m not in SUBJECTS]
-    if unknown or not args.models:
-        raise UserError(f"--models: unknown {', '.join(unknown) or '(none given)'}; choose from "
-                        + ", ".join(SUBJECTS))
-    bad = [p for p in args.precisions if p not in ("fp32", "bf16")]
-    if bad or not args.precisions:
-        raise UserError(f"--precisions: unknown {', '.join(bad) or '(none given)'}; "
-                        "choose from fp32, bf16")
-    for name in ("steps", "eval_batches"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be 0 or more, got {args.warmup}")
-    return args
 
 
 @exits_cleanly
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    args = get_args_parser().parse_args(argv)
+    args.models = list(dict.fromkeys(args.models))
+    args.precisions = list(dict.fromkeys(args.precisions))
     device = pick_device(args.device)
-    auto = resolve_precision("auto", device)
-    headline = auto if auto in args.precisions else args.precisions[0]
     root = resolve_data_dir(args.data_dir)
     if args.json:  # fail now rather than after minutes of measuring
         try:
@@ -619,16 +511,14 @@ def main(argv=None) -> dict:
     results = {}
     for name in args.models:
         start = time.perf_counter()
-        results[name] = benchmark_model(name, args, splits, root, device, headline)
-        print(f"{SUBJECTS[name].title} measured in {time.perf_counter() - start:.0f} s", flush=True)
-    env = environment(device, splits, root, args, headline)
+        results[name] = benchmark_model(SUBJECTS[name], splits, device, args)
+        print(f"{SUBJECTS[name].title} measured in {time.perf_counter() - start:.0f} s",
+              flush=True)
+    env = environment(device, splits, root, args)
     print_report(results, env)
-    report = {"environment": env, "method": METHOD, "models": results}
+    report = {"environment": env, "method": "docs/speed.md", "models": results}
     if args.json:
-        try:
-            save_json(report, args.json)
-        except OSError as err:
-            raise UserError(f"cannot write {args.json}: {err.strerror or err}") from None
+        save_json(report, args.json)
         print(f"wrote {args.json}")
     return report
 

@@ -47,8 +47,9 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
     option("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
            help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")
     option("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-           help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and fp32 "
-                "elsewhere (default: auto)")
+           help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a "
+                "CPU, whichever a short probe of the model measures faster (cached per "
+                "machine) (default: auto)")
     option("--seed", type=int, default=0,
            help="seed for the train/validation split, initialisation, shuffling and "
                 "augmentation (default: 0)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 
 import torch
 
@@ -39,8 +40,21 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 9B14"), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA (tensor cores); fp32 on CPU and MPS unless asked."""
+    """auto without a model to measure: bf16 on CUDA (tensor cores), fp32 elsewhere.
+    common.precision.choose_precision measures on a CPU instead."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in ("fp32", "bf16"):

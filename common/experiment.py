@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from . import distributed as D
 from . import plotting
 from .data import CIFAR10Splits, cifar10_splits
 from .device import pick_device, resolve_precision
+from .precision import choose_precision
 from .errors import UserError
 from .io import ensure_writable_dir, save_json
 from .loader import TensorLoader
@@ -51,7 +53,6 @@ class RunSettings:
 class Session:
     settings: RunSettings
     device: torch.device
-    precision: str
     dist: D.DistInfo
     output_root: Path
     figure_dir: Path
@@ -62,6 +63,17 @@ class Session:
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
+
+    def choose_precision(self, make_model, batch_size: int, image_size: int = 32) -> tuple[str, str]:
+        """(precision, why) for this model: --precision, or under auto the faster here (a
+        measured probe on a CPU); under torchrun every rank takes rank 0's choice."""
+        precision, why = choose_precision(self.settings.precision, self.device, make_model,
+                                          batch_size, image_size)
+        if self.dist.enabled:
+            bf16, = D.all_reduce_sum([float(precision == "bf16") if self.is_main else 0.0],
+                                     self.device)
+            precision = "bf16" if bf16 else "fp32"
+        return precision, why
 
     def resume_command(self, checkpoint) -> str:
         """The command that continues this script from `checkpoint`: the same one, with
@@ -90,7 +102,7 @@ def setup(settings: RunSettings, runs: list[str]) -> Session:
     dist = D.init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    precision = resolve_precision(settings.precision, device)
+    resolve_precision(settings.precision, device)  # an impossible one fails before the data
     trial = settings.subset is not None
     output_root = Path(settings.output_dir or f"outputs/{settings.task}")
     figure_dir = output_root if (settings.output_dir or trial) else Path("plots")
@@ -99,7 +111,7 @@ def setup(settings: RunSettings, runs: list[str]) -> Session:
         ensure_writable_dir(output_root)
         ensure_writable_dir(figure_dir)
         lock = FolderLock(output_root).acquire()
-    session = Session(settings, device, precision, dist, output_root, figure_dir,
+    session = Session(settings, device, dist, output_root, figure_dir,
                       resume_state=resume_state, lock=lock)
     session.splits = cifar10_splits(settings.data_dir, seed=settings.seed, subset=settings.subset,
                                     progress=settings.progress and dist.is_main)
@@ -183,13 +195,17 @@ def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.
     seed_everything(settings.seed)
     model = make_model()
     loaders = make_loaders(session, recipe)
+    precision, record["precision_reason"] = session.choose_precision(  # the seeded stream stays
+        make_model, recipe.batch_size, recipe.image_size)
+    if session.is_main:
+        print(f"{name}: {precision} ({record['precision_reason']})", file=sys.stderr)
     optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(recipe.schedule, optimizer, recipe.epochs * len(loaders["train"]))
     # every rank starts from the same weights (DDP broadcasts rank 0's anyway); augmentation
     # and dropout draw rank-specific random numbers
     seed_everything(settings.seed + session.dist.rank)
     config = TrainerConfig(epochs=recipe.epochs, checks_per_epoch=recipe.checks_per_epoch,
-                           patience=recipe.patience, precision=session.precision,
+                           patience=recipe.patience, precision=precision,
                            progress=settings.progress, run_name=name, record=record,
                            resume_command=session.resume_command(run_dir.checkpoint))
     trainer = Trainer(model, optimizer, loaders, config, scheduler=scheduler,

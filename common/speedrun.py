@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -324,7 +325,11 @@ def run_seeds(session, cfg: SpeedrunConfig, seeds: list[int], name: str = "speed
     with the same recipe, precision, device and data is loaded, not retrained (an interrupted
     study loses at most the seed it was on). Returns {"runs": {seed: result}, "summary"}."""
     root = session.output_root / name
-    identity = {"recipe": cfg.describe(), "precision": session.precision,
+    precision, why = session.choose_precision(
+        lambda: SpeedrunNet(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale),
+        cfg.batch_size)
+    print(f"{name}: {precision} ({why})", file=sys.stderr)
+    identity = {"recipe": cfg.describe(), "precision": precision,
                 "device": str(session.device), "data_source": session.splits.source,
                 "subset": session.settings.subset}
     identity = json.loads(json.dumps(identity))  # as it reads back from metrics.json
@@ -336,7 +341,7 @@ def run_seeds(session, cfg: SpeedrunConfig, seeds: list[int], name: str = "speed
             print(f"{name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
             result, model = train_speedrun(session.splits, cfg, device=session.device,
-                                           precision=session.precision, seed=seed,
+                                           precision=precision, seed=seed,
                                            progress=session.settings.progress,
                                            run_name=f"{name} seed {seed}")
             run_dir.create()
@@ -347,13 +352,14 @@ def run_seeds(session, cfg: SpeedrunConfig, seeds: list[int], name: str = "speed
             plotting.plot_confusion(run_dir.confusion(), run_dir / "confusion.png",
                                     f"{name} seed {seed}: test set with TTA ({acc:.2f} % correct)")
             run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
-                                  | identity | {"command": session.settings.command})
+                                  | identity | {"command": session.settings.command,
+                                                "precision_reason": why})
         runs[seed] = result
     summary = summarize(runs)
     save_json({"summary": summary, "recipe": cfg.describe(), "data_source": session.splits.source,
                "runs": {s: {k: v for k, v in r.items() if k != "history"}
                         for s, r in runs.items()}}, root / "results.json")
-    return {"runs": runs, "summary": summary}
+    return {"runs": runs, "summary": summary, "precision": precision}
 
 
 def summarize(runs: dict) -> dict:

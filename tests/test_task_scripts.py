@@ -35,12 +35,16 @@ def tiny_args(data_dir, out):
 
 def test_task2_writes_figure1_metrics_and_table_2b(fake_image_folder, tmp_path, capsys):
     task2.main(tiny_args(fake_image_folder, tmp_path))
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "Table 2.b" in out and "Training" in out and "Validation" in out and "Test" in out
     assert (tmp_path / "task2_figure1.png").stat().st_size > 10_000
     metrics = json.loads((tmp_path / "cnn1g" / "metrics.json").read_text())
     assert set(metrics["final"]) == {"train", "validation", "test"}
     assert metrics["args"]["recipe"]["optimizer"] == "sgd"
+    # --precision auto: the choice and its reason in metrics.json and the first log line
+    reason = metrics["args"]["precision_reason"]
+    assert reason.startswith("auto: ") and metrics["precision"] in reason
+    assert err.splitlines()[0] == f"cnn1g: {metrics['precision']} ({reason})"
 
 
 def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder, tmp_path):
