@@ -96,11 +96,11 @@ def main_speedrun(args, argv):
     path = plotting.plot_accuracy_vs_time(
         curves, session.figure_dir / "task3e_speedrun_accuracy_vs_time.png",
         f"Speed-run recipe vs Model 1: test accuracy against time ({session.device}, "
-        f"{session.precision})", xlabel="seconds since the run began (training + evaluations)")
+        f"{out['precision']})", xlabel="seconds since the run began (training + evaluations)")
     s = out["summary"]
     acc, tta, t = s["test_accuracy"], s["test_accuracy_tta"], s["recipe_time_s"]
     print(f"\nSpeed-run recipe, {len(seeds)} seed(s) ({session.splits.source}, {session.device}, "
-          f"{session.precision}, {cfg.epochs} epochs, widths {cfg.widths}, batch {cfg.batch_size})")
+          f"{out['precision']}, {cfg.epochs} epochs, widths {cfg.widths}, batch {cfg.batch_size})")
     print(f"{'seed':<6}{'test acc':>10}{'with TTA':>10}{'time (s)':>10}")
     for seed, r in out["runs"].items():
         print(f"{seed:<6}{100 * r['final']['test']['accuracy']:>9.2f}%"
