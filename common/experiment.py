@@ -195,8 +195,12 @@ def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.
     seed_everything(settings.seed)
     model = make_model()
     loaders = make_loaders(session, recipe)
-    precision, record["precision_reason"] = session.choose_precision(  # the seeded stream stays
-        make_model, recipe.batch_size, recipe.image_size)
+    if resume is not None and settings.precision == "auto" and "precision" in resume["args"]:
+        precision, why = resume["args"]["precision"], "auto: the checkpoint's, as the run began"
+    else:  # the probe leaves the seeded stream as it was
+        precision, why = session.choose_precision(make_model, recipe.batch_size,
+                                                  recipe.image_size)
+    record["precision"], record["precision_reason"] = precision, why
     if session.is_main:
         print(f"{name}: {precision} ({record['precision_reason']})", file=sys.stderr)
     optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])

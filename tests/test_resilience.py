@@ -80,7 +80,11 @@ def test_a_checkpoint_from_another_folder_continues_its_run(first_epoch, fake_im
     assert code == 0, err
     before, after = losses(tmp_path / "a" / "cnn1g"), losses(out / "cnn1g")
     assert len(after) == 2 * STEPS_PER_EPOCH and after[:STEPS_PER_EPOCH] == before
-    assert metrics(out / "cnn1g")["epochs_completed"] == 2
+    resumed = metrics(out / "cnn1g")
+    assert resumed["epochs_completed"] == 2
+    # --precision auto keeps the checkpoint's precision rather than measuring again
+    assert resumed["precision"] == metrics(tmp_path / "a" / "cnn1g")["precision"]
+    assert resumed["args"]["precision_reason"] == "auto: the checkpoint's, as the run began"
 
 
 def test_a_checkpoint_of_another_script_or_run_is_refused(first_epoch, fake_image_folder,
