@@ -8,7 +8,6 @@ the rounds with their spread. What is measured and how: docs/speed.md.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import statistics
@@ -20,11 +19,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from common import cli, experiment
 from common.data import CIFAR10Splits, Split, cifar10_splits, resolve_data_dir
-from common.device import autocast, cpu_has_bf16, cpu_name, pick_device
+from common.device import cpu_has_bf16, cpu_name, pick_device
 from common.distributed import DistInfo
 from common.errors import UserError, exits_cleanly
 from common.evaluation import evaluate
@@ -126,12 +124,7 @@ class Ceiling:
         self.device, self.precision, self.batch_size = device, precision, subject.batch_size
 
     def step(self):
-        x, y = next(self.batches)
-        with autocast(self.device, self.precision):
-            loss = F.cross_entropy(self.model(x).float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.model, self.optimizer, *next(self.batches), self.device, self.precision)
 
     def measure(self, plan: Plan, clock: Clock) -> dict:
         return {"steps": plan.steps, "img_s": timed_img_s(self.step, plan, clock, self.batch_size)}
@@ -461,15 +454,6 @@ def print_report(results: dict, env: dict):
 
 # ---------------------------------------------------------------- command line
 
-def at_least(minimum: int):
-    def whole_number(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return whole_number
-
-
 def get_args_parser():
     p = cli.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "output_dir", "subset", "quick", "resume",
@@ -480,15 +464,15 @@ def get_args_parser():
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
                    help="the precisions of the ceiling and project pipelines (default: both; "
                         "the classic pipeline is fp32)")
-    p.add_argument("--rounds", type=at_least(1), default=5, metavar="N",
+    p.add_argument("--rounds", type=cli.whole_number(1), default=5, metavar="N",
                    help="interleaved rounds, each timing every pipeline once (default: 5)")
-    p.add_argument("--steps", type=at_least(1), default=None, metavar="N",
+    p.add_argument("--steps", type=cli.whole_number(1), default=None, metavar="N",
                    help="timed training steps per pipeline and round (default: "
                         + ", ".join(f"{k} {s.default_steps}" for k, s in SUBJECTS.items())
                         + f"; emulated bf16 at most {EMULATED_BF16_STEPS})")
-    p.add_argument("--warmup", type=at_least(0), default=2, metavar="N",
+    p.add_argument("--warmup", type=cli.whole_number(0), default=2, metavar="N",
                    help="untimed training steps before them (default: 2)")
-    p.add_argument("--eval-batches", type=at_least(1), default=2, metavar="N",
+    p.add_argument("--eval-batches", type=cli.whole_number(1), default=2, metavar="N",
                    help="timed evaluation batches of 500 images per round (default: 2)")
     return p
 

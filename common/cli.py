@@ -11,6 +11,16 @@ from .recipes import Overrides
 QUICK_SUBSET = 1000  # --quick: at most 1,000 images per split and one epoch (about a minute on CPU)
 
 
+def whole_number(minimum: int):
+    """An option type: a whole number >= minimum (argparse turns its error into one line)."""
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return whole_number
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors (unknown option, bad value) as one UserError line."""
 
@@ -32,14 +42,14 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
                 "(DIR/cifar-10-batches-py/, downloaded there when absent and online) or "
                 "an image folder DIR/train/<class>/*.png|jpg and DIR/test/<class>/* "
                 "(default: $CIFAR10_DIR, else ./data/cifar10)")
-    option("--epochs", type=int, default=None, metavar="N",
+    option("--epochs", type=whole_number(1), default=None, metavar="N",
            help="maximum number of epochs (default: the recipe's); with --resume, "
                 "the run's new length (a schedule is rebuilt to it)")
-    option("--patience", type=int, default=None, metavar="N",
+    option("--patience", type=whole_number(0), default=None, metavar="N",
            help="early stopping: stop after N validation checks (two per epoch) "
                 "without a lower validation loss; 0 turns it off and trains all "
                 "--epochs (default: the recipe's, 4: the starter code's)")
-    option("--batch-size", type=int, default=None, metavar="N",
+    option("--batch-size", type=whole_number(1), default=None, metavar="N",
            help="training batch size (default: the recipe's)")
     option("--lr", type=float, default=None, metavar="LR",
            help="learning rate (default: the recipe's); with --resume, the rate from "
@@ -57,7 +67,7 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
            help="where metrics.json, history.csv, steps.csv and checkpoints go, one "
                 "subfolder per run; figures too when given (default: outputs/<task>; "
                 "figures of full runs go to plots/)")
-    option("--subset", type=int, default=None, metavar="N",
+    option("--subset", type=whole_number(1), default=None, metavar="N",
            help="use at most N images per split, class-balanced (quick experiments)")
     option("--quick", action="store_true",
            help=f"a first try in about a minute on CPU: --subset {QUICK_SUBSET}, one epoch")
@@ -75,14 +85,6 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse and check the shared options; problems become one-line UserErrors."""
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "subset"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, "
-                            f"got {value}")
-    if getattr(args, "patience", None) is not None and args.patience < 0:
-        raise UserError(f"--patience must be 0 (off) or a positive whole number, "
-                        f"got {args.patience}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr must be a positive number, got {args.lr}")
     if args.quick:

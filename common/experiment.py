@@ -78,12 +78,11 @@ class Session:
     def resume_command(self, checkpoint) -> str:
         """The command that continues this script from `checkpoint`: the same one, with
         --resume CHECKPOINT (under torchrun, a torchrun command)."""
-        argv, out, skip = list(self.settings.argv[1:]), [], False
+        out, argv = [], iter(self.settings.argv[1:])
         for a in argv:
-            if skip or a == "--resume":
-                skip = not skip
-                continue
-            if not a.startswith("--resume="):
+            if a == "--resume":
+                next(argv, None)  # and its value
+            elif not a.startswith("--resume="):
                 out.append(a)
         launcher = ["python"]
         if self.dist.enabled:

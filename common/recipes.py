@@ -11,7 +11,6 @@ import torch
 
 from .augment import AugmentConfig
 from .loader import CIFAR_NORMALIZATION, IMAGENET_NORMALIZATION
-from .schedules import SCHEDULES
 from .speedrun import SpeedrunConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
