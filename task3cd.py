@@ -7,12 +7,11 @@ one run each (Figure 4: ReLU vs TanH; one table of every variant).
 """
 from __future__ import annotations
 
-from common import cli, experiment, study
-from common.augment import AugmentConfig
-from common.errors import exits_cleanly
+from common import run
+from common.data import AugmentConfig
 from common.recipes import MODEL1
 
-V = study.Variant
+V = run.Variant
 VARIANTS = {v.name: v for v in [
     V("baseline", "Model 1 as in report 3.a (ReLU)"),
     # report 3.d: "TanH activation with Xavier weight initialization instead of ReLU"
@@ -36,27 +35,23 @@ VARIANTS = {v.name: v for v in [
 
 
 def get_args_parser():
-    p = cli.make_parser(__doc__)
-    cli.add_study_options(p, VARIANTS)
+    p = run.make_parser(__doc__)
+    run.add_study_options(p, VARIANTS)
     return p
 
 
-@exits_cleanly
+@run.exits_cleanly
 def main(argv=None):
-    args = cli.parse_args(get_args_parser(), argv)
-    variants = cli.select_variants(VARIANTS, args.variants)
-    settings = cli.run_settings(args, "task3cd", argv)
-    session = experiment.setup(settings, runs=[v.name for v in variants])
-    figure4 = {v.name for v in variants} == {"baseline", "tanh"}
+    args = run.parse_args(get_args_parser(), argv)
+    variants = run.select_variants(VARIANTS, args.variants)
+    settings = run.run_settings(args, "task3cd", argv)
+    session = run.setup(settings, runs={v.name: v.recipe(MODEL1) for v in variants})
     recipe = settings.overrides.apply(MODEL1)
     budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"
               if recipe.patience is None else
               f"variants trained here: up to {recipe.epochs} epochs, early stopping")
-    study.run_study(session, variants, MODEL1, baseline_dir=args.reuse_baseline,
-                    figure_name="task3d_figure4_relu_vs_tanh.png" if figure4
-                    else "task3c_variants.png",
-                    figure_title="Figure 4: Model 1 with ReLU vs TanH" if figure4
-                    else "Task 3c: Model 1 against single changes", table_note=budget)
+    run.run_study(session, variants, MODEL1, study="task3c", baseline_dir=args.reuse_baseline,
+                  table_note=budget)
 
 
 if __name__ == "__main__":

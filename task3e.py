@@ -10,19 +10,19 @@ and, beyond the report, a speed-run recipe (--recipe speedrun, see common/speedr
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-from common import cli, experiment, plotting, study
-from common.augment import AugmentConfig
-from common.errors import UserError, exits_cleanly
-from common.recipes import MODEL1, SPEEDRUN
-from common.rundir import RunDir
-from common.speedrun import run_seeds
+from common import results, run
+from common.data import AugmentConfig
+from common.errors import UserError
+from common.files import RunDir
+from common.recipes import MODEL1, SPEEDRUN, Overrides
+from common.speedrun import SpeedrunNet, check_batch_size, run_seeds
+from common.system import machine_record
 
 NOISE_STD = 0.03  # our choice: report 3.e names Gaussian noise without a level; 3 % of the range
-V = study.Variant
+V = run.Variant
 VARIANTS = {v.name: v for v in [
     V("baseline", "Model 1 as in report 3.a (ReLU)"),
     V("leaky_relu", "LeakyReLU (slope 0.01) instead of ReLU", {"activation": "leaky_relu"}),
@@ -41,7 +41,7 @@ RECIPES = ("variants", "speedrun")
 
 def get_args_parser(recipe: str = "variants"):
     if recipe == "speedrun":  # a fixed schedule on every training image, several seeds
-        p = cli.make_parser(__doc__, exclude=("patience", "seed", "resume"))
+        p = run.make_parser(__doc__, exclude=("patience", "seed", "resume"))
         g = p.add_argument_group("speed-run recipe")
         g.add_argument("--seeds", metavar="A,B,...", default=SPEEDRUN_SEEDS,
                        help=f"one run per seed, reported as mean and spread (default: "
@@ -51,12 +51,13 @@ def get_args_parser(recipe: str = "variants"):
         g.add_argument("--widths", metavar="W1,W2,W3", default=None,
                        help="channels of the three conv groups (default: "
                             f"{','.join(map(str, SPEEDRUN.widths))})")
-        g.add_argument("--model1-run", metavar="RUN_DIR", default=None,
+        g.add_argument("--model1-run", metavar="RUN_DIR", default=None, type=run.path_text,
                        help="a finished Model 1 run drawn beside it in the accuracy-vs-time "
-                            f"figure (default: the first of {', '.join(MODEL1_RUNS)} that exists)")
+                            f"figure (default: the first of {', '.join(MODEL1_RUNS)} that is "
+                            "finished)")
     else:
-        p = cli.make_parser(__doc__)
-        cli.add_study_options(p, VARIANTS)
+        p = run.make_parser(__doc__)
+        run.add_study_options(p, VARIANTS)
     p.add_argument("--recipe", choices=RECIPES, default="variants",
                    help="variants: Model 1 against the report's changes; speedrun: the "
                         "speed-run recipe, whose options `--recipe speedrun --help` lists "
@@ -65,38 +66,57 @@ def get_args_parser(recipe: str = "variants"):
 
 
 def speedrun_recipe(args):
-    cfg = SPEEDRUN
-    if args.batch_size and not args.lr:  # the published rate and decay scale with the batch
-        cfg = cfg.with_batch_size(args.batch_size)
-    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    widths = None
     if args.widths:
-        changes["widths"] = tuple(cli.parse_ints(args.widths, "--widths", 3))
-        if 0 in changes["widths"]:
-            raise UserError(f"--widths must be positive, got {args.widths!r}")
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v})
+        widths = tuple(run.parse_ints(args.widths, "widths", 3))
+        if 0 in widths:
+            raise UserError("must be positive", setting="widths", value=args.widths)
+    return Overrides(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                     widths=widths).apply(SPEEDRUN)
+
+
+def model1_run(args) -> dict | None:
+    """The finished Model 1 run drawn beside the speed-run, read before anything trains."""
+    if args.model1_run:
+        try:
+            return RunDir(args.model1_run).load_finished()
+        except UserError as err:
+            err.setting, err.value = "model1_run", args.model1_run
+            raise
+    found = next((d for d in MODEL1_RUNS if RunDir(d).is_finished()), None)
+    return RunDir(found).load_finished() if found else None
 
 
 def main_speedrun(args, argv):
-    seeds = list(dict.fromkeys(cli.parse_ints(args.seeds, "--seeds")))[: 1 if args.quick else None]
+    seeds = list(dict.fromkeys(run.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
     cfg = speedrun_recipe(args)
-    session = experiment.setup(cli.run_settings(args, "task3e", argv), runs=[])
+    model1 = model1_run(args)
+    session = run.setup(run.run_settings(args, "task3e", argv), runs={})
     if session.dist.enabled:
-        raise UserError("--recipe speedrun runs in one process; start it with python, "
-                        "not torchrun")
-    out = run_seeds(session, cfg, seeds)
-    # one time basis for every curve: seconds since the run began, evaluations included
-    histories = {f"speed-run, seed {seed}": r["history"] for seed, r in out["runs"].items()}
-    model1 = args.model1_run or next((d for d in MODEL1_RUNS if Path(d, "history.csv").is_file()),
-                                     None)
-    if model1:
-        histories["Model 1, report recipe"] = RunDir(model1).load_finished()["history"]
-    curves = {label: ([c["wall_time_s"] for c in h["checks"]],
-                      [100 * c["test_accuracy"] for c in h["checks"]])
-              for label, h in histories.items()}
-    path = plotting.plot_accuracy_vs_time(
-        curves, session.figure_dir / "task3e_speedrun_accuracy_vs_time.png",
-        f"Speed-run recipe vs Model 1: test accuracy against time ({session.device}, "
-        f"{out['precision']})", xlabel="seconds since the run began (training + evaluations)")
+        raise UserError("runs in one process; start it with python, not torchrun",
+                        setting="recipe", value="speedrun")
+    check_batch_size(session.splits, cfg)
+    choice = run.choose_run_precision(session, lambda: SpeedrunNet.from_config(cfg),
+                                      cfg.batch_size)
+    print(f"speedrun: {choice.precision} ({choice.reason})", file=sys.stderr)
+
+    def confusion(run_dir, result):
+        results.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
+    out = run_seeds(session.splits, cfg, seeds, root=session.output_root / "speedrun",
+                    device=session.device, precision=choice.precision,
+                    progress=session.settings.progress, on_finished=confusion,
+                    identity={"data_digest": session.splits.digest,
+                              "subset": session.settings.subset},
+                    record={"data_source": session.splits.source,
+                            "command": session.settings.command,
+                            "precision_reason": choice.reason,
+                            "machine": machine_record(session.device)})
+    path = results.speedrun_vs_time(list(out["runs"].values()), model1).draw(session.figure_dir)
+    print_speedrun(out, seeds, cfg, session)
+    print(f"wrote {path}")
+
+
+def print_speedrun(out: dict, seeds: list[int], cfg, session):
     s = out["summary"]
     acc, tta, t = s["test_accuracy"], s["test_accuracy_tta"], s["recipe_time_s"]
     print(f"\nSpeed-run recipe, {len(seeds)} seed(s) ({session.splits.source}, {session.device}, "
@@ -107,23 +127,20 @@ def main_speedrun(args, argv):
               f"{100 * r['final']['test_tta']['accuracy']:>9.2f}%{r['recipe_time_s']:>10.0f}")
     print(f"mean  {acc['mean']:>9.2f}%{tta['mean']:>9.2f}%{t['mean']:>10.0f}   "
           f"(spread: std {tta['std']:.2f}, range {tta['min']:.2f}-{tta['max']:.2f} with TTA)")
-    print(f"wrote {path}")
 
 
-@exits_cleanly
+@run.exits_cleanly
 def main(argv=None):
-    mode = cli.Parser(add_help=False)
+    mode = run.Parser(add_help=False)
     mode.add_argument("--recipe", choices=RECIPES, default="variants")
     recipe = mode.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
-    args = cli.parse_args(get_args_parser(recipe), argv)
+    args = run.parse_args(get_args_parser(recipe), argv)
     if recipe == "speedrun":
         return main_speedrun(args, argv)
-    variants = cli.select_variants(VARIANTS, args.variants)
-    session = experiment.setup(cli.run_settings(args, "task3e", argv),
-                               runs=[v.name for v in variants])
-    study.run_study(session, variants, MODEL1, baseline_dir=args.reuse_baseline,
-                    figure_name="task3e_figure5_improvements.png",
-                    figure_title="Figure 5: Model 1 and attempted improvements")
+    variants = run.select_variants(VARIANTS, args.variants)
+    session = run.setup(run.run_settings(args, "task3e", argv),
+                        runs={v.name: v.recipe(MODEL1) for v in variants})
+    run.run_study(session, variants, MODEL1, study="task3e", baseline_dir=args.reuse_baseline)
 
 
 if __name__ == "__main__":

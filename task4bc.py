@@ -21,12 +21,11 @@ from matplotlib import cbook  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
-from common import resnet  # noqa: E402
-from common.cli import Parser  # noqa: E402
-from common.errors import UserError, exits_cleanly  # noqa: E402
-from common.io import ensure_writable_dir, save_figure  # noqa: E402
-from common.loader import IMAGENET_NORMALIZATION  # noqa: E402
-from common.seeding import seed_everything  # noqa: E402
+from common import models, run  # noqa: E402
+from common.data import IMAGENET_NORMALIZATION  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.files import ensure_writable_dir, save_figure  # noqa: E402
+from common.system import seed_everything  # noqa: E402
 
 IMAGE_SIZE = 224                       # ResNet18's ImageNet input size: layer4 gives 512 x 7 x 7
 FIRST_LAYER_FILTERS = 64              # ResNet18's conv1: 64 filters of 7 x 7 x 3
@@ -46,9 +45,14 @@ def load_image(path) -> torch.Tensor:
     ImageNet's evaluation preprocessing that keeps the photograph's proportions."""
     try:
         with Image.open(path) as img:
+            if img.width * img.height > Image.MAX_IMAGE_PIXELS:  # checked before decoding
+                raise UserError(f"declares {img.width}x{img.height} pixels, more than a "
+                                "photograph needs", setting="image", value=path)
             img = img.convert("RGB")
-    except (OSError, ValueError) as err:  # missing, a folder, not an image, truncated
-        raise UserError(f"--image {path} cannot be read as an image ({err})") from None
+    # missing, a folder, not an image, truncated, a header beyond PIL's limit
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot be read as an image ({' '.join(str(err).split())[:200]})",
+                        setting="image", value=path) from None
     img = TF.center_crop(TF.resize(img, IMAGE_SIZE), IMAGE_SIZE)
     return TF.to_tensor(img)
 
@@ -111,35 +115,35 @@ def figure8(image, layer4_out, title, path):
 
 
 def get_args_parser():
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", metavar="PATH", default=None,
+    p = run.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", metavar="PATH", default=None, type=run.path_text,
                    help="the photograph to look at (default: matplotlib's sample photograph, "
                         "grace_hopper.jpg)")
     p.add_argument("--indices", type=int, nargs="+", default=FILTER_INDICES, metavar="I",
                    help="first-layer filters to show, each 0-63 (default: the report's "
                         f"{' '.join(map(str, FILTER_INDICES))})")
-    resnet.add_weights_option(p)
-    p.add_argument("--output-dir", metavar="DIR", default=None,
+    run.add_weights_option(p)
+    p.add_argument("--output-dir", metavar="DIR", default=None, type=run.path_text,
                    help="where the two figures go (default: plots/; with --weights none: "
                         "outputs/task4bc/, so random-weight figures never replace the report's)")
     return p
 
 
-@exits_cleanly
+@run.exits_cleanly
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     bad = [i for i in args.indices if not 0 <= i < FIRST_LAYER_FILTERS]
     if bad:
-        raise UserError(f"--indices {' '.join(map(str, bad))}: the first layer has filters "
-                        f"0-{FIRST_LAYER_FILTERS - 1} only")
+        raise UserError(f"the first layer has filters 0-{FIRST_LAYER_FILTERS - 1} only",
+                        setting="indices", value=" ".join(map(str, bad)))
     image_path = Path(args.image) if args.image else default_image()
     image = load_image(image_path)
     seed_everything(SEED)
-    model = resnet.load_resnet18(args.weights)
-    random = resnet.is_random(args.weights)
+    model = models.load_resnet18(args.weights)
+    random = models.is_random(args.weights)
     out = ensure_writable_dir(args.output_dir or ("outputs/task4bc" if random else "plots"))
     acts = activations(model, image)
-    label = resnet.describe_weights(args.weights)
+    label = models.describe_weights(args.weights)
     paths = [
         figure7(model, acts["conv1"], image_path.name, args.indices,
                 f"Figure 7: ResNet18 with {label}, first convolutional layer: filters (top) and "

@@ -1,1 +1,1 @@
-"""Measurements of this package against the classic way of running the coursework (issue 7)."""
+"""Measurements of this package against the classic way of running the coursework."""

@@ -20,28 +20,24 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common import cli, experiment
-from common.data import CIFAR10Splits, Split, cifar10_splits, resolve_data_dir
-from common.device import cpu_has_bf16, cpu_name, pick_device
-from common.distributed import DistInfo
-from common.errors import UserError, exits_cleanly
-from common.evaluation import evaluate
-from common.io import ensure_writable_dir, save_json
-from common.loader import CIFAR_NORMALIZATION
+from common import run
+from common.data import CIFAR_NORMALIZATION, CIFAR10Splits, Split, cifar10_splits, resolve_data_dir
+from common.errors import UserError
+from common.files import ensure_writable_dir, save_json
 from common.models import CNN1g, Model1
-from common.precision import BF16_MIN_SPEEDUP, choose_precision, faster_precision
 from common.recipes import CNN1G, MODEL1, Recipe, make_optimizer
-from common.trainer import train_step
+from common.system import cpu_has_bf16, cpu_name, pick_device
+from common.trainer import BF16_MIN_SPEEDUP, choose_precision, evaluate, train_step
 
 CHECKS_PER_EPOCH = 2           # report: validation twice per epoch
-CLASSIC_WORKERS = 2            # the classic DataLoader (issue 7)
+CLASSIC_WORKERS = 2            # the classic DataLoader: two worker processes
 CLASSIC_EVAL_BATCH_SIZE = 64   # the starter code's evaluation batch
 EMULATED_BF16_STEPS = 3        # bf16 emulated (a CPU without bf16 instructions): very slow
 
 
 @dataclass(frozen=True)
 class Subject:
-    """A model, the recipe its task script trains it with, and its targets (issue 17)."""
+    """A model, the recipe its task script trains it with, and its targets."""
     title: str
     make_model: Callable
     recipe: Recipe
@@ -138,14 +134,11 @@ def endless(loader):
 
 
 class Project:
-    """The task scripts' code path: common.experiment.make_loaders' TensorLoaders feeding
-    common.trainer.train_step; a check evaluates validation and test (common.evaluation)."""
+    """The task scripts' code path: common.run.make_loaders' TensorLoaders feeding
+    common.trainer.train_step; a check evaluates validation and test (common.trainer)."""
 
     def __init__(self, subject: Subject, splits: CIFAR10Splits, device, precision: str):
-        session = experiment.Session(settings=experiment.RunSettings(task="bench"),
-                                     device=device, dist=DistInfo(), output_root=Path("."),
-                                     figure_dir=Path("."), splits=splits)
-        self.loaders = experiment.make_loaders(session, subject.recipe)
+        self.loaders = run.make_loaders(splits, subject.recipe, device=device, seed=0)
         torch.manual_seed(0)
         self.model = subject.make_model().to(device, memory_format=torch.channels_last).train()
         self.optimizer = make_optimizer(subject.recipe, self.model.parameters())
@@ -334,12 +327,12 @@ def summarise(subject: Subject, figures: dict, headline: str, auto: tuple[str, s
     train_verdict = (verdict(head["train_ratio_spread"], minimum=subject.train_ratio_min)
                      if subject.train_ratio_min else None)
     epoch_verdict = verdict(head["epoch_ratio_spread"], maximum=subject.epoch_ratio_max)
-    auto_entry = {"precision": auto[0], "reason": auto[1]}
+    auto_entry = {"precision": auto.precision, "reason": auto.reason}
     if {"fp32", "bf16"} <= by_precision.keys():
         speedup = ratios(("ceiling", "bf16"), ("ceiling", "fp32"), "img_s")
-        pick = faster_precision({"fp32": 1.0, "bf16": speedup["median"]})
+        pick = "bf16" if speedup["median"] > BF16_MIN_SPEEDUP else "fp32"
         auto_entry |= {"bench_bf16_speedup": speedup, "bench_pick": pick,
-                       "agrees": pick == auto[0]}
+                       "agrees": pick == auto.precision}
     return {
         "ceiling_img_s": head["ceiling"]["img_s"],
         "classic_img_s": classic["img_s"],
@@ -368,7 +361,7 @@ def summarise(subject: Subject, figures: dict, headline: str, auto: tuple[str, s
 
 def benchmark_model(subject: Subject, splits: CIFAR10Splits, device, args) -> dict:
     auto = choose_precision("auto", device, subject.make_model, subject.batch_size)
-    headline = auto[0] if auto[0] in args.precisions else args.precisions[0]
+    headline = auto.precision if auto.precision in args.precisions else args.precisions[0]
 
     def plan(precision: str, first_round: bool) -> Plan:
         steps = args.steps or subject.default_steps
@@ -455,29 +448,30 @@ def print_report(results: dict, env: dict):
 # ---------------------------------------------------------------- command line
 
 def get_args_parser():
-    p = cli.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
+    p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "output_dir", "subset", "quick", "resume",
                                           "no_progress"))
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
+    p.add_argument("--json", metavar="PATH", default=None, type=run.path_text,
+                   help="also write the results here")
     p.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS),
                    help="the models to measure (default: all)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
                    help="the precisions of the ceiling and project pipelines (default: both; "
                         "the classic pipeline is fp32)")
-    p.add_argument("--rounds", type=cli.whole_number(1), default=5, metavar="N",
+    p.add_argument("--rounds", type=run.whole_number(1), default=5, metavar="N",
                    help="interleaved rounds, each timing every pipeline once (default: 5)")
-    p.add_argument("--steps", type=cli.whole_number(1), default=None, metavar="N",
+    p.add_argument("--steps", type=run.whole_number(1), default=None, metavar="N",
                    help="timed training steps per pipeline and round (default: "
                         + ", ".join(f"{k} {s.default_steps}" for k, s in SUBJECTS.items())
                         + f"; emulated bf16 at most {EMULATED_BF16_STEPS})")
-    p.add_argument("--warmup", type=cli.whole_number(0), default=2, metavar="N",
+    p.add_argument("--warmup", type=run.whole_number(0), default=2, metavar="N",
                    help="untimed training steps before them (default: 2)")
-    p.add_argument("--eval-batches", type=cli.whole_number(1), default=2, metavar="N",
+    p.add_argument("--eval-batches", type=run.whole_number(1), default=2, metavar="N",
                    help="timed evaluation batches of 500 images per round (default: 2)")
     return p
 
 
-@exits_cleanly
+@run.exits_cleanly
 def main(argv=None) -> dict:
     args = get_args_parser().parse_args(argv)
     args.models = list(dict.fromkeys(args.models))
@@ -488,7 +482,8 @@ def main(argv=None) -> dict:
         try:
             ensure_writable_dir(Path(args.json).resolve().parent)
         except UserError:
-            raise UserError(f"--json {args.json}: cannot write to its folder") from None
+            raise UserError("cannot write to its folder", setting="json",
+                            value=args.json) from None
     start = time.perf_counter()
     splits = cifar10_splits(root, seed=0, progress=sys.stderr.isatty())
     print(f"data loaded in {time.perf_counter() - start:.1f} s (not counted)", flush=True)

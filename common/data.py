@@ -1,24 +1,39 @@
 """CIFAR-10 from either source (torchvision's official batches or an image folder), decoded
-once to uint8 tensors, cached, and split into train / validation / test."""
+once to uint8 tensors, cached, checked and split; the loader that serves batches from tensors
+kept on the training device (airbench's, not a per-image DataLoader); batched augmentation."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import pickle
+import tarfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .errors import UserError
-from .seeding import generator
+from .errors import OutputError, UserError
+from .files import load_torch, save_torch
+from .system import epoch_generator, generator
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")  # CIFAR-10's label order (batches.meta)
+NUM_CLASSES = len(CLASSES)
 DEFAULT_DATA_DIR = "data/cifar10"
 OFFICIAL_SUBDIR = "cifar-10-batches-py"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 VALIDATION_FRACTION = 0.1  # starter code: 45,000 train / 5,000 validation
+CIFAR_NORMALIZATION = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # starter code (tasks 2-3)
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # report 4.a: ImageNet's
+# the speed-run: CIFAR-10 training-set channel statistics (its whitening absorbs any scale)
+SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# what unpickling a damaged official batch can raise
+BAD_PICKLE = (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+              IndexError, OSError, RuntimeError)
 
 
 @dataclass
@@ -36,10 +51,13 @@ class CIFAR10Splits:
     val: Split
     test: Split
     source: str  # "official" or "image-folder", with the path
+    digest: str  # of the decoded pixels and labels: the same data wherever it lies
 
 
 def resolve_data_dir(arg: str | Path | None) -> Path:
-    """--data-dir, else $CIFAR10_DIR, else ./data/cifar10."""
+    """The data folder given, else $CIFAR10_DIR, else ./data/cifar10; ~ is the home folder."""
+    if arg is not None and not str(arg).strip():
+        raise UserError("an empty path names no folder", setting="data_dir", value="''")
     return Path(arg or os.environ.get("CIFAR10_DIR") or DEFAULT_DATA_DIR).expanduser()
 
 
@@ -77,17 +95,29 @@ def _decode_official(root: Path) -> dict:
 
     out = {}
     for split, train in (("train", True), ("test", False)):
+        missing = [p.name for p in _official_files(root) if not p.is_file()]
+        if missing:
+            raise UserError(f"{root / OFFICIAL_SUBDIR} is missing {', '.join(missing)}; delete "
+                            "the folder to download CIFAR-10 again", value=root)
         try:
             ds = _PresentCIFAR10(str(_official_root(root)), train=train, download=False)
-        except RuntimeError:
-            missing = [p.name for p in _official_files(root) if not p.is_file()]
-            raise UserError(f"{root / OFFICIAL_SUBDIR} is missing {', '.join(missing)}; "
-                            "delete the folder to download CIFAR-10 again") from None
-        except Exception as err:  # a damaged pickle: many possible exception types
-            raise UserError(f"cannot read the CIFAR-10 batches in {root}: {err}; "
-                            "delete the folder to download CIFAR-10 again") from None
-        out[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
+        except BAD_PICKLE as err:
+            raise UserError(f"cannot read the CIFAR-10 batches in {root} ({type(err).__name__}); "
+                            "delete the folder to download CIFAR-10 again", value=root) from None
+        images, labels = ds.data, ds.targets
+        if getattr(images, "shape", None) is None or images.shape[1:] != (32, 32, 3) \
+                or len(labels) != len(images):
+            raise UserError(f"the CIFAR-10 {split} batches in {root} hold "
+                            f"{len(labels)} labels for images of shape "
+                            f"{getattr(images, 'shape', '?')}; expected one label per 32x32 "
+                            "image", value=root)
+        labels = torch.tensor(labels, dtype=torch.int64)
+        if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < NUM_CLASSES):
+            raise UserError(f"the CIFAR-10 {split} batches in {root} hold labels outside "
+                            f"0-{NUM_CLASSES - 1} ({int(labels.min())}..{int(labels.max())})",
+                            value=root)
+        out[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_labels"] = labels
     return out
 
 
@@ -96,16 +126,26 @@ def download_official(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         CIFAR10(str(root), train=True, download=True)
-    except OSError as err:
-        raise UserError(f"CIFAR-10 is not in {root} and downloading it failed ({err}); "
-                        "pass --data-dir (or set CIFAR10_DIR) to a folder holding "
-                        f"{OFFICIAL_SUBDIR}/ or train/<class>/ and test/<class>/ images") from None
-    except Exception as err:
-        raise UserError(f"downloading CIFAR-10 into {root} failed ({err}); pass --data-dir "
-                        "(or set CIFAR10_DIR) to a folder that already holds it") from None
+    except (OSError, RuntimeError, ValueError, tarfile.TarError) as err:
+        # no network, a refused connection, a corrupt archive, a full disk
+        raise UserError(f"CIFAR-10 is not in {root} and downloading it failed "
+                        f"({' '.join(str(err).split())[:200]}); give a folder holding "
+                        f"{OFFICIAL_SUBDIR}/ or train/<class>/ and test/<class>/ images",
+                        setting="data_dir", value=root) from None
 
 
 # ---------------------------------------------------------------- image folder
+
+def _class_folders(split_dir: Path):
+    present = {p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    missing = [c for c in CLASSES if c not in present]
+    extra = sorted(present - set(CLASSES))
+    if missing or extra:
+        parts = (["missing class folders: " + ", ".join(missing)] if missing else []) + \
+                (["unexpected folders: " + ", ".join(extra)] if extra else [])
+        raise UserError(f"{split_dir}: {'; '.join(parts)} (expected exactly the 10 CIFAR-10 "
+                        f"classes: {', '.join(CLASSES)})", value=split_dir)
+
 
 def _image_folder_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
     """{'train': [(path, label), ...], 'test': [...]}, checking the class folders."""
@@ -114,57 +154,55 @@ def _image_folder_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
         split_dir = root / split
         if not split_dir.is_dir():
             raise UserError(f"{root} has no {split}/ folder; an image-folder CIFAR-10 needs "
-                            "train/<class>/ and test/<class>/")
-        present = {p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        missing = [c for c in CLASSES if c not in present]
-        extra = sorted(present - set(CLASSES))
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append("missing class folders: " + ", ".join(missing))
-            if extra:
-                parts.append("unexpected folders: " + ", ".join(extra))
-            raise UserError(f"{split_dir}: {'; '.join(parts)} (expected exactly the 10 CIFAR-10 "
-                            f"classes: {', '.join(CLASSES)})")
+                            "train/<class>/ and test/<class>/", value=root)
+        _class_folders(split_dir)
         items = []
         for label, name in enumerate(CLASSES):
             paths = sorted(p for p in (split_dir / name).iterdir()
                            if p.is_file() and not p.name.startswith("."))
             if not paths:
-                raise UserError(f"class folder {split_dir / name} holds no images")
+                raise UserError(f"class folder {split_dir / name} holds no images",
+                                value=split_dir / name)
             items += [(p, label) for p in paths]
         files[split] = items
     return files
 
 
-def _decode_image_folder(root: Path, progress: bool) -> dict:
+def read_image(path: Path) -> torch.Tensor:
+    """One 32x32 image file -> (3, 32, 32) uint8; the size is checked from the header, before
+    any pixel is decoded (a header may declare an enormous image)."""
     import numpy as np
     from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
-    from tqdm import tqdm
+    try:
+        with Image.open(path) as im:
+            if im.size != (32, 32):
+                raise UserError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images "
+                                "must be 32x32", value=path)
+            pixels = np.array(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        text = " ".join(str(err).split())[:200]
+        raise UserError(f"cannot read image {path}: {text}", value=path) from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
+
+def _decode_image_folder(root: Path, progress: bool) -> dict:
+    from tqdm import tqdm
     out = {}
     for split, items in _image_folder_files(root).items():
         images = torch.empty((len(items), 3, 32, 32), dtype=torch.uint8)
         for i, (path, _) in enumerate(tqdm(items, desc=f"decoding {split} images", unit="img",
                                            disable=not progress, mininterval=1.0)):
-            try:
-                with Image.open(path) as im:
-                    pixels = np.array(im.convert("RGB"))
-            except Exception as err:
-                raise UserError(f"cannot read image {path}: {err}".splitlines()[0]) from None
-            if pixels.shape != (32, 32, 3):
-                raise UserError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                                "CIFAR-10 images must be 32x32")
-            images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
+            images[i] = read_image(path)
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = torch.tensor([label for _, label in items], dtype=torch.int64)
     return out
 
 
-# ---------------------------------------------------------------- cache
+# ---------------------------------------------------------------- cache and identity
 
 def _fingerprint(root: Path, source: str) -> str:
-    """Changes whenever a source file is added, removed, resized or touched."""
+    """Changes whenever a source file is added, removed, resized or touched (the cache's
+    validity: cheap, no decoding)."""
     h = hashlib.sha1(f"v{CACHE_VERSION}:{source}".encode())
     if source == "official":
         paths = _official_files(root)
@@ -180,6 +218,15 @@ def _fingerprint(root: Path, source: str) -> str:
     return h.hexdigest()
 
 
+def content_digest(data: dict) -> str:
+    """What the data is: a digest of the decoded pixels and labels (the same data in another
+    folder, or named by another path, has the same digest)."""
+    h = hashlib.sha1()
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        h.update(data[key].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def cache_path(root: Path) -> Path:
     """Beside the data when that folder is writable, otherwise in the user cache folder."""
     root = root.resolve()
@@ -187,41 +234,48 @@ def cache_path(root: Path) -> Path:
     # bits (CI's read-only copy of shared/): honour the permission bits as well
     if os.access(root, os.W_OK) and root.stat().st_mode & 0o222:
         return root / ".cifar10-uint8-cache.pt"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cifar10-tasks" / (hashlib.sha1(str(root).encode()).hexdigest()[:16] + ".pt")
+    return user_cache_dir() / (hashlib.sha1(str(root).encode()).hexdigest()[:16] + ".pt")
+
+
+def user_cache_dir() -> Path:
+    """The package's folder in the user cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifar10-tasks"
+
+
+def _cache_is_valid(data, fingerprint: str) -> bool:
+    splits = ("train", "test")
+    return (isinstance(data, dict) and data.get("fingerprint") == fingerprint
+            and isinstance(data.get("digest"), str)
+            and all(isinstance(data.get(f"{s}_{k}"), torch.Tensor)
+                    for s in splits for k in ("images", "labels"))
+            and all(data[f"{s}_images"].dtype == torch.uint8
+                    and data[f"{s}_images"].shape[1:] == (3, 32, 32)
+                    and len(data[f"{s}_images"]) == len(data[f"{s}_labels"]) for s in splits))
 
 
 def _load_cache(path: Path, fingerprint: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = torch.load(path, weights_only=True)
-        ok = (data.get("fingerprint") == fingerprint
-              and all(data[f"{s}_images"].dtype == torch.uint8
-                      and data[f"{s}_images"].shape[1:] == (3, 32, 32)
-                      and len(data[f"{s}_images"]) == len(data[f"{s}_labels"])
-                      for s in ("train", "test")))
-        return data if ok else None
-    except Exception:  # corrupt or foreign file: rebuild rather than trust it
+        data = load_torch(path, weights_only=True)
+    except UserError:  # corrupt or foreign file: rebuild rather than trust it
         return None
+    return data if _cache_is_valid(data, fingerprint) else None
 
 
 def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tuple[dict, str]:
-    """Return ({train,test}_{images,labels}, source description), from cache when valid."""
-    from .io import save_torch
-
+    """({train,test}_{images,labels} and the content digest, source description), from cache
+    when valid."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise UserError(f"{root} is a file, not a folder; point --data-dir (or CIFAR10_DIR) at "
-                        "the CIFAR-10 folder")
+        raise UserError("a file, not a folder", setting="data_dir", value=root)
     source = detect_source(root) if root.is_dir() else None
     if source is None:
         if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
-            raise UserError(f"{root} holds neither {OFFICIAL_SUBDIR}/ nor train/ and test/ class "
-                            "folders; point --data-dir (or CIFAR10_DIR) at CIFAR-10")
+            raise UserError(f"holds neither {OFFICIAL_SUBDIR}/ nor train/ and test/ class folders",
+                            setting="data_dir", value=root)
         if not download:
-            raise UserError(f"no CIFAR-10 in {root}; pass --data-dir (or set CIFAR10_DIR) to a "
-                            "folder holding it")
+            raise UserError("no CIFAR-10 there", setting="data_dir", value=root)
         download_official(root)
         source = "official"
     fingerprint = _fingerprint(root, source)
@@ -229,11 +283,11 @@ def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tu
     data = _load_cache(cache, fingerprint)
     if data is None:
         data = _decode_official(root) if source == "official" else _decode_image_folder(root, progress)
-        data["fingerprint"] = fingerprint
+        data["fingerprint"], data["digest"] = fingerprint, content_digest(data)
         try:
             save_torch(data, cache)
-        except Exception as err:  # a cache is an optimisation: a full disk never fails a run
-            warnings.warn(f"could not write the CIFAR-10 cache {cache}: {err}".splitlines()[0])
+        except OutputError as err:  # a cache is an optimisation: a full disk never fails a run
+            warnings.warn(f"could not write the CIFAR-10 cache: {err}")
     return {k: v for k, v in data.items() if k != "fingerprint"}, f"{source}:{root}"
 
 
@@ -282,5 +336,154 @@ def cifar10_splits(data_dir, seed: int = 0, subset: int | None = None,
     empty = [name for name, (_, y) in parts.items() if len(y) == 0]
     if empty:  # a tiny data set: early stopping and the final table would score nothing
         raise UserError(f"{source}: the {' and '.join(empty)} split would be empty: too few "
-                        f"images per class (a larger --subset or data set)")
-    return CIFAR10Splits(**{k: Split(*v) for k, v in parts.items()}, source=source)
+                        f"images per class", setting="subset", value=subset)
+    return CIFAR10Splits(**{k: Split(*v) for k, v in parts.items()}, source=source,
+                         digest=data["digest"])
+
+
+# ---------------------------------------------------------------- augmentation
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool = False           # horizontal flip with probability 0.5
+    rotate_degrees: float = 0.0   # rotation by a uniform angle in [-d, d]
+    translate_px: int = 0         # shift by a uniform whole number of pixels in [-t, t], x and y
+    hue: float = 0.0              # colour jitter, torchvision semantics (kornia ColorJitter)
+    saturation: float = 0.0
+    noise_std: float = 0.0        # additive Gaussian noise (image in [0, 1]), then clamped
+
+    @property
+    def active(self) -> bool:
+        return any(asdict(self).values())
+
+
+class BatchAugment(nn.Module):
+    """Augmentation of a float batch in [0, 1], random parameters per image: flip, rotation,
+    translation and noise are a few tensor ops each (no per-image Python); colour jitter comes
+    from kornia, which torchvision does not offer per image."""
+
+    def __init__(self, config: AugmentConfig):
+        super().__init__()
+        self.config = config
+        self.jitter = None
+        if config.hue or config.saturation:
+            import kornia.augmentation as K
+            self.jitter = K.ColorJitter(brightness=0.0, contrast=0.0,
+                                        saturation=config.saturation, hue=config.hue, p=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        n = x.shape[0]
+        if c.hflip:
+            flip = torch.rand(n, device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if c.rotate_degrees or c.translate_px:
+            x = self._affine(x)
+        if self.jitter is not None:
+            x = self.jitter(x)
+        if c.noise_std:
+            x = (x + c.noise_std * torch.randn_like(x)).clamp_(0.0, 1.0)
+        return x
+
+    def _affine(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate about the centre and translate; uncovered pixels are black, as in
+        torchvision's RandomRotation."""
+        c = self.config
+        n, _, h, w = x.shape
+        angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(c.rotate_degrees)
+        cos, sin = angle.cos(), angle.sin()
+        # affine_grid maps output to input coordinates in [-1, 1]; a whole-pixel shift is 2/size
+        shift = torch.randint(-c.translate_px, c.translate_px + 1, (n, 2), device=x.device)
+        theta = torch.stack([
+            torch.stack([cos, -sin, shift[:, 0] * 2.0 / w], dim=1),
+            torch.stack([sin, cos, shift[:, 1] * 2.0 / h], dim=1),
+        ], dim=1).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# ---------------------------------------------------------------- the loader
+
+def normalize(x: torch.Tensor, normalization, channels_last: bool = True) -> torch.Tensor:
+    """Images in [0, 1] (or uint8) -> (x - mean) / std per channel, channels_last for the
+    convolutions (faster on CPU and GPU alike)."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in normalization)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class TensorLoader:
+    """Iterates (images, labels) batches.
+
+    train=True: reshuffled each epoch from (seed, epoch) alone, so a resumed run sees the same
+    order; the last incomplete batch is dropped. Under DDP every rank takes a disjoint,
+    equally long shard of each epoch (as DistributedSampler does).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 device, train: bool, augment: AugmentConfig | None = None,
+                 normalization=CIFAR_NORMALIZATION, resize: int | None = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = True):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.train = train
+        self.augment = BatchAugment(augment) if augment is not None and augment.active else None
+        self.normalization = normalization
+        self.resize = resize
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            if self.train:  # equal shard lengths keep the ranks' steps in lockstep
+                per_rank = -(-n // self.world_size)
+                order = torch.cat([order, order[: per_rank * self.world_size - n]])
+            order = order[self.rank::self.world_size]
+        return order
+
+    def _shard_size(self) -> int:
+        """len(self._indices()) without drawing the permutation."""
+        n = len(self.labels)
+        if self.world_size == 1:
+            return n
+        if self.train:
+            return -(-n // self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        n = self._shard_size()
+        if self.train and n >= self.batch_size:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
+
+    def batches(self, start: int = 0):
+        """Yield batches from batch number `start` on (resuming mid-epoch skips the rest)."""
+        order = self._indices().to(self.device)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.prepare(self.images[idx]), self.labels[idx]
+
+    __iter__ = batches
+
+    def prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        x = images_uint8.float().div_(255)
+        if self.train and self.augment is not None:
+            x = self.augment(x)
+        if self.resize:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
+                              align_corners=False)
+        return normalize(x, self.normalization, self.channels_last)

@@ -9,14 +9,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .data import CLASSES  # noqa: E402
-from .io import save_figure  # noqa: E402
+from .files import save_figure  # noqa: E402
 
 STEP_CURVE = "training loss: per step, smoothed"
 CHECK_CURVE = "training loss: mean over the steps between two checks"
 
 
 def _save(fig, path, metadata: dict | None):
-    """common.report stamps each figure (metadata) with the digest of what it drew."""
+    """common.results stamps each figure (metadata) with the digest of what it drew."""
     save_figure(fig, path, metadata)
     plt.close(fig)
     return path

@@ -1,83 +1,44 @@
-"""The speed-run recipe (task 3e, beyond the report), read top to bottom like airbench: config,
-network, data, training, several seeds. Our own implementation of the methods in Page 2018,
-"How to train your ResNet", and Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"
-(arXiv 2404.00498), written from the papers' descriptions, not from their code:
+"""The speed-run recipe (task 3e, beyond the report), read top to bottom like airbench: network,
+data, training, several seeds. Our own implementation of the methods in Page 2018, "How to train
+your ResNet", and Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU" (arXiv
+2404.00498), written from the papers' descriptions, not from their code:
 
 - a first layer of 2x2 patch-whitening filters computed from the training images and frozen
   (only its bias trains, for the first few epochs);
 - convolutions initialised as identities (Dirac) on the channels they receive;
 - BatchNorm with its scale frozen at 1 (bias only), GELU;
 - label smoothing; Nesterov SGD with a linear warm-up/decay schedule and weight decay that
-  follows the schedule rather than the gradient's scale (decoupled); biases at a higher rate;
+  follows the schedule rather than the gradient's scale; biases at a higher rate;
 - alternating (derandomised) horizontal flips and random translations by up to 2 pixels;
 - test-time augmentation: flipped and one-pixel-shifted views averaged.
 
 Its loop is its own, as airbench's is: a fixed schedule on all 50,000 training images (no
 validation split, nothing to select, no early stopping), the whitening layer fitted before the
-first step and its bias frozen part-way, scoring with test-time augmentation. The training
-step, the running score, the divergence check, the log line, evaluation and the run folder's
-format are the package's (common.trainer, common.evaluation, common.rundir).
+first step and its bias frozen part-way, scoring with test-time augmentation. The recipe's
+values, optimizer and schedule are in common.recipes; the training step, the running score,
+the divergence check, the log line, evaluation and the run folder's format are the package's.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
-import sys
 import time
-from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentConfig, BatchAugment
-from . import plotting
-from .data import CLASSES
-from .evaluation import evaluate
-from .io import save_json
-from .loader import TensorLoader, normalize
-from .progress import log_epoch, progress_bar
-from .rundir import RunDir
-from .seeding import epoch_generator, generator, seed_everything
-from .trainer import RunningScore, check_finite, train_step
+from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
+                   CIFAR10Splits, TensorLoader, normalize)
+from .errors import UserError
+from .files import RunDir, save_json
+from .recipes import SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
+from .system import epoch_generator, generator, seed_everything
+from .trainer import (RunningScore, check_finite, confusion_rows, empty_confusion, evaluate,
+                      log_epoch, progress_bar, train_step)
 
-# CIFAR-10 training-set channel statistics (the whitening layer absorbs any scale anyway)
-SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 EVAL_BATCH_SIZE = 1000  # our choice: evaluation only
-
-
-@dataclass(frozen=True)
-class SpeedrunConfig:
-    widths: tuple = (64, 256, 256)   # channels of the three conv groups
-    epochs: int = 10
-    batch_size: int = 1024
-    lr: float = 1.5                  # peak, for the batch-mean loss
-    bias_lr_scale: float = 64.0      # BatchNorm and whitening biases learn this much faster
-    momentum: float = 0.85           # Nesterov
-    weight_decay: float = 2e-3       # per step at the peak rate, scaled by the schedule
-    label_smoothing: float = 0.2
-    translate_px: int = 2
-    whiten_patch: int = 2
-    whiten_eps: float = 5e-4
-    whiten_images: int = 5000        # images the whitening statistics come from
-    whiten_bias_epochs: int = 3
-    bn_momentum: float = 0.4         # PyTorch convention: weight of the newest batch
-    head_scale: float = 1 / 9
-    warmup: float = 0.23             # fraction of steps to the peak rate
-    lr_start: float = 0.2            # schedule multipliers: start, peak 1, end
-    lr_end: float = 0.07
-    tta_level: int = 2               # 0 none, 1 flip, 2 flip and one-pixel shifts
-
-    def describe(self) -> dict:
-        return asdict(self)
-
-    def with_batch_size(self, batch_size: int) -> "SpeedrunConfig":
-        """Another batch, with the rate and the weight decay scaled with it (the published
-        values are per summed loss, so they scale with the batch)."""
-        scale = batch_size / self.batch_size
-        return dataclasses.replace(self, batch_size=batch_size, lr=self.lr * scale,
-                                   weight_decay=self.weight_decay * scale)
 
 
 # ---------------------------------------------------------------------------- the network
@@ -135,7 +96,7 @@ class SpeedrunNet(nn.Module):
     """whiten (2x2, frozen) -> GELU -> 3 conv groups (each halves the map) -> max -> linear."""
 
     def __init__(self, widths=(64, 256, 256), patch: int = 2, bn_momentum: float = 0.4,
-                 head_scale: float = 1 / 9, num_classes: int = 10):
+                 head_scale: float = 1 / 9, num_classes: int = NUM_CLASSES):
         super().__init__()
         whiten_width = 2 * 3 * patch * patch
         self.whiten = nn.Conv2d(3, whiten_width, patch, bias=True)
@@ -145,6 +106,10 @@ class SpeedrunNet(nn.Module):
                                       for a, b in zip(chans, chans[1:])])
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.head_scale = head_scale
+
+    @classmethod
+    def from_config(cls, cfg: SpeedrunConfig) -> "SpeedrunNet":
+        return cls(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale)
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4):
@@ -165,7 +130,7 @@ class TrainBatches:
     alternating flip: each image is mirrored in every other epoch, from a random first epoch
       on (Jordan 2024's derandomised flip: every image is seen both ways in any two epochs);
     translation: shifted by up to `translate_px` whole pixels in x and y, the uncovered
-      border black (the package's batched translation, common.augment)."""
+      border black (the package's batched translation, common.data.BatchAugment)."""
 
     def __init__(self, images, labels, batch_size: int, *, device, seed: int, translate_px: int):
         self.images, self.labels = images.to(device), labels.to(device)
@@ -190,28 +155,6 @@ class TrainBatches:
 
 
 # ---------------------------------------------------------------------------- training
-def lr_multiplier(step: int, total: int, cfg: SpeedrunConfig) -> float:
-    """Linear from lr_start up to 1 at `warmup` of the run, then linear down to lr_end."""
-    t = step / max(total, 1)
-    if t < cfg.warmup:
-        return cfg.lr_start + (1 - cfg.lr_start) * t / cfg.warmup
-    return 1 + (cfg.lr_end - 1) * (t - cfg.warmup) / (1 - cfg.warmup)
-
-
-def make_optimizer(model: SpeedrunNet, cfg: SpeedrunConfig):
-    """Nesterov SGD. PyTorch's weight_decay is multiplied by the (scheduled) rate, so setting
-    it to decay / peak rate makes the decay per step the same in both groups and independent
-    of the rate's size (it still follows the schedule, and passes through the momentum
-    buffer, as in the published recipe: not AdamW-style decoupling from the gradient step)."""
-    biases = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
-    others = [p for n, p in model.named_parameters()
-              if p.requires_grad and not n.endswith("bias")]
-    lr_b = cfg.lr * cfg.bias_lr_scale
-    groups = [dict(params=others, lr=cfg.lr, weight_decay=cfg.weight_decay / cfg.lr),
-              dict(params=biases, lr=lr_b, weight_decay=cfg.weight_decay / lr_b)]
-    return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True)
-
-
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, tta_level: int) -> torch.Tensor:
     """Logits, averaged over test-time views: level 1 adds the mirror image; level 2 also the
@@ -230,57 +173,78 @@ def predict(model: nn.Module, x: torch.Tensor, tta_level: int) -> torch.Tensor:
     return logits
 
 
-def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp32",
-                   seed: int = 0, progress: bool = False, run_name: str = "speedrun",
-                   monitor: bool = True) -> tuple[dict, nn.Module]:
-    """Train on train+validation (all training images), score on test. Returns (metrics with
-    the history, model). `monitor`: test accuracy after each epoch, its cost kept out of
-    `train_time_s` but inside `wall_time_s`."""
-    t_start = time.perf_counter()
-    seed_everything(seed)
-    images = torch.cat([splits.train.images, splits.val.images])
-    labels = torch.cat([splits.train.labels, splits.val.labels])
-    cfg = dataclasses.replace(cfg, batch_size=min(cfg.batch_size, len(labels)))
-    train = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
-                         translate_px=cfg.translate_px)
-    test = TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
-                        train=False, normalization=SPEEDRUN_NORMALIZATION)
 
-    t_recipe = time.perf_counter()
-    model = SpeedrunNet(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale)
-    # a random sample: image folders list the training images class by class
+def training_images(splits: CIFAR10Splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every training image: the recipe has no validation split."""
+    return (torch.cat([splits.train.images, splits.val.images]),
+            torch.cat([splits.train.labels, splits.val.labels]))
+
+
+def check_batch_size(splits: CIFAR10Splits, cfg: SpeedrunConfig):
+    """A batch larger than the training set would train on fewer images than it records."""
+    n = len(splits.train) + len(splits.val)
+    if cfg.batch_size > n:
+        raise UserError(f"larger than the {n} training images", setting="batch_size",
+                        value=cfg.batch_size)
+
+
+def _fit_whitening(model: SpeedrunNet, images: torch.Tensor, cfg: SpeedrunConfig,
+                   seed: int) -> float:
+    """Seconds spent fitting the whitening layer to a random sample of the training images
+    (a random one: image folders list the training images class by class)."""
+    start = time.perf_counter()
     sample = torch.randperm(len(images), generator=generator(seed))[:cfg.whiten_images]
     model.init_whitening(normalize(images[sample], SPEEDRUN_NORMALIZATION, channels_last=False),
                          cfg.whiten_eps)
-    whiten_time = time.perf_counter() - t_recipe
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    total = cfg.epochs * len(train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, total, cfg))
+    return time.perf_counter() - start
 
-    history = {"checks": [], "step_loss": []}
-    train_time, step = 0.0, 0
-    model.train()
+
+def _train_epoch(model, optimizer, scheduler, batches, epoch: int, *, cfg, device, precision,
+                 history: dict, bar) -> RunningScore:
+    if epoch == cfg.whiten_bias_epochs:
+        model.whiten.bias.requires_grad_(False)
+    score = RunningScore()
+    for x, y in batches.epoch(epoch):
+        loss, correct = train_step(model, optimizer, x, y, device, precision, cfg.label_smoothing)
+        scheduler.step()
+        history["step_loss"].append(loss)
+        check_finite(loss, "training loss", f"epoch {epoch + 1}, step {len(history['step_loss'])}",
+                     lr=optimizer.param_groups[0]["lr"])
+        score.add(loss, correct, len(y))
+        bar.update(1)
+    return score
+
+
+def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
+                   precision: str = "fp32", seed: int = 0, progress: bool = False,
+                   run_name: str = "speedrun", monitor: bool = True) -> tuple[dict, nn.Module]:
+    """Train on train+validation (all training images), score on test. Returns (metrics with
+    the history and the confusion matrix, model). `monitor`: test accuracy after each epoch,
+    its cost kept out of `train_time_s` but inside `wall_time_s`."""
+    t_start = time.perf_counter()
+    check_batch_size(splits, cfg)
+    seed_everything(seed)
+    images, labels = training_images(splits)
+    batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
+                           translate_px=cfg.translate_px)
+    test = TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
+                        train=False, normalization=SPEEDRUN_NORMALIZATION)
+    model = SpeedrunNet.from_config(cfg)
+    whiten_time = _fit_whitening(model, images, cfg, seed)
+    model = model.to(device, memory_format=torch.channels_last).train()
+    optimizer = make_speedrun_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLinear(
+        cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end))
+    history, train_time = {"checks": [], "step_loss": []}, 0.0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        if epoch == cfg.whiten_bias_epochs:
-            model.whiten.bias.requires_grad_(False)
-        score = RunningScore()
-        with progress_bar(len(train), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
+        with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
                           progress) as bar:
-            for x, y in train.epoch(epoch):
-                loss, correct = train_step(model, optimizer, x, y, device, precision,
-                                           cfg.label_smoothing)
-                scheduler.step()
-                step += 1
-                check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}")
-                history["step_loss"].append(loss)
-                score.add(loss, correct, len(y))
-                bar.update(1)
+            score = _train_epoch(model, optimizer, scheduler, batches, epoch, cfg=cfg,
+                                 device=device, precision=precision, history=history, bar=bar)
         train_time += time.perf_counter() - t0
         train_loss, train_acc = score.means()
-        row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
+        row = {"epoch": epoch + 1, "step": len(history["step_loss"]), "train_loss": train_loss,
                "train_accuracy": train_acc, "test_loss": float("nan"),
                "test_accuracy": float("nan"), "train_time_s": round(train_time, 2),
                "wall_time_s": round(time.perf_counter() - t_start, 2),
@@ -290,13 +254,21 @@ def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp3
         history["checks"].append(row)
         if progress or monitor:
             log_epoch(run_name, row, seconds_key="train_time_s")
+    return _score(model, test, cfg, device=device, precision=precision, seed=seed,
+                  run_name=run_name, history=history, times=(whiten_time, train_time),
+                  t_start=t_start), model
 
+
+def _score(model, test, cfg, *, device, precision, seed, run_name, history, times,
+           t_start) -> dict:
+    """The final scoring with test-time augmentation, and the run's metrics."""
     t0 = time.perf_counter()
-    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.int64)
+    confusion = empty_confusion()
     tta_loss, tta_acc = evaluate(model, test, device, precision,
                                  forward=lambda x: predict(model, x, cfg.tta_level),
                                  confusion=confusion)
     tta_time = time.perf_counter() - t0
+    whiten_time, train_time = times
     last = history["checks"][-1]
     return {
         "run": run_name,
@@ -315,48 +287,44 @@ def train_speedrun(splits, cfg: SpeedrunConfig, *, device, precision: str = "fp3
         "seed": seed,
         "recipe": cfg.describe(),
         "history": history,
-        "confusion": confusion,
-    }, model
+        "confusion": confusion_rows(confusion),
+    }
 
 
 # ---------------------------------------------------------------------------- several seeds
-def run_seeds(session, cfg: SpeedrunConfig, seeds: list[int], name: str = "speedrun") -> dict:
-    """Train the recipe once per seed under <output>/name/seed<N>/; a seed finished earlier
-    with the same recipe, precision, device and data is loaded, not retrained (an interrupted
-    study loses at most the seed it was on). Returns {"runs": {seed: result}, "summary"}."""
-    root = session.output_root / name
-    precision, why = session.choose_precision(
-        lambda: SpeedrunNet(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale),
-        cfg.batch_size)
-    print(f"{name}: {precision} ({why})", file=sys.stderr)
-    identity = {"recipe": cfg.describe(), "precision": precision,
-                "device": str(session.device), "data_source": session.splits.source,
-                "subset": session.settings.subset}
-    identity = json.loads(json.dumps(identity))  # as it reads back from metrics.json
+def run_seeds(splits: CIFAR10Splits, cfg: SpeedrunConfig, seeds: list[int], *, root: Path,
+              device, precision: str, identity: dict, record: dict | None = None,
+              progress: bool = False, on_finished=None) -> dict:
+    """Train the recipe once per seed under root/seed<N>/; a seed finished earlier with the
+    same `identity` (the recipe, precision, device, and what the caller adds: the data's
+    digest, the subset) is loaded, not retrained: an interrupted study loses at most the seed
+    it was on. `record`: more to write into each seed's metrics (how it was started).
+    `on_finished(run_dir, result)` is called after each newly trained seed (its figure).
+    Returns {"runs": {seed: result}, "summary"}."""
+    check_batch_size(splits, cfg)
+    identity = json.loads(json.dumps({"recipe": cfg.describe(), "precision": precision,
+                                      "device": str(device)} | identity))  # as read back
     runs = {}
     for seed in seeds:
         run_dir = RunDir(root / f"seed{seed}")
         result = run_dir.load_finished() if run_dir.is_finished() else None
         if result is not None and all(result.get(k) == v for k, v in identity.items()):
-            print(f"{name} seed {seed}: finished earlier, loaded from {run_dir.path}")
+            print(f"{root.name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
-            result, model = train_speedrun(session.splits, cfg, device=session.device,
-                                           precision=precision, seed=seed,
-                                           progress=session.settings.progress,
-                                           run_name=f"{name} seed {seed}")
+            result, model = train_speedrun(splits, cfg, device=device, precision=precision,
+                                           seed=seed, progress=progress,
+                                           run_name=f"{root.name} seed {seed}")
             run_dir.create()
-            run_dir.save_best({"model": model.state_dict(), "args": identity})
+            run_dir.save_checkpoint({"model": model.state_dict(), "args": identity}, best=True)
             run_dir.write_history(result["history"])
             run_dir.write_confusion(result.pop("confusion"))
-            acc = 100 * result["final"]["test_tta"]["accuracy"]
-            plotting.plot_confusion(run_dir.confusion(), run_dir / "confusion.png",
-                                    f"{name} seed {seed}: test set with TTA ({acc:.2f} % correct)")
-            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
-                                  | identity | {"command": session.settings.command,
-                                                "precision_reason": why})
+            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"} | identity
+                                  | (record or {}))
+            if on_finished is not None:
+                on_finished(run_dir, result)
         runs[seed] = result
     summary = summarize(runs)
-    save_json({"summary": summary, "recipe": cfg.describe(), "data_source": session.splits.source,
+    save_json({"summary": summary, "recipe": cfg.describe(), "data_source": splits.source,
                "runs": {s: {k: v for k, v in r.items() if k != "history"}
                         for s, r in runs.items()}}, root / "results.json")
     return {"runs": runs, "summary": summary, "precision": precision}

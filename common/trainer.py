@@ -1,43 +1,41 @@
-"""The generic Trainer: training steps, validation checks, early stopping, best weights, the
-final table; resumable from its checkpoint, stoppable by a signal, single process or DDP.
-The run's files go through a RunDir, early stopping through an EarlyStopping object."""
+"""Training: the step, scoring (loss, accuracy, confusion), early stopping, what a run shows
+while it trains, the generic Trainer (validation checks, best weights, the final table;
+resumable from its checkpoint, stoppable by a signal, single process or DDP), and the probe
+that chooses fp32 or bf16 on a CPU by measuring both."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 import signal
+import statistics
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from . import distributed as D
-from .data import CLASSES
-from .device import autocast
-from .early_stopping import EarlyStopping
-from .errors import DivergenceError, Interrupted
-from .evaluation import evaluate
-from .progress import log_epoch, progress_bar
-from .rundir import RunDir
-from .schedules import change_schedule
-from .signals import StopRequest
+from . import system
+from .data import CLASSES, NUM_CLASSES, user_cache_dir
+from .errors import DivergenceError, OutputError
+from .files import RunDir, save_json
+from .recipes import change_schedule
+from .system import autocast, cpu_name, resolve_precision
+
+# a checkpoint is a sound place to resume from when its validation loss is below twice that
+# of guessing (ln 10): one at 5.8e17 is finite, yet every rate diverges again from it
+SOUND_LOSS = 2 * math.log(NUM_CLASSES)
 
 
-@dataclass
-class TrainerConfig:
-    epochs: int
-    checks_per_epoch: int
-    patience: int | None               # checks without a lower validation loss; None: off
-    precision: str = "fp32"
-    progress: bool = True
-    run_name: str = "run"
-    record: dict = field(default_factory=dict)  # what the run is: kept in every file it writes
-    resume_command: str | None = None           # printed when interrupted or diverged
-
+# ---------------------------------------------------------------- the step and scoring
 
 def train_step(model, optimizer, x, y, device, precision: str,
                label_smoothing: float = 0.0) -> tuple[float, int]:
@@ -51,10 +49,54 @@ def train_step(model, optimizer, x, y, device, precision: str,
     return loss.item(), (logits.argmax(1) == y).sum().item()
 
 
-def check_finite(value: float, what: str, where: str, advice: str = ""):
+def check_finite(value: float, what: str, where: str, *, lr: float | None = None,
+                 checkpoint=None):
     if not math.isfinite(value):
-        raise DivergenceError(f"the {what} became {value} at {where}; lower the learning rate "
-                              f"(--lr){advice}")
+        raise DivergenceError(what, value, where, lr=lr, checkpoint=checkpoint)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, device, precision: str,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             confusion: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over a loader in eval mode (the model's mode is restored after),
+    summed over DDP ranks. `forward(x)` gives the logits instead of `model(x)` (e.g. averaged
+    over test-time views); `confusion` (classes x classes, zeros) receives the counts
+    [true, predicted]."""
+    was_training = model.training
+    model.eval()
+    forward = forward or model
+    loss_sum = correct = count = 0.0
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = forward(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        predicted = logits.argmax(1)
+        correct += (predicted == y).sum().item()
+        count += len(y)
+        if confusion is not None:
+            n = len(confusion)
+            confusion += torch.bincount((y * n + predicted).cpu(), minlength=n * n).view(n, n)
+    model.train(was_training)
+    loss_sum, correct, count = system.all_reduce_sum([loss_sum, correct, count], device)
+    if confusion is not None:
+        confusion.copy_(system.all_reduce_tensor(confusion, device))
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def empty_confusion() -> torch.Tensor:
+    return torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+
+
+def confusion_rows(matrix: torch.Tensor) -> list[dict]:
+    """matrix[true, predicted] counts -> one row per true class, with its accuracy."""
+    rows = []
+    for true, name in enumerate(CLASSES):
+        counts = [int(v) for v in matrix[true].tolist()]
+        total = sum(counts)
+        rows.append({"class": name, **dict(zip(CLASSES, counts)),
+                     "accuracy": round(counts[true] / total, 4) if total else float("nan")})
+    return rows
 
 
 class RunningScore:
@@ -69,8 +111,8 @@ class RunningScore:
         self.count += n
 
     def means(self, device=None) -> tuple[float, float]:
-        loss_sum, correct, count = D.all_reduce_sum([self.loss_sum, self.correct, self.count],
-                                                    device)
+        loss_sum, correct, count = system.all_reduce_sum(
+            [self.loss_sum, self.correct, self.count], device)
         return loss_sum / max(count, 1), correct / max(count, 1)
 
     def state_dict(self) -> dict:
@@ -78,6 +120,69 @@ class RunningScore:
 
     def load_state_dict(self, state: dict):
         self.loss_sum, self.correct, self.count = state["loss_sum"], state["correct"], state["count"]
+
+
+# ---------------------------------------------------------------- early stopping and display
+
+class EarlyStopping:
+    """Early stopping as a unit with its own state (Lightning's EarlyStopping is the model):
+    the loop reports each validation loss and asks whether to stop; the checkpoint stores it."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience          # checks without a lower validation loss; None: off
+        self.best_score = math.inf        # the lowest validation loss so far
+        self.best_check = -1              # its index in the run's checks
+        self.wait_count = 0               # checks since then
+
+    def update(self, val_loss: float, check: int) -> bool:
+        """Record one check; True when it is the best so far."""
+        if val_loss < self.best_score:
+            self.best_score, self.best_check, self.wait_count = val_loss, check, 0
+            return True
+        self.wait_count += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.patience) and self.wait_count >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_check": self.best_check,
+                "wait_count": self.wait_count, "patience": self.patience}
+
+    def load_state_dict(self, state: dict):
+        # the patience is not restored: a resumed run takes the one it is given
+        self.best_score, self.best_check = state["best_score"], state["best_check"]
+        self.wait_count = state["wait_count"]
+
+
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
+                dynamic_ncols=True, mininterval=1.0)
+
+
+def log_epoch(run_name: str, row: dict, seconds_key: str = "wall_time_s"):
+    """One line on stderr from a history row: the loss and accuracy of each split it has."""
+    parts = []
+    for split in ("train", "val", "test"):
+        if f"{split}_accuracy" in row:
+            loss = f"loss {row[f'{split}_loss']:.4f} " if split != "test" else ""
+            parts.append(f"{split} {loss}acc {row[f'{split}_accuracy']:.4f}")
+    tqdm.write(f"{run_name} epoch {row['epoch']:.2f}: {' | '.join(parts)} | "
+               f"{row[seconds_key]:.0f} s", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the Trainer
+
+@dataclass
+class TrainerConfig:
+    epochs: int
+    checks_per_epoch: int
+    patience: int | None               # checks without a lower validation loss; None: off
+    precision: str = "fp32"
+    progress: bool = True
+    run_name: str = "run"
+    record: dict = field(default_factory=dict)  # what the run is: kept in every file it writes
 
 
 class Stopwatch:
@@ -116,7 +221,7 @@ def _set_rng_state(state: dict):
 class Trainer:
     def __init__(self, model: nn.Module, optimizer, loaders: dict, config: TrainerConfig, *,
                  scheduler=None, device="cpu", run_dir: RunDir | None = None,
-                 dist: D.DistInfo = D.DistInfo()):
+                 dist: system.DistInfo = system.DistInfo()):
         """loaders: train, val, test and (for the final table) train_eval; test and
         train_eval may be None."""
         self.device = torch.device(device)
@@ -135,21 +240,20 @@ class Trainer:
         self.history = {"checks": [], "step_loss": [], "changes": []}
         self.running = RunningScore()
         self.clock = Stopwatch()
+        self.pace = {"images": 0, "seconds": 0.0}  # this process's training steps alone
         group = optimizer.param_groups[0]
         # what this run was asked for: a resumed run compares it with its checkpoint's
         self.asked = {"lr": group.get("initial_lr", group["lr"]), "epochs": config.epochs,
-                      "patience": config.patience}
+                      "patience": config.patience, "precision": config.precision}
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, resume: dict | None = None) -> dict:
+    def fit(self) -> dict:
         """Train until `epochs` or the early stop; restore the best weights; return metrics."""
-        if resume is not None:
-            self.resume(resume)
         train = self.loaders["train"]
         steps_per_epoch = len(train)
         k = max(1, self.config.checks_per_epoch)
         check_steps = {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
-        with StopRequest(self.dist.enabled) as stop:
+        with system.StopRequest(self.dist.enabled) as stop:
             self.clock.start()
             while self.epoch < self.config.epochs and not self.early_stopping.should_stop:
                 self._train_epoch(train, check_steps, stop)
@@ -158,18 +262,21 @@ class Trainer:
                 raise stop.interrupted("the end of training; every result is written")
         return result
 
-    def _train_epoch(self, train, check_steps: set, stop: StopRequest):
+    def _train_epoch(self, train, check_steps: set, stop: system.StopRequest):
         train.set_epoch(self.epoch)
         self.raw_model.train()
         cfg = self.config
         bar = progress_bar(len(train), f"{cfg.run_name} epoch {self.epoch + 1}/{cfg.epochs}",
                            cfg.progress and self.dist.is_main, initial=self.step_in_epoch)
         with bar:
+            started = time.perf_counter()
             for x, y in train.batches(self.step_in_epoch):
                 stop_now = self._step(x, y, stop)
                 bar.update(1)
                 if self.step_in_epoch in check_steps:
+                    self.pace["seconds"] += time.perf_counter() - started
                     self._check(len(train))
+                    started = time.perf_counter()
                     last = self.history["checks"][-1]
                     bar.set_postfix(loss=f"{last['train_loss']:.3f}",
                                     val_acc=f"{last['val_accuracy']:.3f}")
@@ -186,23 +293,25 @@ class Trainer:
         if self.dist.is_main and self.history["checks"]:
             log_epoch(cfg.run_name, self.history["checks"][-1])
 
-    def _step(self, x, y, stop: StopRequest) -> bool:
+    def _step(self, x, y, stop: system.StopRequest) -> bool:
         local_loss, correct = train_step(self.model, self.optimizer, x, y, self.device,
                                          self.config.precision)
         if self.scheduler is not None:
             self.scheduler.step()
         self.step_in_epoch += 1
         self.global_step += 1
+        self.pace["images"] += len(y)
         # one collective per step: the loss averaged over ranks (steps.csv), and divergence
         # and stop requests decided alike on every rank
-        loss, stop_now = D.mean_and_any(local_loss, stop.requested, self.device)
-        check_finite(loss, "training loss", self._where(), self._advice())
+        loss, stop_now = system.mean_and_any(local_loss, stop.requested, self.device)
+        self._check_finite(loss, "training loss")
         self.history["step_loss"].append(loss)
         self.running.add(local_loss, correct, len(y))
         return stop_now
 
     def _check(self, steps_per_epoch: int):
-        """Validation check: history row, early stopping, best weights."""
+        """Validation check: history row, early stopping, best weights (and a resumable
+        checkpoint of that moment, best.pt)."""
         train_loss, train_acc = self.running.means(self.device)
         self.running = RunningScore()
         val_loss, val_acc = self.evaluate(self.loaders["val"])
@@ -217,20 +326,17 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         })
         # weights broken by a step whose own loss was finite: stop before they are saved
-        check_finite(val_loss, "validation loss", self._where(), self._advice())
+        self._check_finite(val_loss, "validation loss")
         if self.early_stopping.update(val_loss, len(self.history["checks"]) - 1):
             self.best_model_state = copy.deepcopy(self.raw_model.state_dict())
             if self.run_dir is not None:
-                self.run_dir.save_best({
-                    "model": self.best_model_state, "optimizer": self.optimizer.state_dict(),
-                    "lr_scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                    "epoch": self.epoch, "args": self.config.record})
+                self.run_dir.save_checkpoint(self.state_dict(), best=True)
 
     def _finish(self, steps_per_epoch: int) -> dict:
         self.clock.stop()
         if self.best_model_state is not None:
             self.raw_model.load_state_dict(self.best_model_state)
-        confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.int64)
+        confusion = empty_confusion()
         final = self.final_table(confusion)
         best = self.early_stopping.best_check
         result = {
@@ -241,6 +347,7 @@ class Trainer:
             "best_check": best,
             "best_epoch": self.history["checks"][best]["epoch"] if best >= 0 else None,
             "train_wall_time_s": round(self.clock.read(), 2),
+            "train_images_per_s": round(self.images_per_second(), 1),
             "precision": self.config.precision,
             "device": str(self.device),
             "world_size": self.dist.world_size,
@@ -250,9 +357,13 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.write_history(self.history)
             if "test" in final:
-                self.run_dir.write_confusion(confusion)
+                self.run_dir.write_confusion(confusion_rows(confusion))
             self.run_dir.write_metrics(result)
         return result
+
+    def images_per_second(self) -> float:
+        """Training images per second of step time in this process (checks excluded)."""
+        return self.pace["images"] / self.pace["seconds"] if self.pace["seconds"] else 0.0
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, loader, confusion=None) -> tuple[float, float]:
@@ -289,27 +400,34 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict):
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state.get("lr_scheduler"):
-            self.scheduler.load_state_dict(state["lr_scheduler"])
+        """Raises ValueError when the checkpoint does not fit this run (another architecture,
+        another optimizer, a damaged entry)."""
+        try:
+            self.raw_model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler and state.get("lr_scheduler"):
+                self.scheduler.load_state_dict(state["lr_scheduler"])
+            self.early_stopping.load_state_dict(state["early_stopping"])
+            self.running.load_state_dict(state["running"])
+            rng = state["rng"]
+            if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
+                _set_rng_state(rng)
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(" ".join(str(err).split())[:300] or type(err).__name__) from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
-        self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_model_state = state["best_model"]
         self.history = {"changes": []} | state["history"]
-        self.running.load_state_dict(state["running"])
         self.clock.elapsed = state["wall_time_s"]
-        if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
-            _set_rng_state(state["rng"])
 
     def resume(self, state: dict):
         """Continue from a checkpoint. What this run was asked for and may change mid-run (the
-        rate, the length, the patience) takes effect from the step reached, and is recorded."""
+        rate, the length, the patience, the precision) takes effect from the step reached, and
+        is recorded."""
         self.load_state_dict(state)
-        before = state["asked"]
+        before = {"precision": state["args"].get("precision")} | state["asked"]
         changed = {k: {"from": before[k], "to": v} for k, v in self.asked.items()
-                   if before[k] != v}
+                   if before.get(k) is not None and before[k] != v}
         if not changed:
             return
         steps = len(self.loaders["train"])
@@ -327,28 +445,167 @@ class Trainer:
     def _where(self) -> str:
         return f"epoch {self.epoch + 1}, step {self.global_step}"
 
-    def _advice(self) -> str:
-        if self.run_dir is None or not self.run_dir.checkpoint.exists():
-            return ""
-        advice = f"; the last good checkpoint is {self.run_dir.checkpoint}"
-        if self.config.resume_command:
-            lower = self.optimizer.param_groups[0]["lr"] / 10
-            advice += f"; resume with: {self.config.resume_command} --lr {lower:g}"
-        return advice
+    def _check_finite(self, value: float, what: str):
+        if math.isfinite(value):
+            return
+        sound = (self.run_dir is not None and self.run_dir.best.exists()
+                 and self.early_stopping.best_score < SOUND_LOSS)
+        check_finite(value, what, self._where(), lr=self.optimizer.param_groups[0]["lr"],
+                     checkpoint=self.run_dir.best if sound else None)
 
-    def _interrupt(self, stop: StopRequest):
+    def _interrupt(self, stop: system.StopRequest):
         self._save_checkpoint()
         if self.run_dir is not None:
             self.run_dir.write_history(self.history)
         # the other ranks wait for rank 0's files: torchrun stops every worker as soon as
         # one exits non-zero, which could kill rank 0 before its checkpoint is written
-        D.barrier(self.device)
-        err = stop.interrupted(self._where())
-        if not self.dist.is_main:  # one full message (rank 0's) under torchrun
-            raise Interrupted(f"rank {self.dist.rank}: {err}", err.exit_code)
-        msg = str(err)
-        if self.run_dir is not None:
-            msg += f" Checkpoint written to {self.run_dir.checkpoint}."
-            if self.config.resume_command:
-                msg += f"\nResume with: {self.config.resume_command}"
-        raise Interrupted(msg, err.exit_code)
+        system.barrier(self.device)
+        raise stop.interrupted(self._where(),
+                               self.run_dir.checkpoint if self.run_dir is not None else None)
+
+
+# ---------------------------------------------------------------- the precision probe
+
+BF16_MIN_SPEEDUP = 1.05  # bf16 only when it is more than 5 % faster: a tie keeps fp32's exactness
+PROBE_SECONDS = 2.0      # a first probe: at least this much timed stepping, both precisions
+PROBE_MAX_SECONDS = 8.0  # a probe whose pairs disagree goes on up to this before it gives up
+PROBE_MIN_PAIRS = 5
+PROBE_CONTRADICTED = 1.5  # a run this much faster than its probe said: the probe was disturbed
+CACHE_VERSION = 2
+clock = time.perf_counter  # the probe's timer (tests replace it, and train_step, to simulate)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Interleaved pairs of steps, one in each precision: each pair's ratio is bf16's speed
+    relative to fp32's over a moment both shared, so a busy spell that slows both leaves the
+    ratio alone. decided: the middle half of the ratios lies on one side of the threshold."""
+    rates: dict           # images/s per precision (median step)
+    ratios: list          # per pair: fp32 seconds / bf16 seconds
+
+    @property
+    def quartiles(self) -> tuple[float, float, float]:
+        q = statistics.quantiles(self.ratios, n=4, method="inclusive")
+        return q[0], q[1], q[2]
+
+    @property
+    def verdict(self) -> str | None:
+        low, _, high = self.quartiles
+        if low > BF16_MIN_SPEEDUP:
+            return "bf16"
+        if high <= BF16_MIN_SPEEDUP:
+            return "fp32"
+        return None  # the spread straddles the threshold: no verdict to keep
+
+
+def probe(model, device, batch_size: int, image_size: int,
+          seconds: float = PROBE_SECONDS, max_seconds: float = PROBE_MAX_SECONDS) -> ProbeResult:
+    """Training steps on random data, fp32 and bf16 in pairs (the order alternating), after one
+    untimed step each; `seconds` of timed steps, extended up to `max_seconds` while the pairs'
+    spread cannot decide."""
+    model = model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)  # the step itself is the same fp32
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(
+        device, memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
+    for precision in system.PRECISIONS:  # warm-up
+        train_step(model, optimizer, x, y, device, precision)
+    pairs, spent = [], 0.0
+    while True:
+        timed = {}
+        order = system.PRECISIONS if len(pairs) % 2 else system.PRECISIONS[::-1]
+        for precision in order:
+            start = clock()
+            train_step(model, optimizer, x, y, device, precision)
+            timed[precision] = clock() - start
+        pairs.append(timed)
+        spent += sum(timed.values())
+        if len(pairs) < PROBE_MIN_PAIRS or spent < seconds:
+            continue
+        result = ProbeResult({p: batch_size / statistics.median(t[p] for t in pairs)
+                              for p in system.PRECISIONS},
+                             [t["fp32"] / t["bf16"] for t in pairs])
+        if result.verdict is not None or spent >= max_seconds:
+            return result
+
+
+def _cache_file():
+    return user_cache_dir() / "precision.json"
+
+
+def _read_cache() -> dict:
+    try:
+        data = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    return {k: v for k, v in data.get("probes", {}).items()
+            if isinstance(v, dict) and v.get("verdict") in system.PRECISIONS
+            and all(isinstance(v.get(p), (int, float)) and v[p] > 0 for p in system.PRECISIONS)}
+
+
+def _write_cache(probes: dict):
+    try:
+        save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file())
+    except OutputError as err:  # a cache is an optimisation: the next run probes again
+        warnings.warn(f"could not cache the precision probe: {err}")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str
+    reason: str
+    key: str | None = None   # the probe's cache entry, when a probe decided
+    rate: float = 0.0        # the images/s the probe measured for `precision`
+
+
+def choose_precision(requested: str, device, make_model, batch_size: int,
+                     image_size: int = 32) -> PrecisionChoice:
+    """The precision to train `make_model()` at `batch_size` with: the one asked for; under
+    auto bf16 on CUDA, and on a CPU the one a probe measured faster (kept per machine when the
+    probe's spread carried its verdict)."""
+    device = torch.device(device)
+    if requested != "auto":
+        return PrecisionChoice(resolve_precision(requested, device), "asked for")
+    if device.type != "cpu":
+        precision = resolve_precision("auto", device)
+        return PrecisionChoice(precision, f"auto: {precision} on {device.type}")
+    cache = _read_cache()
+    with torch.random.fork_rng(devices=[]):  # the caller's seeded stream stays as it was
+        model = make_model()
+        workload = f"{type(model).__name__} batch {batch_size} at {image_size}px"
+        key = " | ".join([cpu_name(), f"torch {torch.__version__}", workload,
+                          hashlib.sha1(repr(model).encode()).hexdigest()[:8]])  # architecture
+        entry, cached = cache.get(key), key in cache
+        if entry is None:
+            result = probe(model, device, batch_size, image_size)
+            low, mid, high = result.quartiles
+            entry = {**result.rates, "verdict": result.verdict, "median": mid,
+                     "quartiles": [low, high], "pairs": len(result.ratios)}
+            if result.verdict is not None:
+                cache[key] = entry
+                _write_cache(cache)
+    precision = entry["verdict"] or "fp32"
+    spread = f"median {entry['median']:.2f}x, middle half {entry['quartiles'][0]:.2f}-" \
+             f"{entry['quartiles'][1]:.2f}x over {entry['pairs']} pairs"
+    verdict = ({"bf16": "bf16 measured faster than fp32", "fp32": "fp32, bf16 not faster"}
+               [entry["verdict"]] if entry["verdict"] else
+               "fp32, the probe could not tell them apart (not kept; probes again next time)")
+    reason = (f"auto: {verdict} ({spread}, needs over {BF16_MIN_SPEEDUP}x; {cpu_name()}, "
+              f"{workload})" + (" (cached)" if cached else ""))
+    return PrecisionChoice(precision, reason, key if entry["verdict"] else None,
+                           entry[precision])
+
+
+def review_precision(choice: PrecisionChoice, images_per_second: float) -> bool:
+    """After a run: when it trained far faster than its cached probe measured the same
+    precision, the probe was taken in a busy spell; forget it (True), so the next run probes."""
+    if choice.key is None or not choice.rate or \
+            images_per_second <= PROBE_CONTRADICTED * choice.rate:
+        return False
+    cache = _read_cache()
+    if cache.pop(choice.key, None) is not None:
+        _write_cache(cache)
+    return True

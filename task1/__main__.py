@@ -1,11 +1,9 @@
 """`python -m task1`: print the answers to report task 1 (1.a-1.g) with their working."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from common.cli import Parser
-from common.errors import OutputError, UserError, exits_cleanly
-from common.io import save_text
+from common.errors import OutputError, UserError
+from common.files import save_text
+from common.run import Parser, exits_cleanly, path_text
 from task1.answers import as_markdown, as_text
 
 
@@ -15,7 +13,7 @@ def get_args_parser() -> Parser:
         description="Compute and print the answers to report task 1 (theory, 1.a-1.g) with their "
                     "working: the convolution by hand, the translation experiment, the size "
                     "formulas and the parameter table of the 1.g network.")
-    parser.add_argument("--markdown", metavar="PATH", type=Path,
+    parser.add_argument("--markdown", metavar="PATH", type=path_text,
                         help="also write the answers as a markdown file at PATH, ready to paste "
                              "into a report")
     return parser
@@ -28,7 +26,8 @@ def main(argv=None) -> None:
         try:
             save_text(as_markdown(), args.markdown)
         except OutputError as err:  # the path the user gave: bad input, not a failed run
-            raise UserError(str(err)) from None
+            raise UserError(f"cannot write it: {err.reason}", setting="markdown",
+                            value=args.markdown) from None
     print(as_text())
     if args.markdown:
         print(f"\nwrote {args.markdown}")

@@ -1,8 +1,11 @@
 """Shared fixtures: tiny fake CIFAR-10 in both source formats (same pixels), built in a temp dir."""
 from __future__ import annotations
 
+import csv
+import json
 import pickle
 import runpy
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,13 +85,76 @@ def fake_image_folder(tmp_path_factory, fake_arrays) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Keep every test's CIFAR-10 cache (when the data folder is read-only) out of ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+def _private_cache(_session_cache, monkeypatch):
+    """Keep the caches (CIFAR-10 beside a read-only data folder, the precision probe's verdicts)
+    out of ~/.cache, in one folder for the session: each model is probed once, not per test
+    (test_precision.py gives each of its tests a folder of its own)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_session_cache))
+
+
+@pytest.fixture(autouse=True)
+def _short_precision_probe(monkeypatch):
+    """The precision probe at its minimum (5 pairs, no time floor): a test's runs need a
+    verdict, not a measurement (test_precision.py measures the probe itself)."""
+    import common.trainer
+    monkeypatch.setattr(common.trainer, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(common.trainer, "PROBE_MAX_SECONDS", 0.0)
 
 
 def load_script(name: str) -> SimpleNamespace:
     """A task script's names (main, its constants), run from its file as `python NAME.py`
     runs it but without calling main: the scripts are programs, nothing imports them."""
     return SimpleNamespace(**runpy.run_path(str(ROOT / f"{name}.py")))
+
+
+# ---------------------------------------------------------------- running a script in-process
+
+def args(data, out, *extra) -> list[str]:
+    """A tiny run: --subset 100 --batch-size 20 is 5 steps an epoch."""
+    return ["--data-dir", str(data), "--output-dir", str(out), "--subset", "100",
+            "--batch-size", "20", "--epochs", "1", "--no-progress", *extra]
+
+
+def run(script, argv, capsys) -> tuple[int, str]:
+    """main(argv) -> (exit code, stderr)."""
+    try:
+        script.main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if not line.startswith("cnn1g")]  # run logs
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def losses(run_dir: Path) -> list[str]:
+    with open(run_dir / "steps.csv") as f:
+        return [r["loss"] for r in csv.DictReader(f)]
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def interrupt_in(monkeypatch, owner, name: str, signum=signal.SIGINT, after: int = 0):
+    """Raise a real signal at the start of owner.name's call number after + 1."""
+    original = getattr(owner, name)
+    calls = []
+
+    def wrapper(*a, **k):
+        calls.append(1)
+        if len(calls) == after + 1:
+            signal.raise_signal(signum)
+        return original(*a, **k)
+    monkeypatch.setattr(owner, name, wrapper)

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import common.io  # noqa: E402
-from common.loader import TensorLoader  # noqa: E402
+import common.files  # noqa: E402
+from common.data import TensorLoader  # noqa: E402
 from common.trainer import Trainer  # noqa: E402
 
 probe_dir = Path(sys.argv[1])
@@ -37,7 +37,7 @@ def prepare(self, images_uint8):
     return original_prepare(self, images_uint8)
 
 
-original_atomic = common.io._atomic
+original_atomic = common.files._atomic
 
 
 def atomic(path, write):
@@ -48,8 +48,8 @@ def atomic(path, write):
 original_fit = Trainer.fit
 
 
-def fit(self, resume=None):
-    result = original_fit(self, resume)
+def fit(self):
+    result = original_fit(self)
     record["fit"] = {"result": result,
                      "checks": [{k: v for k, v in c.items() if k != "wall_time_s"}
                                 for c in self.history["checks"]],
@@ -60,7 +60,7 @@ def fit(self, resume=None):
 
 
 TensorLoader.prepare = prepare
-common.io._atomic = atomic
+common.files._atomic = atomic
 Trainer.fit = fit
 
 sys.argv = [str(ROOT / "task3.py")] + task_args

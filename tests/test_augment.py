@@ -3,8 +3,8 @@ shuffling per epoch, last batch, normalisation, DDP shards)."""
 import pytest
 import torch
 
-from common.augment import AugmentConfig, BatchAugment
-from common.loader import CIFAR_NORMALIZATION, TensorLoader
+from common.data import AugmentConfig, BatchAugment
+from common.data import CIFAR_NORMALIZATION, TensorLoader
 
 N = 200
 

@@ -9,6 +9,7 @@ import torch
 
 from bench import train_speed
 from common.data import cifar10_splits
+from common.trainer import PrecisionChoice
 
 MODEL1 = train_speed.SUBJECTS["model1"]   # targets: train >= 0.95, epoch <= 0.5
 QUICK = ["--rounds", "2", "--steps", "1", "--warmup", "1", "--eval-batches", "1"]
@@ -18,7 +19,8 @@ QUICK = ["--rounds", "2", "--steps", "1", "--warmup", "1", "--eval-batches", "1"
 def auto_fp32(monkeypatch):
     """The precision probe stubbed: it picks fp32 (its own tests are test_precision.py)."""
     monkeypatch.setattr(train_speed, "choose_precision",
-                        lambda requested, device, make_model, batch_size: ("fp32", "stub probe"))
+                        lambda requested, device, make_model, batch_size:
+                        PrecisionChoice("fp32", "stub probe"))
 
 
 def scripted(ceiling: dict, project: dict, project_epoch: dict, classic_epoch: list) -> dict:
@@ -59,7 +61,7 @@ def test_ratios_are_medians_of_per_round_ratios_so_one_disturbed_round_does_not_
                        project={"fp32": [97.0, 60.0, 98.0, 87.3, 97.0]},
                        project_epoch={"fp32": [40.0, 70.0, 42.0, 44.0, 41.0]},
                        classic_epoch=[100.0, 100.0, 100.0, 110.0, 100.0])
-    result = train_speed.summarise(MODEL1, figures, "fp32", ("fp32", "stub"))
+    result = train_speed.summarise(MODEL1, figures, "fp32", PrecisionChoice("fp32", "stub"))
     spread = result["train_ratio_spread"]  # per round 0.97, 0.60, 0.98, 0.97, 0.97
     assert spread["median"] == result["train_ratio"] == pytest.approx(0.97)
     assert (spread["min"], spread["max"]) == (pytest.approx(0.60), pytest.approx(0.98))
@@ -81,7 +83,8 @@ def test_a_target_is_decided_only_when_the_interquartile_range_is_on_one_side(
         project, verdict, passed):
     figures = scripted(ceiling={"fp32": [100.0] * 3}, project={"fp32": project},
                        project_epoch={"fp32": [40.0] * 3}, classic_epoch=[100.0] * 3)
-    targets = train_speed.summarise(MODEL1, figures, "fp32", ("fp32", "stub"))["targets"]
+    targets = train_speed.summarise(MODEL1, figures, "fp32",
+                                    PrecisionChoice("fp32", "stub"))["targets"]
     assert (targets["train_ratio_verdict"], targets["train_ratio_pass"]) == (verdict, passed)
 
 
@@ -90,7 +93,8 @@ def test_targets_are_read_at_the_headline_precision_and_the_cnn_has_no_training_
                        project={"fp32": [90.0] * 3, "bf16": [196.0] * 3},
                        project_epoch={"fp32": [50.0] * 3, "bf16": [25.0, 33.0, 29.0]},
                        classic_epoch=[100.0] * 3)
-    cnn = train_speed.summarise(train_speed.SUBJECTS["cnn1g"], figures, "bf16", ("bf16", "x"))
+    cnn = train_speed.summarise(train_speed.SUBJECTS["cnn1g"], figures, "bf16",
+                                PrecisionChoice("bf16", "x"))
     assert cnn["precision"] == "bf16" and cnn["project_img_s"] == 196.0
     assert cnn["precisions"]["fp32"]["train_ratio"] == pytest.approx(0.90)
     assert cnn["targets"]["train_ratio_verdict"] is None
@@ -109,7 +113,7 @@ def test_the_bench_says_whether_the_precision_probe_agrees_with_its_ceiling_rows
                        project={"fp32": [95.0] * 3, "bf16": [95.0] * 3},
                        project_epoch={"fp32": [40.0] * 3, "bf16": [40.0] * 3},
                        classic_epoch=[100.0] * 3)
-    auto = train_speed.summarise(MODEL1, figures, "fp32", (probe_pick, "stub"))["auto"]
+    auto = train_speed.summarise(MODEL1, figures, "fp32", PrecisionChoice(probe_pick, "stub"))["auto"]
     assert auto["bench_bf16_speedup"]["median"] == pytest.approx(speedup)
     assert (auto["bench_pick"], auto["agrees"]) == (bench_pick, agrees)
 

@@ -187,7 +187,7 @@ def test_cache_with_wrong_shapes_is_rebuilt(fake_image_folder, tmp_path, count_d
 def test_read_only_data_folder_caches_in_xdg_cache_home(fake_image_folder, tmp_path,
                                                         count_decodes):
     root = copy_folder(fake_image_folder, tmp_path / "data")
-    xdg = Path(os.environ["XDG_CACHE_HOME"])  # conftest points it into tmp_path
+    xdg = Path(os.environ["XDG_CACHE_HOME"])  # conftest points it into a temporary folder
     before = all_files(root)
     root.chmod(0o555)
     try:

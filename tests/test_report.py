@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from common import plotting, report
+import report
+from common import plotting
 from common.data import CLASSES
 
 

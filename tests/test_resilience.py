@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import common.io
-from common.rundir import FolderLock
-from common.schedules import CosineToZero, change_schedule
-from conftest import load_script
+import common.data
+import common.files
+from common.files import FolderLock
+from common.recipes import CosineToZero, change_schedule
+from common.errors import OutputError
+from conftest import (args, interrupt_in, load_script, losses, make_images, metrics,
+                      one_error_line, run, write_image_folder)
 
 task2 = load_script("task2")
 task3 = load_script("task3")
@@ -27,37 +30,6 @@ task3cd = load_script("task3cd")
 task3e = load_script("task3e")
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 5  # --subset 100 --batch-size 20: 100 training images
-
-
-def args(data, out, *extra) -> list[str]:
-    return ["--data-dir", str(data), "--output-dir", str(out), "--subset", "100",
-            "--batch-size", "20", "--epochs", "1", "--no-progress", *extra]
-
-
-def run(script, argv, capsys) -> tuple[int, str]:
-    """main(argv) -> (exit code, stderr)."""
-    try:
-        script.main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if not line.startswith("cnn1g")]  # run logs
-    assert len(lines) == 1, stderr
-    return lines[0]
-
-
-def losses(run_dir: Path) -> list[str]:
-    with open(run_dir / "steps.csv") as f:
-        return [r["loss"] for r in csv.DictReader(f)]
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture
@@ -110,19 +82,37 @@ def test_settings_that_cannot_change_mid_run_are_checked_against_the_checkpoint(
     assert fragment in one_error_line(err)
 
 
-def test_other_data_is_refused_on_resume(first_epoch, fake_image_folder, tmp_path, capsys):
-    other = shutil.copytree(fake_image_folder, tmp_path / "other-data",
-                            ignore=shutil.ignore_patterns(".cifar10-uint8-cache.pt"))
+def test_other_data_is_refused_on_resume(first_epoch, tmp_path, capsys):
+    """Other images behind the same kind of folder: refused, whatever the path says."""
+    other = tmp_path / "other-data"
+    write_image_folder(other, make_images(40, seed=11), make_images(10, seed=12))
     code, err = run(task2, args(other, tmp_path / "d", "--epochs", "2", "--resume",
                                 str(first_epoch)), capsys)
-    assert code == 2 and "data image-folder:" in one_error_line(err)
+    line = one_error_line(err)
+    assert code == 2 and "data image-folder:" in line and "other images" in line
+
+
+def test_the_same_data_by_another_path_or_from_another_folder_resumes(
+        first_epoch, fake_image_folder, tmp_path, capsys, monkeypatch):
+    """Identity by content: the data named by a relative path from elsewhere, or a copy of it
+    in another folder, is the data the run began with."""
+    copy = shutil.copytree(fake_image_folder, tmp_path / "copy",
+                           ignore=shutil.ignore_patterns(".cifar10-uint8-cache.pt"))
+    monkeypatch.chdir(fake_image_folder.parent)
+    code, err = run(task2, args(fake_image_folder.name, tmp_path / "e", "--epochs", "2",
+                                "--resume", str(first_epoch)), capsys)
+    assert code == 0, err
+    code, err = run(task2, args(copy, tmp_path / "f", "--epochs", "2", "--resume",
+                                str(first_epoch)), capsys)
+    assert code == 0, err
+    assert metrics(tmp_path / "f" / "cnn1g")["epochs_completed"] == 2
 
 
 def test_after_a_divergence_the_advised_resume_with_a_lower_rate_finishes(
         fake_image_folder, tmp_path, capsys, monkeypatch):
     """The optimizer breaks the weights at step 4 whenever its rate is above 0.02: the run
     diverges, and the command its message advises (the same with --resume and a lower --lr)
-    continues from the last good checkpoint with the new rate, recorded as a change."""
+    continues from the best check's checkpoint with the new rate, recorded as a change."""
     step = torch.optim.SGD.step
 
     def fragile_step(self, *a, **k):
@@ -140,9 +130,10 @@ def test_after_a_divergence_the_advised_resume_with_a_lower_rate_finishes(
     code, err = run(task2, args(fake_image_folder, out, "--epochs", "2"), capsys)
     assert code == 3
     line = one_error_line(err)
-    assert "became nan at epoch 1, step 5" in line and "resume with: python " in line
-    advised = line.split("resume with: ", 1)[1].split()
-    assert advised[advised.index("--resume") + 1] == str(out / "cnn1g" / "checkpoint.pt")
+    assert "became nan at epoch 1, step 5" in line
+    assert "resume from the best check" in line and " with: python " in line
+    advised = line.split(" with: ", 1)[1].split()
+    assert advised[advised.index("--resume") + 1] == str(out / "cnn1g" / "best.pt")
     assert advised[-2:] == ["--lr", "0.005"]                # a tenth of the recipe's 0.05
 
     code, err = run(task2, advised[2:], capsys)             # without "python task2.py"
@@ -202,7 +193,7 @@ def test_a_new_rate_on_resume_keeps_the_schedule_shape():
 def test_a_full_or_read_only_disk_mid_run_ends_in_one_line_exit_4_old_checkpoint_intact(
         fake_image_folder, tmp_path, capsys, monkeypatch, failure, words):
     out = tmp_path / "f"
-    mkstemp = common.io.tempfile.mkstemp
+    mkstemp = common.files.tempfile.mkstemp
     writes = []
 
     def failing_mkstemp(*a, **k):
@@ -210,7 +201,7 @@ def test_a_full_or_read_only_disk_mid_run_ends_in_one_line_exit_4_old_checkpoint
         if len(writes) > 3:  # the first checkpoint and best.pt are written, then the disk fills
             raise failure
         return mkstemp(*a, **k)
-    monkeypatch.setattr(common.io.tempfile, "mkstemp", failing_mkstemp)
+    monkeypatch.setattr(common.files.tempfile, "mkstemp", failing_mkstemp)
     code, err = run(task2, args(fake_image_folder, out, "--epochs", "2"), capsys)
     assert code == 4
     line = one_error_line(err)
@@ -227,9 +218,8 @@ def test_a_cache_that_cannot_be_written_never_fails_the_run(fake_image_folder, t
                            ignore=shutil.ignore_patterns(".cifar10-uint8-cache.pt"))
 
     def full_disk(obj, path):
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
-                           "failed writing file data/0: file write failed")
-    monkeypatch.setattr(common.io, "save_torch", full_disk)
+        raise OutputError(path, "No space left on device")
+    monkeypatch.setattr(common.data, "save_torch", full_disk)
     with pytest.warns(UserWarning, match="could not write the CIFAR-10 cache"):
         code, err = run(task2, args(data, tmp_path / "out"), capsys)
     assert code == 0, err
@@ -267,19 +257,6 @@ def test_a_closed_output_pipe_ends_quietly():
 
 
 # ---------------------------------------------------------------- interrupts anywhere
-
-def interrupt_in(monkeypatch, owner, name: str, signum=signal.SIGINT, after: int = 0):
-    """Raise a real signal at the start of owner.name's call number after + 1."""
-    original = getattr(owner, name)
-    calls = []
-
-    def wrapper(*a, **k):
-        calls.append(1)
-        if len(calls) == after + 1:
-            signal.raise_signal(signum)
-        return original(*a, **k)
-    monkeypatch.setattr(owner, name, wrapper)
-
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_the_data_is_decoded_ends_in_one_line(fake_image_folder, tmp_path, capsys,

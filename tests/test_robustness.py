@@ -1,4 +1,4 @@
-"""Tests of issue 6: bit-exact resume, SIGINT/SIGTERM checkpoints, atomic writes, divergence,
+"""Tests of bit-exact resume, SIGINT/SIGTERM checkpoints, atomic writes, divergence,
 and torchrun/DDP (2 CPU processes over gloo)."""
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import common.io as io
-from common.augment import AugmentConfig
+import common.files as io
+from common.data import AugmentConfig
 from common.errors import DivergenceError, Interrupted
-from common.loader import TensorLoader
+from common.data import TensorLoader
 from common.models import Model1
-from common.rundir import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
+from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
 from common.trainer import Trainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ STEPS_PER_EPOCH = 5  # 40 training images, batch 8; checks after steps 2 and 5 o
 
 # ---------------------------------------------------------------- a tiny in-process trainer
 
-def tiny_trainer(out: Path, epochs: int, resume_command: str | None = None) -> Trainer:
+def tiny_trainer(out: Path, epochs: int) -> Trainer:
     """Model 1 shrunk (BatchNorm buffers, dropout), AdamW, a StepLR and augmentation
     that draws random numbers every batch: everything a resume has to restore."""
     g = torch.Generator().manual_seed(123)
@@ -45,7 +45,7 @@ def tiny_trainer(out: Path, epochs: int, resume_command: str | None = None) -> T
     val = TensorLoader(images[40:50], labels[40:50], 16, device="cpu", train=False)
     test = TensorLoader(images[50:], labels[50:], 16, device="cpu", train=False)
     config = TrainerConfig(epochs=epochs, checks_per_epoch=2, patience=4, progress=False,
-                           run_name="tiny", resume_command=resume_command)
+                           run_name="tiny")
     torch.manual_seed(1)  # the augmentation and dropout stream, as train_recipe seeds it
     return Trainer(model, optimizer, {"train": train, "val": val, "test": test}, config,
                    scheduler=scheduler, run_dir=RunDir(out))
@@ -104,9 +104,20 @@ def straight_run(tmp_path_factory):
 
 # ---------------------------------------------------------------- resume
 
+def assert_resumed_run_matches(straight_run, folder: Path):
+    """Resuming folder's checkpoint to the end gives the run never stopped, bit for bit."""
+    out_a, straight, result_a = straight_run
+    resumed = tiny_trainer(folder, epochs=2)
+    resumed.resume(read_checkpoint(folder / CHECKPOINT_NAME))
+    result_b = resumed.fit()
+    assert_same_tensors(straight.raw_model.state_dict(), resumed.raw_model.state_dict())
+    assert run_summary(resumed, result_b) == run_summary(straight, result_a)
+    assert_same_checkpoints(out_a / CHECKPOINT_NAME, folder / CHECKPOINT_NAME)
+
+
 def test_resume_after_one_epoch_gives_bit_identical_weights_history_and_steps(straight_run,
                                                                                tmp_path):
-    out_a, straight, result_a = straight_run
+    _, straight, _ = straight_run
     assert len(straight.history["step_loss"]) == 2 * STEPS_PER_EPOCH
     assert len(straight.history["checks"]) == 4
 
@@ -117,25 +128,18 @@ def test_resume_after_one_epoch_gives_bit_identical_weights_history_and_steps(st
     assert ckpt["lr_scheduler"]["last_epoch"] == STEPS_PER_EPOCH
     assert {"torch", "python", "numpy"} <= ckpt["rng"].keys()
 
-    resumed = tiny_trainer(tmp_path, epochs=2)
-    result_b = resumed.fit(resume=read_checkpoint(tmp_path / CHECKPOINT_NAME))
-    assert_same_tensors(straight.raw_model.state_dict(), resumed.raw_model.state_dict())
-    assert run_summary(resumed, result_b) == run_summary(straight, result_a)
-    assert_same_checkpoints(out_a / CHECKPOINT_NAME, tmp_path / CHECKPOINT_NAME)
+    assert_resumed_run_matches(straight_run, tmp_path)
 
 
 def test_sigint_mid_epoch_then_resume_gives_bit_identical_run(straight_run, tmp_path):
-    out_a, straight, result_a = straight_run
-    interrupted = tiny_trainer(tmp_path, epochs=2, resume_command="python x.py --resume CKPT")
+    interrupted = tiny_trainer(tmp_path, epochs=2)
     signal_at_training_step(interrupted, 3)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(Interrupted) as err:
         interrupted.fit()
     assert err.value.exit_code == 130
-    message = str(err.value)
-    assert message.startswith("SIGINT received at epoch 1, step 3.")
-    assert f"Checkpoint written to {tmp_path / CHECKPOINT_NAME}" in message
-    assert message.endswith("\nResume with: python x.py --resume CKPT")
+    assert str(err.value) == "SIGINT received at epoch 1, step 3"
+    assert err.value.checkpoint == tmp_path / CHECKPOINT_NAME  # the one to resume from
     assert signal.getsignal(signal.SIGINT) == before  # the trainer's handler is gone again
 
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
@@ -146,11 +150,7 @@ def test_sigint_mid_epoch_then_resume_gives_bit_identical_run(straight_run, tmp_
     with open(tmp_path / "steps.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
-    resumed = tiny_trainer(tmp_path, epochs=2)
-    result_b = resumed.fit(resume=read_checkpoint(tmp_path / CHECKPOINT_NAME))
-    assert_same_tensors(straight.raw_model.state_dict(), resumed.raw_model.state_dict())
-    assert run_summary(resumed, result_b) == run_summary(straight, result_a)
-    assert_same_checkpoints(out_a / CHECKPOINT_NAME, tmp_path / CHECKPOINT_NAME)
+    assert_resumed_run_matches(straight_run, tmp_path)
 
 
 def test_sigterm_exits_143_a_second_signal_would_kill_and_handlers_are_restored(tmp_path):
@@ -160,7 +160,7 @@ def test_sigterm_exits_143_a_second_signal_would_kill_and_handlers_are_restored(
     with pytest.raises(Interrupted) as err:
         trainer.fit()
     assert err.value.exit_code == 143
-    assert str(err.value).startswith("SIGTERM received at epoch 1, step 4.")
+    assert str(err.value) == "SIGTERM received at epoch 1, step 4"
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["global_step"] == 4
     assert seen["handler_after"] == signal.SIG_DFL  # single process: no waiting for a 2nd one
     assert signal.getsignal(signal.SIGTERM) == before
@@ -229,9 +229,11 @@ def test_nan_training_loss_names_step_suggests_lower_lr_and_keeps_last_good_chec
     trainer.raw_model.register_forward_hook(nan_at_step_4)
     with pytest.raises(DivergenceError) as err:
         trainer.fit()
-    assert str(err.value) == (
-        f"the training loss became nan at epoch 1, step 4; lower the learning rate (--lr); "
-        f"the last good checkpoint is {tmp_path / CHECKPOINT_NAME}")
+    assert str(err.value) == "the training loss became nan at epoch 1, step 4"
+    # the advice: the best check's resumable checkpoint (the check after step 2), at the rate
+    # in effect (StepLR halved 3e-3 after step 3)
+    assert (err.value.checkpoint, err.value.lr) == (tmp_path / BEST_NAME, pytest.approx(1.5e-3))
+    assert read_checkpoint(err.value.checkpoint)["global_step"] == 2
     assert DivergenceError.exit_code == 3
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert ckpt["global_step"] == 2  # the check after step 2 wrote it
@@ -251,7 +253,7 @@ def test_weights_broken_by_a_finite_loss_step_are_never_checkpointed(tmp_path):
                 trainer.raw_model[0].weight.fill_(float("nan"))
     trainer.optimizer.register_step_post_hook(break_weights)
     with pytest.raises(DivergenceError, match=r"^the validation loss became nan at epoch 1, "
-                                              r"step 5; lower the learning rate \(--lr\)"):
+                                              r"step 5$"):
         trainer.fit()
     for name in (CHECKPOINT_NAME, BEST_NAME):
         state = torch.load(tmp_path / name, weights_only=False)

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from common.data import cifar10_splits
-from common.loader import normalize
-from common.recipes import SPEEDRUN
-from common.speedrun import (SPEEDRUN_NORMALIZATION, SpeedrunConfig, SpeedrunNet, TrainBatches,
-                             lr_multiplier, make_optimizer, patches, predict, train_speedrun,
+from common.data import SPEEDRUN_NORMALIZATION, normalize
+from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
+from common.speedrun import (SpeedrunNet, TrainBatches,
+                             patches, predict, train_speedrun,
                              whitening_filters)
 from conftest import load_script
 
@@ -51,11 +51,11 @@ def test_network_freezes_whitening_weights_and_batchnorm_scale_and_starts_as_ide
 
 
 def test_schedule_warms_up_then_decays_linearly():
-    cfg = SpeedrunConfig(warmup=0.25, lr_start=0.2, lr_end=0.1)
-    assert lr_multiplier(0, 100, cfg) == pytest.approx(0.2)
-    assert lr_multiplier(25, 100, cfg) == pytest.approx(1.0)
-    assert lr_multiplier(100, 100, cfg) == pytest.approx(0.1)
-    assert lr_multiplier(60, 100, cfg) < lr_multiplier(40, 100, cfg)
+    multiplier = WarmupLinear(100, warmup=0.25, start=0.2, end=0.1)
+    assert multiplier(0) == pytest.approx(0.2)
+    assert multiplier(25) == pytest.approx(1.0)
+    assert multiplier(100) == pytest.approx(0.1)
+    assert multiplier(60) < multiplier(40)
 
 
 def test_alternating_flip_flips_each_image_in_every_other_epoch():
@@ -107,7 +107,7 @@ def test_test_time_augmentation_levels():
 def test_optimizer_groups_bias_rate_and_decay_per_step():
     net = SpeedrunNet(widths=(8, 8, 8))
     cfg = SpeedrunConfig(lr=0.5, bias_lr_scale=64, weight_decay=1e-3)
-    opt = make_optimizer(net, cfg)
+    opt = make_speedrun_optimizer(net, cfg)
     weights, biases = opt.param_groups
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     assert {id(p) for g in (weights, biases) for p in g["params"]} == trainable
@@ -165,8 +165,8 @@ def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_se
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--seeds", "0,x", "--seeds takes comma-separated whole numbers"),
-    ("--widths", "8,16", "--widths takes 3 comma-separated"),
+    ("--seeds", "0,x", "--seeds '0,x': takes comma-separated whole numbers"),
+    ("--widths", "8,16", "--widths '8,16': takes 3 comma-separated"),
     ("--variants", "silu", "unrecognized arguments: --variants silu"),
     ("--patience", "3", "unrecognized arguments: --patience 3"),
 ])

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common import resnet
+from common import models as resnet
+from common import plotting
 from common.models import count_parameters
 from conftest import load_script
 
@@ -84,8 +85,8 @@ def test_weights_file_loads_exactly(random_state_file):
 
 @pytest.mark.parametrize("kind, message", [
     ("missing", "no such file"),
-    ("truncated", "cannot be read as a state_dict"),
-    ("garbage", "cannot be read as a state_dict"),
+    ("truncated", "cannot be read ("),
+    ("garbage", "cannot be read ("),
     ("other_dict", "is not a resnet18 state_dict"),
     ("tensor", "is not a resnet18 state_dict"),
 ])
@@ -126,7 +127,7 @@ def test_imagenet_weights_offline_and_not_cached_exit_2_saying_how_to_provide_th
         argv += ["--data-dir", str(fake_image_folder), "--quick", "--image-size", "32"]
     err = exit_error(capsys, script.main, argv)
     assert "not in torchvision's cache" in err and "Name or service not known" in err
-    assert "--weights PATH" in err and str(offline) in err
+    assert "the path of a resnet18 state_dict" in err and str(offline) in err
     assert not out.exists() or not any(out.rglob("*.png"))  # no silent fall-back to random weights
 
 
@@ -150,9 +151,10 @@ def test_unreadable_cached_imagenet_weights_exit_2_saying_delete(offline, capsys
 def test_task4a_random_weights_end_to_end_says_random_everywhere(fake_image_folder, tmp_path,
                                                                  capsys, monkeypatch):
     titles = []
-    original = task4a.plotting.plot_run
-    monkeypatch.setattr(task4a.plotting, "plot_run", lambda history, path, title:
-                        titles.append(title) or original(history, path, title))
+    original = plotting.plot_run
+    monkeypatch.setattr(plotting, "plot_run", lambda history, path, title, metadata:
+                        titles.append(title) or original(history, path, title,
+                                                         metadata=metadata))
     task4a.main(["--weights", "none", "--quick", "--image-size", "32", "--device", "cpu",
                  "--data-dir", str(fake_image_folder), "--output-dir", str(tmp_path),
                  "--no-progress"])
@@ -175,7 +177,7 @@ def test_task4a_random_weights_end_to_end_says_random_everywhere(fake_image_fold
 
 def test_task4a_image_size_below_32_is_refused(capsys):
     err = exit_error(capsys, task4a.main, ["--weights", "none", "--image-size", "16"])
-    assert "--image-size must be at least 32" in err
+    assert "--image-size 16: must be at least 32" in err
 
 
 # ---- task4bc.py -----------------------------------------------------------------------------
@@ -214,4 +216,4 @@ def test_task4bc_unreadable_image_exit_2(kind, tmp_path, capsys):
     elif kind == "text":
         path.write_text("not an image")
     err = exit_error(capsys, task4bc.main, ["--image", str(path), "--weights", "none"])
-    assert f"--image {path} cannot be read as an image" in err
+    assert f"--image {path}: cannot be read as an image" in err

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.loader import TensorLoader
+from common.data import TensorLoader
 from common.models import CNN1g
-from common.evaluation import evaluate
-from common.rundir import BEST_NAME, CHECKPOINT_NAME, RunDir
+from common.trainer import evaluate
+from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
 from common.trainer import Trainer, TrainerConfig
 
 
@@ -175,10 +175,12 @@ def test_run_writes_metrics_history_steps_and_checkpoints(trained):
     assert float(steps[0]["loss"]) == pytest.approx(trainer.history["step_loss"][0])
 
 
-def test_best_pt_is_one_dict_with_the_torchvision_checkpoint_keys(trained):
+def test_best_pt_is_one_dict_with_the_torchvision_checkpoint_keys_and_resumable(trained):
     trainer, result, out = trained
     best = torch.load(out / BEST_NAME, weights_only=False)
-    assert set(best) == {"model", "optimizer", "lr_scheduler", "epoch", "args"}
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "args"} <= set(best)
+    assert set(best) == set(read_checkpoint(out / BEST_NAME))  # a checkpoint to resume from
+    assert best["global_step"] == trainer.history["checks"][result["best_check"]]["step"]
     assert best["args"] == {"lr": 2e-3, "batch_size": 16}
     assert best["lr_scheduler"] is not None and "step_size" in best["lr_scheduler"]
     assert same_weights(best["model"], trainer.raw_model.state_dict())  # best weights restored

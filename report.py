@@ -1,35 +1,32 @@
 """Every committed figure and results table, redrawn from the committed results/ without training.
 
-  python -m common.report           # rewrite plots/*.png, results/tables/*.csv and the generated
-                                    # tables between <!-- generated: NAME --> and
-                                    # <!-- end generated --> in README.md and docs/*.md
-  python -m common.report --check   # only compare: one line per stale table or figure, exit 1
+  python report.py           # rewrite plots/*.png, results/tables/*.csv and the generated
+                             # tables between <!-- generated: NAME --> and
+                             # <!-- end generated --> in README.md and docs/*.md
+  python report.py --check   # only compare: one line per stale table or figure, exit 1
 
-A figure carries, in its PNG text chunk "Source", the SHA-256 of what it draws (the data, the
-titles, the drawing function and the source of common/plotting.py): --check compares that
-digest, so it does not depend on the matplotlib build that renders the pixels.
+The figures are common.results' (the scripts draw them with the same functions); a figure is
+current when the digest in its PNG matches what it would draw now (common.results.Figure).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
+import io
 import json
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from common import results as figures
+from common.files import RunDir, save_text
+from common.results import budget, test_acc
+from common.run import Parser, exits_cleanly
 
-from . import plotting, tables
-from .cli import Parser
-from .errors import exits_cleanly
-from .io import save_text
-from .rundir import RunDir
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
+PLOTS = "plots"
 DOCUMENTS = ("README.md", "docs/*.md")
 TABLE_DIR = "results/tables"
 UNKNOWN = "unknown generated table"
@@ -47,20 +44,13 @@ REPORT = {
     "4.a": {"train": (0.0174, 98.93), "validation": (0.3730, 89.92), "test": (0.3683, 90.13)},
 }
 REPORT_FIGURE4 = {"ReLU": 81.87, "TanH": 76.59}  # report 3.d, Figure 4's caption
-# The earliest metrics.json files do not record the budget: they ran the recipes' defaults
-# (task2.RECIPE, task3.MODEL1/MODEL2 at the time: up to 10 epochs, early stop after 4 checks).
-DEFAULT_EPOCHS, DEFAULT_EARLY_STOP = 10, 4
-
 # The runs the figures and tables are drawn from, under results/.
 CNN, MODEL1, MODEL2 = "task2/cnn1g", "task3/model1", "task3/model2"
 TANH, TANH13 = "task3cd/tanh", "task3cd_tanh13/tanh"
 ONE_EPOCH, IMPROVEMENTS = "task3cd_1epoch", "task3e"
 SPEEDRUN, SPEEDRUN_FIXED = "task3e/speedrun", "task3e/speedrun_whitening_fixed"
 SIDE_BY_SIDE = "task3e/speedrun_vs_published.json"
-# variants of task3e, drawn against Model 1 of Table 3.b (results/task3e/results.csv says
-# the study loaded its baseline from there)
-IMPROVEMENT_LABELS = {"baseline": "Model 1 (ReLU)", "leaky_relu": "LeakyReLU", "silu": "SiLU",
-                      "gaussian_noise": "Gaussian noise", "cosine": "cosine LR decay"}
+SIDE_BY_SIDE_SEEDS = "task3e/speedrun_side_by_side"
 
 
 # ---------------------------------------------------------------- reading results/
@@ -107,10 +97,6 @@ def mean_std(values) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def test_acc(run: dict) -> float:
-    return 100 * run["final"]["test"]["accuracy"]
-
-
 def test_cell(run: dict, bold: bool = True) -> str:
     """Test accuracy (bold) and loss: "**79.62 %** (0.590)"."""
     acc = pct(run["final"]["test"]["accuracy"])
@@ -125,20 +111,6 @@ def accuracies(run: dict) -> str:
 def epochs_text(run: dict) -> str:
     stop = "stopped" if run["stopped_early"] else "no stop"
     return f"{num(run['epochs_completed'])} ({stop}, best {num(run['best_epoch'])})"
-
-
-def budget(run: dict) -> str:
-    """The epochs and early stopping a run was allowed (not what it used)."""
-    recipe, args = run["args"].get("recipe", {}), run["args"]
-    epochs = args.get("epochs") or recipe.get("epochs") or DEFAULT_EPOCHS
-    early = DEFAULT_EARLY_STOP
-    for key in ("early_stop_count", "patience"):  # the recipe's name for it, older and newer
-        if key in recipe:
-            early = recipe[key]
-    if args.get("patience") is not None:
-        early = args["patience"] or None
-    return (f"up to {epochs} epochs, early stop after {early} checks" if early
-            else f"{epochs} epochs, no early stopping")
 
 
 def source_line(runs: list[dict]) -> str:
@@ -157,6 +129,23 @@ def command(run: dict) -> str:
 
 # ---------------------------------------------------------------- the tables
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table (cells as given: format numbers before)."""
+    def line(cells):
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+    return "\n".join([line(header), line(["---"] * len(header))] + [line(r) for r in rows])
+
+
+def csv_table(header: list[str], rows: list[list]) -> str:
+    """The same table as CSV text, Markdown emphasis and code marks taken out."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([str(c).replace("**", "").replace("`", "") for c in row])
+    return text.getvalue()
+
+
 @dataclass
 class Table:
     header: list[str]
@@ -165,7 +154,7 @@ class Table:
     after: str = ""
 
     def markdown(self) -> str:
-        parts = [self.before, tables.markdown_table(self.header, self.rows), self.after]
+        parts = [self.before, markdown_table(self.header, self.rows), self.after]
         return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -216,7 +205,7 @@ def report_vs_ours(r: Results) -> Table:
                  rows, before, after)
 
 
-def final_tables(r: Results) -> Table:
+def report_tables(r: Results) -> Table:
     rows = []
     for table, name, key in (("2.b", "1.g CNN", CNN), ("3.b Model 1", "Model 1", MODEL1),
                              ("3.b Model 2", "Model 2", MODEL2)):
@@ -299,7 +288,7 @@ def speedrun_table(r: Results) -> Table:
 
 
 def speedrun_vs_published(r: Results) -> Table:
-    """Issue 17's side-by-side: the published airbench94_muon (a CPU port run outside the
+    """The side-by-side: the published airbench94_muon (a CPU port run outside the
     repository) once, and our recipe with its seeds, one after the other on one machine."""
     with open(r.dir / SIDE_BY_SIDE) as f:
         s = json.load(f)
@@ -316,7 +305,7 @@ def speedrun_vs_published(r: Results) -> Table:
     return Table(["run", "test acc. with TTA", "without", "training + scoring", "time / published"],
                  rows, f"{s['machine']}, {s['precision']} (what `auto` measured faster), JPEG copy "
                        f"of CIFAR-10; `results/{SIDE_BY_SIDE}`.",
-                 f"Target (issue 17): at least the published accuracy with TTA in at most 0.75x "
+                 f"Target: at least the published accuracy with TTA in at most 0.75x "
                  f"its time: **{'met' if met else 'not met'}** "
                  f"({ours['test_acc_tta_mean'] - pub['test_acc_tta']:+.2f} points in "
                  f"{ours['seconds_mean'] / pub['seconds']:.2f}x the time).")
@@ -357,7 +346,7 @@ def speedrun_vs_model1(r: Results) -> Table:
 
 TABLES = {
     "report-vs-ours": report_vs_ours,
-    "final-tables": final_tables,
+    "final-tables": report_tables,
     "task3d-tanh": tanh_table,
     "task3c-one-epoch": one_epoch_table,
     "task3e-improvements": improvements_table,
@@ -369,124 +358,33 @@ TABLES = {
 
 # ---------------------------------------------------------------- the figures
 
-@dataclass
-class Figure:
-    path: str            # under the repository root
-    kind: str            # a function of common.plotting
-    args: dict = field(default_factory=dict)
-
-    def digest(self) -> str:
-        code = Path(plotting.__file__).read_bytes()
-        spec = json.dumps([self.kind, self.args, hashlib.sha256(code).hexdigest()])
-        return "common.report sha256:" + hashlib.sha256(spec.encode()).hexdigest()
-
-    def draw(self, root: Path):
-        getattr(plotting, self.kind)(path=root / self.path, **self.args,
-                                     metadata={"Source": self.digest()})
-
-
-def checks_only(run: dict) -> dict:
-    """The history as results/ keeps it: one row per check (no steps.csv is committed, so
-    every regenerated figure draws the training loss through the per-check means)."""
-    return {"checks": run["history"]["checks"]}
-
-
-def figures(r: Results) -> list[Figure]:
-    m1, m2, cnn = r.run(MODEL1), r.run(MODEL2), r.run(CNN)
-    tanh, tanh13 = r.run(TANH), r.run(TANH13)
-    one_epoch = {v["change"]: test_acc(r.run(f"{ONE_EPOCH}/{v['run']}"))
-                 for v in r.study_rows(ONE_EPOCH)}
-    reference = next(v["change"] for v in r.study_rows(ONE_EPOCH) if v["run"] == "baseline")
-    improvements = {IMPROVEMENT_LABELS.get(v["run"], v["run"]): checks_only(
-        r.run(MODEL1 if v["run"] == "baseline" else f"{IMPROVEMENTS}/{v['run']}"))
-        for v in r.study_rows(IMPROVEMENTS)}
-    seeds = r.seeds(SPEEDRUN)
-    curves = {f"speed-run, seed {s['seed']}": ([c["wall_time_s"] for c in s["history"]["checks"]],
-                                               [100 * c["test_accuracy"]
-                                                for c in s["history"]["checks"]]) for s in seeds}
-    curves["Model 1, report recipe"] = ([c["wall_time_s"] for c in r.checks(MODEL1)],
-                                        [100 * c["test_accuracy"] for c in r.checks(MODEL1)])
-    epoch1 = next(c["wall_time_s"] for c in r.checks(MODEL1) if c["epoch"] == 1.0)
-    note = ("Both curves: seconds since the run began, training plus the evaluations made so far "
-            "(Model 1: validation and test sets at each of its two checks per epoch; speed-run: "
-            "the test set after each epoch, accuracy without test-time augmentation). Model 1's "
-            f"first epoch shared the CPU with test suites ({epoch1:,.0f} s; the later ones about "
-            f"{(r.checks(MODEL1)[-1]['wall_time_s'] - epoch1) / (m1['epochs_completed'] - 1):,.0f}"
-            f" s each). {m1['device']}, {m1['precision']}, JPEG copy of CIFAR-10.")
-    out = [
-        Figure("plots/task2_figure1.png", "plot_run", {
-            "history": checks_only(cnn), "title": f"Figure 1: the 1.g CNN, final test accuracy "
-                                                  f"{test_acc(cnn):.2f}%"}),
-        Figure("plots/task3_figure2_model1.png", "plot_run", {
-            "history": checks_only(m1),
-            "title": f"Figure 2: Model 1, final test accuracy {test_acc(m1):.2f}%"}),
-        Figure("plots/task3_figure2_model2.png", "plot_run", {
-            "history": checks_only(m2),
-            "title": f"Model 2, final test accuracy {test_acc(m2):.2f}%"}),
-        Figure("plots/task3_figure3_models.png", "plot_runs", {
-            "histories": {"Model 1": checks_only(m1), "Model 2": checks_only(m2)},
-            "title": f"Figure 3: Model 1 vs Model 2 (test accuracy Model 1 {test_acc(m1):.2f}%, "
-                     f"Model 2 {test_acc(m2):.2f}%)"}),
-        Figure("plots/task3d_figure4_relu_vs_tanh.png", "plot_runs", {
-            "histories": {"ReLU (Model 1)": checks_only(m1), "TanH": checks_only(tanh)},
-            "title": f"Figure 4: Model 1 with ReLU vs TanH, {budget(m1)} (test accuracy ReLU "
-                     f"{test_acc(m1):.2f}%, TanH {test_acc(tanh):.2f}%)",
-            "splits": ["train", "val"]}),
-        Figure("plots/task3d_figure4_tanh_13_epochs.png", "plot_runs", {
-            "histories": {"ReLU (Model 1)": checks_only(m1), "TanH": checks_only(tanh13)},
-            "title": f"TanH continued: {budget(tanh13)} ({test_acc(tanh13):.2f}%) vs ReLU "
-                     f"(Model 1): {budget(m1)}, stopped after {num(m1['epochs_completed'])} "
-                     f"({test_acc(m1):.2f}%)",
-            "splits": ["train", "val"]}),
-        Figure("plots/task3c_variants.png", "plot_study_bars", {
-            "accuracies": one_epoch, "reference": reference,
-            "title": "Task 3c: test accuracy after one epoch, Model 1 and each single change"}),
-        Figure("plots/task3e_figure5_improvements.png", "plot_runs", {
-            "histories": improvements, "title": "Figure 5: Model 1 and attempted improvements "
-                                                "(full recipe, seed 0)",
-            "splits": ["train", "val"]}),
-        Figure("plots/task3e_speedrun_accuracy_vs_time.png", "plot_accuracy_vs_time", {
-            "curves": curves, "title": "Speed-run recipe vs Model 1: test accuracy against time",
-            "xlabel": "seconds since the run began (training + evaluations so far)",
-            "note": note}),
-    ]
+def figures_to_draw(r: Results) -> list[figures.Figure]:
+    """Every committed figure of plots/, by the functions the scripts draw them with."""
+    m1, m2 = r.run(MODEL1), r.run(MODEL2)
+    one_epoch, improvements = r.study_rows(ONE_EPOCH), r.study_rows(IMPROVEMENTS)
     with open(r.dir / SIDE_BY_SIDE) as f:
         side = json.load(f)
-    side_curves = {f"published airbench94_muon ({side['published']['precision']})": (
-        [h["seconds"] for h in side["published"]["history"]],
-        [100 * h["test_acc"] for h in side["published"]["history"]])}
-    for s in r.seeds("task3e/speedrun_side_by_side"):
-        side_curves[f"ours, seed {s['seed']} ({s['precision']})"] = (
-            [c["train_time_s"] for c in s["history"]["checks"]],
-            [100 * c["test_accuracy"] for c in s["history"]["checks"]])
-    out.append(Figure("plots/task3e_speedrun_vs_published.png", "plot_accuracy_vs_time", {
-        "curves": side_curves, "title": "Speed-run recipe vs the published airbench94_muon, "
-                                        "same machine, one after the other",
-        "xlabel": "seconds of training (whitening fit included for the published script)",
-        "note": f"{side['machine']}; test accuracy after each epoch, without test-time "
-                "augmentation; per-epoch evaluations not counted."}))
+    out = [
+        figures.figure1(r.run(CNN)), figures.figure2(m1, "model1"), figures.figure2(m2, "model2"),
+        figures.figure3(m1, m2), figures.figure4(m1, r.run(TANH)),
+        figures.figure4_continued(m1, r.run(TANH13)),
+        figures.study_figure("task3c", {v["run"]: r.run(f"{ONE_EPOCH}/{v['run']}")
+                                        for v in one_epoch},
+                             {v["run"]: v["change"] for v in one_epoch}),
+        # task3e's baseline is Model 1 of Table 3.b (its results.csv says it was loaded)
+        figures.study_figure("task3e", {v["run"]: r.run(MODEL1 if v["run"] == "baseline"
+                                                        else f"{IMPROVEMENTS}/{v['run']}")
+                                        for v in improvements},
+                             {v["run"]: v["change"] for v in improvements}),
+        figures.speedrun_vs_time(r.seeds(SPEEDRUN), m1),
+        figures.speedrun_vs_published(side, r.seeds(SIDE_BY_SIDE_SEEDS)),
+    ]
     for path in sorted(r.dir.rglob("confusion.csv")):
-        run_dir = path.parent
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        name = str(run_dir.relative_to(r.dir)).replace("/", "_").replace("\\", "_")
-        total = sum(int(float(row[row["class"]])) for row in rows)
-        count = sum(int(float(v)) for row in rows for k, v in row.items()
-                    if k not in ("class", "accuracy"))
-        out.append(Figure(f"plots/{name}_confusion.png", "plot_confusion", {
-            "rows_or_matrix": rows,
-            "title": f"results/{run_dir.relative_to(r.dir).as_posix()}: test set, the weights "
-                     f"scored "
-                     f"({100 * total / max(count, 1):.2f} % correct)"}))
+        run = RunDir(path.parent, writer=False)
+        name = str(path.parent.relative_to(r.dir)).replace("/", "_").replace("\\", "_")
+        out.append(figures.confusion_figure(run.load_finished(), run.confusion(),
+                                            f"{name}_confusion.png"))
     return out
-
-
-def figure_digest(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            return image.text.get("Source")
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- documents
@@ -530,7 +428,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
     markdown = {name: t.markdown() for name, t in built.items()}
     for name, t in built.items():
         path = root / TABLE_DIR / f"{name}.csv"
-        text = tables.csv_table(t.header, t.rows)
+        text = csv_table(t.header, t.rows)
         if not path.is_file() or path.read_text() != text:
             state = "stale" if path.is_file() else "missing"
             lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
@@ -545,23 +443,22 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
                          + ("differs from results/" if check else "rewritten"))
         if new != old and not check:
             save_text(new, doc)
-    for fig in figures(r):
-        path = root / fig.path
-        digest = figure_digest(path) if path.is_file() else None
+    plots = root / PLOTS
+    for fig in figures_to_draw(r):
+        if fig.is_current(plots):
+            continue
         if check:
-            if digest != fig.digest():
-                state = "drawn from other inputs or code" if path.is_file() else "missing"
-                lines.append(f"{fig.path}: {state}")
+            state = "drawn from other inputs or code" if (plots / fig.name).is_file() else "missing"
+            lines.append(f"{PLOTS}/{fig.name}: {state}")
         else:
-            fig.draw(root)
-            if digest != fig.digest():
-                lines.append(f"{fig.path}: redrawn")
+            fig.draw(plots)
+            lines.append(f"{PLOTS}/{fig.name}: redrawn")
     return lines
 
 
 @exits_cleanly
 def main(argv=None) -> int:
-    p = Parser(prog="python -m common.report", description=__doc__,
+    p = Parser(prog="python report.py", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true",
                    help="only compare; one line per stale table or figure, exit code 1 if any")
@@ -572,7 +469,7 @@ def main(argv=None) -> int:
     for line in lines:
         print(line)
     if args.check:
-        print("up to date" if not lines else f"{len(lines)} stale: run python -m common.report",
+        print("up to date" if not lines else f"{len(lines)} stale: run python report.py",
               file=sys.stderr)
         return 1 if lines else 0
     print(f"regenerated from {Path(args.root) / 'results'} ({len(lines)} changed)",

@@ -1,0 +1,266 @@
+"""What a run gets from the machine: the device and numeric precision, the machine's record,
+torchrun's process group, the random seeds, and the signals that stop it."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import random
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .errors import Interrupted, UserError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+# ---------------------------------------------------------------- device and precision
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA if present, else Apple MPS, else CPU. Under torchrun the CUDA device is the
+    process's local rank (init_distributed sets it)."""
+    available = {"cuda": torch.cuda.is_available(), "mps": _mps_available(), "cpu": True}
+    if name == "auto":
+        name = next(n for n in ("cuda", "mps", "cpu") if available[n])
+    if name not in available:
+        raise UserError(f"unknown device; choose auto, cpu, cuda or mps", setting="device",
+                        value=name)
+    if not available[name]:
+        raise UserError(f"no {name.upper()} device is available here; use auto or cpu",
+                        setting="device", value=name)
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto without a model to measure: bf16 on CUDA (tensor cores), fp32 elsewhere.
+    common.trainer.choose_precision measures on a CPU instead."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise UserError("unknown precision; choose auto, fp32 or bf16", setting="precision",
+                        value=precision)
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _cpuinfo() -> dict:
+    """model name and flags of the first processor in /proc/cpuinfo (empty elsewhere)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags") and key not in info:
+                    info[key] = value.strip()
+                if len(info) == 2:
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 9B14"), else what the platform says."""
+    return (_cpuinfo().get("model name") or platform.processor() or platform.machine()
+            or "unknown CPU")
+
+
+def cpu_has_bf16() -> bool:
+    flags = set(_cpuinfo().get("flags", "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def machine_record(device: torch.device) -> dict:
+    """What a run records about where it ran: the numbers of a run mean little without it."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    record = {"cpu": cpu_name(), "avx512_bf16": "avx512_bf16" in flags,
+              "amx": bool(flags & {"amx_bf16", "amx_tile"}), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+# ---------------------------------------------------------------- torchrun
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else single process;
+    (info, the device this process trains on: its local rank's GPU under CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo(), device
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return info, device
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(values: list[float], device) -> list[float]:
+    """Sum numbers over ranks (identity when not distributed)."""
+    if not _distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
+    """Mean of a number and OR of a flag over ranks in one collective (once per training step:
+    the reduced loss, its NaN/inf and a stop request are then the same on every rank)."""
+    if not _distributed():
+        return value, flag
+    total, flags = all_reduce_sum([value, 1.0 if flag else 0.0], device)
+    return total / dist.get_world_size(), flags > 0
+
+
+def barrier(device):
+    """Wait for every rank (an all_reduce, which needs no device guess under NCCL)."""
+    all_reduce_sum([0.0], device)
+
+
+def all_reduce_tensor(t: torch.Tensor, device) -> torch.Tensor:
+    """A tensor summed over ranks (itself when not distributed)."""
+    if not _distributed():
+        return t
+    reduced = t.to(device=device, dtype=torch.float64)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(t.dtype).cpu()
+
+
+# ---------------------------------------------------------------- seeds
+
+# Every random stream of a run derives from its one seed: the global generators, and the private
+# generators of the split, the subset and each epoch's shuffle (seed * 100_003 + epoch). Seeds in
+# [0, SEED_LIMIT) are used as they are; any other whole number is hashed into that range, so
+# 2**70 and 0 are different runs and no epoch seed leaves torch's signed 64-bit range.
+SEED_LIMIT = 2**63 // 100_003
+
+
+def canonical_seed(seed: int) -> int:
+    if 0 <= seed < SEED_LIMIT:
+        return seed
+    digest = hashlib.sha256(str(seed).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % SEED_LIMIT
+
+
+def seed_everything(seed: int):
+    """Python's, NumPy's and torch's global generators (initial weights, augmentation, dropout)."""
+    seed = canonical_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def generator(seed: int, offset: int = 0) -> torch.Generator:
+    """A private CPU generator for one purpose (the split, the subset, the whitening sample),
+    independent of the global ones; `offset` gives another purpose its own stream."""
+    return torch.Generator().manual_seed(canonical_seed(seed) + offset)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's shuffle: a function of (seed, epoch) alone, so a resumed
+    run draws the same order."""
+    return torch.Generator().manual_seed(canonical_seed(seed) * 100_003 + epoch)
+
+
+# ---------------------------------------------------------------- signals
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install(handler) -> dict:
+    previous = {}
+    for sig in SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the handlers alone
+            pass
+    return previous
+
+
+def _restore(previous: dict):
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted():
+    """Outside a training loop (decoding data, tables, figures, between runs) a signal raises
+    Interrupted where the script is: every write is atomic, so nothing half-written remains."""
+    previous = _install(_raise_interrupted)
+    try:
+        yield
+    finally:
+        _restore(previous)
+
+
+class StopRequest:
+    """While entered, a signal is only noted (`signal`): the loop finishes its step, writes a
+    checkpoint and stops. A second signal kills at once, except under torchrun, which repeats
+    the terminal's Ctrl-C to every worker a moment later (that must not kill a worker while it
+    writes its checkpoint; torchrun escalates to SIGKILL by itself when workers do not stop)."""
+
+    def __init__(self, distributed: bool = False):
+        self.distributed = distributed
+        self.signal: int | None = None
+        self._previous = {}
+
+    def _note(self, signum, frame):
+        self.signal = self.signal or signum  # keep the first one
+        if not self.distributed:
+            signal.signal(signum, signal.SIG_DFL)
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = _install(self._note)
+        return self
+
+    def __exit__(self, *exc):
+        _restore(self._previous)
+        return False
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def interrupted(self, where: str, checkpoint=None) -> Interrupted:
+        return Interrupted(self.signal or signal.SIGINT, where, checkpoint)
