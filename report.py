@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import results as figures
-from common.files import RunDir, save_text
+from common.files import RunDir, save_json, save_text
 from common.results import budget, test_acc
 from common.run import Parser, exits_cleanly
 
@@ -51,6 +51,15 @@ ONE_EPOCH, IMPROVEMENTS = "task3cd_1epoch", "task3e"
 SPEEDRUN, SPEEDRUN_FIXED = "task3e/speedrun", "task3e/speedrun_whitening_fixed"
 SIDE_BY_SIDE = "task3e/speedrun_vs_published.json"
 SIDE_BY_SIDE_SEEDS = "task3e/speedrun_side_by_side"
+BENCH = "bench/train_speed_cpu.json"
+# the README's commands re-run at the default precision on the current code
+DEFAULT_PATH = {"cnn1g": "default/task2/cnn1g", "model1": "default/task3/model1",
+                "model2": "default/task3/model2"}
+COMMANDS = [("1.g CNN", CNN), ("1.g CNN, default path", DEFAULT_PATH["cnn1g"]),
+            ("Model 1", MODEL1), ("Model 1, default path", DEFAULT_PATH["model1"]),
+            ("Model 2 (re-run, Model 1 loaded)", MODEL2),
+            ("Model 2, default path", DEFAULT_PATH["model2"]), ("TanH", TANH),
+            ("TanH, 13 epochs", TANH13), ("cosine", f"{IMPROVEMENTS}/cosine")]
 
 
 # ---------------------------------------------------------------- reading results/
@@ -66,6 +75,9 @@ class Results:
         if name not in self._runs:
             self._runs[name] = RunDir(self.dir / name, writer=False).load_finished()
         return self._runs[name]
+
+    def finished(self, name: str) -> bool:
+        return RunDir(self.dir / name).is_finished()
 
     def checks(self, name: str) -> list[dict]:
         return self.run(name)["history"]["checks"]
@@ -123,6 +135,12 @@ def source_line(runs: list[dict]) -> str:
         one("device", lambda r: r["device"]), one("precision", lambda r: r["precision"])])
 
 
+def data_of(run: dict) -> str:
+    """The data a run recorded (older records: data_source)."""
+    args = run.get("args", run)
+    return f"`{args.get('data') or args.get('data_source')}`"
+
+
 def command(run: dict) -> str:
     return run.get("args", run).get("command")
 
@@ -158,51 +176,73 @@ class Table:
         return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def report_vs_ours(r: Results) -> Table:
-    runs = {k: r.run(k) for k in (CNN, MODEL1, MODEL2, TANH, TANH13, f"{IMPROVEMENTS}/cosine")}
-    seeds = r.seeds(SPEEDRUN)
-    rows = []
+def machine_cell(run: dict) -> str:
+    """Where a run trained, from its record (runs from before the record say so)."""
+    machine = run.get("args", run).get("machine")
+    if not machine:
+        return "not recorded"
+    flags = "avx512_bf16" if machine.get("avx512_bf16") else "no avx512_bf16"
+    return f"{machine['cpu']}, {machine['threads']} threads, {flags}"
 
-    def row(table, name, report, key):
-        run = runs[key]
-        rows.append([table, name, report, test_cell(run), accuracies(run), epochs_text(run),
-                     secs(run["train_wall_time_s"])])
 
-    row("2.b", "1.g CNN (`task2.py`)", f"{REPORT['2.b']['test'][1]:.2f} %", CNN)
-    row("3.b", "Model 1 (`task3.py`)", f"{REPORT['3.b Model 1']['test'][1]:.2f} %", MODEL1)
-    row("3.b", "Model 2 (`task3.py`)", f"{REPORT['3.b Model 2']['test'][1]:.2f} %", MODEL2)
-    row("3.d", "Model 1 with TanH (`task3cd.py`)", f"{REPORT_FIGURE4['TanH']:.2f} %", TANH)
-    row("3.d", "TanH, 13 epochs without early stopping", f"{REPORT_FIGURE4['TanH']:.2f} %", TANH13)
-    row("3.e", "Model 1 + cosine LR decay (`task3e.py`)", "no number (\"none substantially "
-        "better\")",
-        f"{IMPROVEMENTS}/cosine")
-    rows.append(["4.a", "ResNet18 transfer (`task4a.py`)", f"{REPORT['4.a']['test'][1]:.2f} %",
-                 "not run: no ImageNet weights here", "", "", ""])
+def speedrun_row(seeds: list[dict]) -> list:
     tta, plain = (mean_std(100 * s["final"][k]["accuracy"] for s in seeds)
                   for k in ("test_tta", "test"))
     t = mean_std(s["recipe_time_s"] for s in seeds)
-    ours = (f"**{tta[0]:.2f} ± {tta[1]:.2f} %** with TTA, "
-            f"{plain[0]:.2f} ± {plain[1]:.2f} % without")
-    rows.append(["beyond", f"speed-run recipe, {len(seeds)} seeds (`task3e.py --recipe speedrun`)",
-                 f"(best Model 1: {REPORT['3.b Model 1']['test'][1]:.2f} %)", ours,
-                 "trains on all 50,000", f"{num(seeds[0]['epochs_completed'])} (fixed schedule)",
-                 f"{t[0]:,.0f} ± {t[1]:.0f} s (training + scoring)"])
-    all_runs = list(runs.values()) + seeds
-    seeds_used = sorted({str(x["args"]["seed"]) for x in runs.values()})
-    before = (f"From `results/`: {source_line(all_runs)}, seed {' / '.join(seeds_used)} (the "
-              f"speed-run: seeds {', '.join(str(s['seed']) for s in seeds)}), one run each. "
-              "Time: training plus the validation checks, without the final table (the "
-              "speed-run: whitening fit, training and final scoring).")
-    after = "Commands, as each run's `metrics.json` records them:\n\n" + "\n".join(
-        f"- {name}: `{command(run)}`" for name, run in
-        [("1.g CNN", runs[CNN]), ("Model 1", runs[MODEL1]), ("Model 2 (re-run, Model 1 loaded)",
-                                                             runs[MODEL2]),
-         ("TanH", runs[TANH]), ("TanH, 13 epochs", runs[TANH13]),
-         ("cosine", runs[f"{IMPROVEMENTS}/cosine"]), ("speed-run seeds 1-2", seeds[-1]),
-         ("speed-run seed 0", seeds[0])])
+    return ["beyond", f"speed-run recipe, {len(seeds)} seeds (`task3e.py --recipe speedrun`)",
+            f"(best Model 1: {REPORT['3.b Model 1']['test'][1]:.2f} %)",
+            f"**{tta[0]:.2f} ± {tta[1]:.2f} %** with TTA, {plain[0]:.2f} ± {plain[1]:.2f} % "
+            "without", "trains on all 50,000",
+            f"{num(seeds[0]['epochs_completed'])} (fixed schedule)",
+            f"{t[0]:,.0f} ± {t[1]:.0f} s (training + scoring)",
+            " / ".join(sorted({s["precision"] for s in seeds})), machine_cell(seeds[0])]
+
+
+def report_vs_ours(r: Results) -> Table:
+    keys = (CNN, MODEL1, MODEL2, TANH, TANH13, f"{IMPROVEMENTS}/cosine")
+    runs = {k: r.run(k) for k in keys + tuple(DEFAULT_PATH.values()) if r.finished(k)}
+    seeds = r.seeds(SPEEDRUN)
+    rows = []
+    for table, name, report, key in (
+            ("2.b", "1.g CNN (`task2.py`)", REPORT["2.b"]["test"][1], CNN),
+            ("2.b", "1.g CNN, default path, current code", REPORT["2.b"]["test"][1],
+             DEFAULT_PATH["cnn1g"]),
+            ("3.b", "Model 1 (`task3.py`)", REPORT["3.b Model 1"]["test"][1], MODEL1),
+            ("3.b", "Model 1, default path, current code", REPORT["3.b Model 1"]["test"][1],
+             DEFAULT_PATH["model1"]),
+            ("3.b", "Model 2 (`task3.py`)", REPORT["3.b Model 2"]["test"][1], MODEL2),
+            ("3.b", "Model 2, default path, current code", REPORT["3.b Model 2"]["test"][1],
+             DEFAULT_PATH["model2"]),
+            ("3.d", "Model 1 with TanH (`task3cd.py`)", REPORT_FIGURE4["TanH"], TANH),
+            ("3.d", "TanH, 13 epochs without early stopping", REPORT_FIGURE4["TanH"], TANH13),
+            ("3.e", "Model 1 + cosine LR decay (`task3e.py`)", None, f"{IMPROVEMENTS}/cosine")):
+        if key in runs:
+            run = runs[key]
+            rows.append([table, name, f"{report:.2f} %" if report else
+                         "no number (\"none substantially better\")", test_cell(run),
+                         accuracies(run), epochs_text(run), secs(run["train_wall_time_s"]),
+                         run["precision"], machine_cell(run)])
+    rows.append(["4.a", "ResNet18 transfer (`task4a.py`)", f"{REPORT['4.a']['test'][1]:.2f} %",
+                 "not run: no ImageNet weights here", "", "", "", "", ""])
+    rows.append(speedrun_row(seeds))
     return Table(["report", "run", "report: test acc.", "ours: test acc. (loss)",
-                  "ours: train / val acc.", "epochs (early stop, best at)", "time"],
-                 rows, before, after)
+                  "ours: train / val acc.", "epochs (early stop, best at)", "time", "precision",
+                  "machine"], rows, report_vs_ours_before(runs, seeds),
+                 "Commands, as each run's `metrics.json` records them:\n\n" + "\n".join(
+                     f"- {name}: `{command(runs[key])}`" for name, key in COMMANDS
+                     if key in runs) + f"\n- speed-run seeds 1-2: `{command(seeds[-1])}`"
+                 + f"\n- speed-run seed 0: `{command(seeds[0])}`")
+
+
+def report_vs_ours_before(runs: dict, seeds: list[dict]) -> str:
+    seeds_used = sorted({str(x["args"]["seed"]) for x in runs.values()})
+    return (f"From `results/`: data {' / '.join(sorted({data_of(x) for x in runs.values()}))}, "
+            f"device cpu, seed {' / '.join(seeds_used)} (the speed-run: seeds "
+            f"{', '.join(str(s['seed']) for s in seeds)}), one run each. Time: training plus "
+            "the validation checks, without the final table (the speed-run: whitening fit, "
+            "training and final scoring). \"Default path, current code\": the command the "
+            "README gives, at the default `--precision auto`, trained on the code of this "
+            "version.")
 
 
 def report_tables(r: Results) -> Table:
@@ -287,11 +327,41 @@ def speedrun_table(r: Results) -> Table:
                  f"`results/{SPEEDRUN_FIXED}/`.")
 
 
+def side_by_side_ours(r: Results) -> dict:
+    """Our half of the side-by-side, computed from the seeds' own metrics.json."""
+    seeds = r.seeds(SIDE_BY_SIDE_SEEDS)
+    tta, plain, seconds = (mean_std(f(s) for s in seeds) for f in (
+        lambda s: 100 * s["final"]["test_tta"]["accuracy"],
+        lambda s: 100 * s["final"]["test"]["accuracy"], lambda s: s["recipe_time_s"]))
+    return {"test_acc_tta_mean": round(tta[0], 2), "test_acc_tta_std": round(tta[1], 2),
+            "test_acc_mean": round(plain[0], 2), "seconds_mean": round(seconds[0], 1),
+            "seeds": [s["seed"] for s in seeds],
+            "per_seed": {str(s["seed"]): {
+                "test_acc_tta": round(100 * s["final"]["test_tta"]["accuracy"], 2),
+                "test_acc": round(100 * s["final"]["test"]["accuracy"], 2),
+                "seconds": round(s["recipe_time_s"], 1)} for s in seeds}}
+
+
+def side_by_side(r: Results) -> dict:
+    """results/task3e/speedrun_vs_published.json with `ours` as the seeds give it."""
+    with open(r.dir / SIDE_BY_SIDE) as f:
+        s = json.load(f)
+    s["ours"] = s["ours"] | side_by_side_ours(r)
+    return s
+
+
+def machine_text(machine) -> str:
+    if isinstance(machine, str):
+        return machine
+    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
+    return (f"{machine['cpu']}, {machine.get('cores', machine.get('threads'))} cores, "
+            f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
+
+
 def speedrun_vs_published(r: Results) -> Table:
     """The side-by-side: the published airbench94_muon (a CPU port run outside the
     repository) once, and our recipe with its seeds, one after the other on one machine."""
-    with open(r.dir / SIDE_BY_SIDE) as f:
-        s = json.load(f)
+    s = side_by_side(r)
     pub, ours = s["published"], s["ours"]
     rows = [[f"published airbench94_muon ({pub['epochs']:g} epochs, 1 run)",
              f"{pub['test_acc_tta']:.2f} %", f"{pub['test_acc']:.2f} %", secs(pub["seconds"]),
@@ -303,12 +373,74 @@ def speedrun_vs_published(r: Results) -> Table:
     met = (ours["test_acc_tta_mean"] >= pub["test_acc_tta"]
            and ours["seconds_mean"] <= 0.75 * pub["seconds"])
     return Table(["run", "test acc. with TTA", "without", "training + scoring", "time / published"],
-                 rows, f"{s['machine']}, {s['precision']} (what `auto` measured faster), JPEG copy "
-                       f"of CIFAR-10; `results/{SIDE_BY_SIDE}`.",
+                 rows, f"{machine_text(s['machine'])}, {s['precision']} (what `auto` measured "
+                       f"faster), JPEG copy of CIFAR-10; `results/{SIDE_BY_SIDE}`, ours from "
+                       f"`results/{SIDE_BY_SIDE_SEEDS}/seed*/metrics.json`.",
                  f"Target: at least the published accuracy with TTA in at most 0.75x "
                  f"its time: **{'met' if met else 'not met'}** "
                  f"({ours['test_acc_tta_mean'] - pub['test_acc_tta']:+.2f} points in "
                  f"{ours['seconds_mean'] / pub['seconds']:.2f}x the time).")
+
+
+def speedrun_epochs(r: Results) -> Table:
+    """Seed 0 of the three-seed study, epoch by epoch."""
+    seed0 = r.run(f"{SPEEDRUN}/seed0")
+    checks = seed0["history"]["checks"]
+    return Table(["epoch", *[f"{c['epoch']:g}" for c in checks]],
+                 [["test accuracy (no TTA)", *[pct(c["test_accuracy"]) for c in checks]],
+                  ["training time", *[secs(c["train_time_s"]) for c in checks]]],
+                 f"`results/{SPEEDRUN}/seed0/history.csv`; then "
+                 f"{pct(seed0['final']['test_tta']['accuracy'])} with TTA "
+                 f"({secs(seed0['tta_time_s'])} of scoring).")
+
+
+def spread(rounds: list[float], digits: int = 1) -> str:
+    """median [min-max] of a benchmark's rounds."""
+    fmt = f"{{:,.{digits}f}}"
+    return (f"{fmt.format(statistics.median(rounds))} [{fmt.format(min(rounds))}-"
+            f"{fmt.format(max(rounds))}]")
+
+
+def ratio(s: dict, verdict: str | None = None) -> str:
+    text = f"{s['median']:.3f} (IQR {s['q1']:.3f}-{s['q3']:.3f})"
+    return f"{text} {verdict}" if verdict else text
+
+
+def bench_table(r: Results) -> Table:
+    """The benchmark's figures (results/bench/train_speed_cpu.json), median [min-max] over
+    rounds; ratios as medians of per-round ratios with their interquartile range."""
+    with open(r.dir / BENCH) as f:
+        bench = json.load(f)
+    models = bench["models"]
+    def rounds(m, key, p, part):
+        source = m["classic"] if part == "classic" else m["precisions"][p][part]
+        return [x[key] for x in source["rounds"]]
+    rows = []
+    for label, part, p, key in (("ceiling fp32, images/s", "ceiling", "fp32", "img_s"),
+                                ("ceiling bf16, images/s", "ceiling", "bf16", "img_s"),
+                                ("project fp32, images/s", "project", "fp32", "img_s"),
+                                ("project bf16, images/s", "project", "bf16", "img_s"),
+                                ("classic fp32, images/s", "classic", None, "img_s"),
+                                ("classic, evaluation images/s", "classic", None, "eval_img_s"),
+                                ("project fp32, s per epoch incl. checks", "project", "fp32",
+                                 "epoch_s"),
+                                ("project bf16, s per epoch incl. checks", "project", "bf16",
+                                 "epoch_s"),
+                                ("classic, s per epoch incl. checks", "classic", None,
+                                 "epoch_s"),
+                                ("bf16 ceiling, not channels_last, images/s",
+                                 "ceiling_contiguous", "bf16", "img_s")):
+        rows.append([label, *[spread(rounds(m, key, p, part)) for m in models.values()]])
+    for p in ("bf16", "fp32"):
+        rows.append([f"{p} project / ceiling, images/s",
+                     *[ratio(m["precisions"][p]["train_ratio_spread"]) for m in models.values()]])
+        rows.append([f"{p} project / classic, s per epoch",
+                     *[ratio(m["precisions"][p]["epoch_ratio_spread"]) for m in models.values()]])
+    env = bench["environment"]
+    return Table(["", *[f"{name} (batch {m['batch_size']})" for name, m in models.items()]], rows,
+                 f"`results/{BENCH}`: {env['device_name']}, {env['threads']} threads, "
+                 f"avx512_bf16 {'yes' if env['cpu_has_bf16'] else 'no'}, torch {env['torch']}, "
+                 f"{env['rounds']} rounds.")
 
 
 def speedrun_vs_model1(r: Results) -> Table:
@@ -353,6 +485,8 @@ TABLES = {
     "speedrun-seeds": speedrun_table,
     "speedrun-vs-model1": speedrun_vs_model1,
     "speedrun-vs-published": speedrun_vs_published,
+    "speedrun-seed0-epochs": speedrun_epochs,
+    "bench": bench_table,
 }
 
 
@@ -418,12 +552,26 @@ def stale_blocks(old: str, new: str) -> list[str]:
 
 # ---------------------------------------------------------------- the command
 
+def side_by_side_json(r: Results, check: bool) -> list[str]:
+    """The side-by-side JSON's `ours`, rewritten from the seeds (or, with check, compared)."""
+    path = r.dir / SIDE_BY_SIDE
+    with open(path) as f:
+        old = json.load(f)
+    new = side_by_side(r)
+    if new == old:
+        return []
+    if not check:
+        save_json(new, path)
+    return [f"results/{SIDE_BY_SIDE}: ours {'differs from its seeds' if check else 'rewritten'}"]
+
+
 def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
     """Rewrite (or, with check, only compare) every figure and table; returns the lines that
     name what was stale (check) or what was written."""
     root = Path(root)
     r = Results(root)
     lines = []
+    lines += side_by_side_json(r, check)
     built = {name: make(r) for name, make in TABLES.items()}
     markdown = {name: t.markdown() for name, t in built.items()}
     for name, t in built.items():

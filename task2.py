@@ -19,7 +19,7 @@ def get_args_parser():
 @run.exits_cleanly
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
-    session = run.setup(run.run_settings(args, "task2", argv), runs={RUN: CNN1G})
+    session = run.setup(run.run_settings(args, "task2", argv), runs=[RUN])
     result = run.train_recipe(session, RUN, CNN1g, CNN1G)
     if not session.is_main:
         return

@@ -27,8 +27,7 @@ def label(name: str) -> str:
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     names = [n for n in RUNS if args.model in (n[-1], "both")]
-    session = run.setup(run.run_settings(args, "task3", argv),
-                        runs={n: RUNS[n][1] for n in names})
+    session = run.setup(run.run_settings(args, "task3", argv), runs=names)
     finished = {n: run.train_recipe(session, n, *RUNS[n]) for n in names}
     if not session.is_main:
         return

@@ -45,7 +45,7 @@ def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     variants = run.select_variants(VARIANTS, args.variants)
     settings = run.run_settings(args, "task3cd", argv)
-    session = run.setup(settings, runs={v.name: v.recipe(MODEL1) for v in variants})
+    session = run.setup(settings, runs=[v.name for v in variants])
     recipe = settings.overrides.apply(MODEL1)
     budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"
               if recipe.patience is None else

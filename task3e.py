@@ -11,7 +11,6 @@ and, beyond the report, a speed-run recipe (--recipe speedrun, see common/speedr
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from common import results, run
 from common.data import AugmentConfig
@@ -91,7 +90,7 @@ def main_speedrun(args, argv):
     seeds = list(dict.fromkeys(run.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
     cfg = speedrun_recipe(args)
     model1 = model1_run(args)
-    session = run.setup(run.run_settings(args, "task3e", argv), runs={})
+    session = run.setup(run.run_settings(args, "task3e", argv), runs=[])
     if session.dist.enabled:
         raise UserError("runs in one process; start it with python, not torchrun",
                         setting="recipe", value="speedrun")
@@ -139,7 +138,7 @@ def main(argv=None):
         return main_speedrun(args, argv)
     variants = run.select_variants(VARIANTS, args.variants)
     session = run.setup(run.run_settings(args, "task3e", argv),
-                        runs={v.name: v.recipe(MODEL1) for v in variants})
+                        runs=[v.name for v in variants])
     run.run_study(session, variants, MODEL1, study="task3e", baseline_dir=args.reuse_baseline)
 
 

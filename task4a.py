@@ -47,7 +47,7 @@ def main(argv=None):
     frozen = sum(p.numel() for p in model.parameters()) - trainable
     recipe = dataclasses.replace(RESNET18_TRANSFER, image_size=args.image_size)
     # figures from random weights stay out of plots/
-    session = run.setup(settings, runs={name: recipe},
+    session = run.setup(settings, runs=[name],
                         figures_to_plots=not models.is_random(args.weights))
     if session.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "

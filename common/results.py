@@ -51,9 +51,10 @@ class Figure:
 # ---------------------------------------------------------------- what the figures say
 
 def checks_only(run: dict) -> dict:
-    """The history as results/ keeps it: one row per check (no steps.csv is committed, so every
-    figure draws the training loss through the per-check means)."""
-    return {"checks": run["history"]["checks"]}
+    """The history as results/ keeps it: one row per check, every value a float as history.csv
+    reads back (no steps.csv is committed, so every figure draws the training loss through the
+    per-check means): a run just trained and the same run read from disk draw alike."""
+    return {"checks": [{k: float(v) for k, v in c.items()} for c in run["history"]["checks"]]}
 
 
 def test_acc(run: dict) -> float:

@@ -217,11 +217,10 @@ class Session:
         return self.dist.is_main
 
 
-def setup(settings: RunSettings, runs: dict[str, Recipe],
-          figures_to_plots: bool = True) -> Session:
+def setup(settings: RunSettings, runs: list[str], figures_to_plots: bool = True) -> Session:
     """Device, DDP, the output folder (locked while this script writes it), the checkpoint to
-    resume (checked against `runs`, the runs this script will train by their recipes) and the
-    data. Figures of full runs go to plots/ unless figures_to_plots is False."""
+    resume (checked against `runs`, the runs this script will train) and the data. Figures of
+    full runs go to plots/ unless figures_to_plots is False."""
     resume_state = None
     if settings.resume:
         resume_state = read_checkpoint(settings.resume)
@@ -238,11 +237,7 @@ def setup(settings: RunSettings, runs: dict[str, Recipe],
         FolderLock(output_root).acquire()
     splits = cifar10_splits(settings.data_dir, seed=settings.seed, subset=settings.subset,
                             progress=settings.progress and dist.is_main)
-    session = Session(settings, device, dist, output_root, figure_dir, splits, resume_state)
-    if resume_state is not None:
-        for name, recipe in runs.items():  # before anything trains
-            _check_finished(session, name, recipe)
-    return session
+    return Session(settings, device, dist, output_root, figure_dir, splits, resume_state)
 
 
 def _devices(settings: RunSettings) -> tuple[torch.device, system.DistInfo]:
@@ -273,38 +268,37 @@ def run_record(session: Session, name: str, recipe: Recipe, notes: dict | None =
 
 
 def _differences(saved: dict, record: dict, keys) -> list[str]:
+    """What differs between a recorded run (`saved`) and this command's `record`, in `keys`;
+    both compared as metrics.json holds them (tuples as lists)."""
+    saved, record = json.loads(json.dumps(saved)), json.loads(json.dumps(record))
     if "data_digest" in keys and "data_digest" not in saved:  # recorded before digests
         keys = [k if k != "data_digest" else "data" for k in keys]
     out = []
     for k in keys:
-        if json.loads(json.dumps(saved.get(k))) != json.loads(json.dumps(record[k])):
-            if k == "data_digest":
-                out.append(f"data {saved.get('data')} (checkpoint) vs {record['data']} (now): "
-                           "other images")
-            elif k == "recipe":
-                old, new = saved.get(k) or {}, record[k]
-                out += [f"{kk} {old.get(kk)} vs {new[kk]}" for kk in new if old.get(kk) != new[kk]]
-            else:
-                out.append(f"{k} {saved.get(k)} (checkpoint) vs {record[k]} (now)")
+        if saved.get(k) == record[k]:
+            continue
+        if k == "data_digest":
+            out.append(f"data {saved.get('data')} (checkpoint) vs {record['data']} (now): "
+                       "other images")
+        elif k == "recipe":
+            old, new = saved.get(k) or {}, record[k]
+            out += [f"{kk} {old.get(kk)} vs {new[kk]}" for kk in new if old.get(kk) != new[kk]]
+        else:
+            out.append(f"{k} {saved.get(k)} (checkpoint) vs {record[k]} (now)")
     return out
 
 
-def _check_finished(session: Session, name: str, recipe: Recipe):
-    """A finished run in the output folder is reused by a resumed script only when it was
-    trained with this command's settings."""
-    if session.resume_state["args"]["run"] == name:
-        return
-    run_dir = RunDir(session.output_root / name)
+def _reusable(session: Session, run_dir: RunDir, record: dict) -> bool:
+    """A finished run is reused by a resumed script only when it was trained with this
+    command's settings; otherwise the command trains it again (says so)."""
     if not run_dir.is_finished():
-        return
-    finished = run_dir.load_finished()["args"]
-    recipe = session.settings.overrides.apply(recipe)
-    differ = _differences(finished, run_record(session, name, recipe),
+        return False
+    differ = _differences(run_dir.load_finished()["args"], record,
                           list(FIXED_ON_RESUME) + ["recipe"])
-    if differ:
-        raise UserError(f"{run_dir.path} holds a finished run {name} trained with other "
-                        f"settings ({'; '.join(differ[:4])}); this command would show it beside "
-                        "its own", setting="output_dir")
+    if differ and session.is_main:
+        print(f"{record['run']}: the finished run in {run_dir.path} was trained with other "
+              f"settings ({'; '.join(differ[:4])}); training it again", file=sys.stderr)
+    return not differ
 
 
 def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
@@ -354,18 +348,18 @@ def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.
     The model is built right after seeding, so its initial weights depend on the seed alone,
     not on the runs a script trained before it: every run is reproduced by running it alone.
     With --resume: the run the checkpoint belongs to continues from it; a run already finished
-    in the output folder (with the same settings: setup checked) is loaded, not trained again."""
+    in the output folder with the same settings is loaded, not trained again."""
     settings = session.settings
     recipe = settings.overrides.apply(recipe)
     run_dir = RunDir(session.output_root / name, writer=session.is_main)
     resume = session.resume_state
+    record = run_record(session, name, recipe, notes)
     if resume is not None and resume["args"]["run"] != name:
         resume = None
-        if run_dir.is_finished():
+        if _reusable(session, run_dir, record):
             if session.is_main:
-                print(f"{name}: finished earlier, loaded from {run_dir.path}")
+                print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
             return run_dir.load_finished()
-    record = run_record(session, name, recipe, notes)
     if resume is not None:
         differ = _differences(resume["args"], record, FIXED_ON_RESUME)
         if differ:

@@ -32,7 +32,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = next(n for n in ("cuda", "mps", "cpu") if available[n])
     if name not in available:
-        raise UserError(f"unknown device; choose auto, cpu, cuda or mps", setting="device",
+        raise UserError("unknown device; choose auto, cpu, cuda or mps", setting="device",
                         value=name)
     if not available[name]:
         raise UserError(f"no {name.upper()} device is available here; use auto or cpu",

@@ -28,7 +28,7 @@ from .data import CLASSES, NUM_CLASSES, user_cache_dir
 from .errors import DivergenceError, OutputError
 from .files import RunDir, save_json
 from .recipes import change_schedule
-from .system import autocast, cpu_name, resolve_precision
+from .system import autocast, cpu_has_bf16, cpu_name, resolve_precision
 
 # a checkpoint is a sound place to resume from when its validation loss is below twice that
 # of guessing (ln 10): one at 5.8e17 is finite, yet every rate diverges again from it
@@ -564,14 +564,17 @@ class PrecisionChoice:
 def choose_precision(requested: str, device, make_model, batch_size: int,
                      image_size: int = 32) -> PrecisionChoice:
     """The precision to train `make_model()` at `batch_size` with: the one asked for; under
-    auto bf16 on CUDA, and on a CPU the one a probe measured faster (kept per machine when the
-    probe's spread carried its verdict)."""
+    auto bf16 on CUDA, fp32 on a CPU without bf16 instructions, and on a CPU with them the one
+    a probe measured faster (kept per machine when the probe's spread carried its verdict)."""
     device = torch.device(device)
     if requested != "auto":
         return PrecisionChoice(resolve_precision(requested, device), "asked for")
     if device.type != "cpu":
         precision = resolve_precision("auto", device)
         return PrecisionChoice(precision, f"auto: {precision} on {device.type}")
+    if not cpu_has_bf16():  # emulated in fp32 arithmetic, bf16 cannot be the faster
+        return PrecisionChoice("fp32", f"auto: fp32, {cpu_name()} has no bf16 instructions "
+                                       "(avx512_bf16, amx_bf16)")
     cache = _read_cache()
     with torch.random.fork_rng(devices=[]):  # the caller's seeded stream stays as it was
         model = make_model()

@@ -136,3 +136,13 @@ def test_every_function_is_under_60_lines(path):
     long = [f"{name} (line {line}): {length} lines" for name, line, length in functions(path)
             if length >= MAX_FUNCTION_LINES]
     assert long == []
+
+
+def test_every_test_the_docs_cite_exists():
+    """docs/resilience.md names the test behind each case: a renamed test must not leave a
+    dangling name there."""
+    defined = {node.name for path in (ROOT / "tests").glob("test_*.py")
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.FunctionDef)}
+    cited = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "resilience.md").read_text()))
+    assert cited and cited <= defined, cited - defined

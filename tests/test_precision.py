@@ -13,8 +13,8 @@ from common.errors import UserError
 from common.models import CNN1g, Model1
 
 CPU = torch.device("cpu")
-PROBE_LIMITS = {"PROBE_SECONDS": trainer.PROBE_SECONDS,
-                "PROBE_MAX_SECONDS": trainer.PROBE_MAX_SECONDS}  # conftest shortens them
+PROBE_LIMITS = {name: getattr(trainer, name)  # conftest shortens them for the other tests
+                for name in ("PROBE_SECONDS", "PROBE_MIN_PAIRS", "PROBE_MAX_SECONDS")}
 
 
 class FakeMachine:
@@ -39,8 +39,10 @@ class FakeMachine:
 
 @pytest.fixture(autouse=True)
 def real_probe(tmp_path, monkeypatch):
-    """The probe's own limits, and a cache folder of each test's own."""
+    """The probe's own limits, a cache folder of each test's own, and a CPU with bf16
+    instructions (the simulated machines decide what they are worth)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
     for name, value in PROBE_LIMITS.items():
         monkeypatch.setattr(trainer, name, value)
 
@@ -77,6 +79,12 @@ def test_an_unknown_precision_is_a_user_error_naming_the_setting():
     with pytest.raises(UserError) as err:
         trainer.choose_precision("fp16", CPU, never_built, 32)
     assert (err.value.setting, err.value.value) == ("precision", "fp16")
+
+
+def test_auto_on_a_cpu_without_bf16_instructions_is_fp32_without_a_probe(monkeypatch):
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)
+    choice = trainer.choose_precision("auto", CPU, never_built, 32)
+    assert choice.precision == "fp32" and "has no bf16 instructions" in choice.reason
 
 
 def test_auto_on_cuda_is_bf16_without_a_probe():

@@ -1,6 +1,7 @@
-"""python -m common.report: every committed figure and results table matches results/, a changed
+"""python report.py: every committed figure and results table matches results/, a changed
 number or a figure drawn from elsewhere is caught, and regenerating is byte-stable."""
 import csv
+import json
 import shutil
 
 import matplotlib.pyplot as plt
@@ -10,6 +11,7 @@ import pytest
 import report
 from common import plotting
 from common.data import CLASSES
+from conftest import load_script
 
 
 @pytest.fixture
@@ -149,3 +151,40 @@ def test_a_figure_never_mixes_per_step_and_per_check_training_curves(tmp_path, m
     assert closed[0].axes[0].get_title() == plotting.CHECK_CURVE
     assert [len(line.get_xdata()) for line in closed[0].axes[0].get_lines()][::3] == [2, 2]
     assert closed[1].axes[0].get_title() == plotting.STEP_CURVE
+
+
+def test_a_changed_seed_under_the_side_by_side_makes_its_summary_stale(repo_copy):
+    """`ours` of the side-by-side is computed from the seeds: a seed's number changed on disk is
+    caught, and regenerating writes the new mean into the JSON and the table."""
+    path = repo_copy / "results" / "task3e" / "speedrun_side_by_side" / "seed1" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["final"]["test_tta"]["accuracy"] += 0.03
+    path.write_text(json.dumps(metrics))
+    lines = report.regenerate(repo_copy, check=True)
+    assert "results/task3e/speedrun_vs_published.json: ours differs from its seeds" in lines
+    assert "docs/speedrun.md: generated table speedrun-vs-published differs from results/" in lines
+    report.regenerate(repo_copy)
+    side = json.loads((repo_copy / "results" / "task3e" / "speedrun_vs_published.json").read_text())
+    assert side["ours"]["per_seed"]["1"]["test_acc_tta"] == round(
+        100 * metrics["final"]["test_tta"]["accuracy"], 2)
+    assert report.regenerate(repo_copy, check=True) == []
+
+
+def test_a_script_draws_the_figure_the_report_draws_from_the_same_run(fake_image_folder,
+                                                                      repo_copy, capsys):
+    """One definition per figure: task2's Figure 1 after its run is current for the report
+    once that run is the committed one."""
+    out = repo_copy / "out"
+    task2 = load_script("task2")
+    try:
+        task2.main(["--data-dir", str(fake_image_folder), "--output-dir", str(out), "--subset",
+                    "60", "--epochs", "1", "--batch-size", "20", "--precision", "fp32",
+                    "--no-progress"])
+    except SystemExit as e:
+        assert e.code == 0
+    run_dir = repo_copy / "results" / "task2" / "cnn1g"
+    shutil.rmtree(run_dir)
+    shutil.copytree(out / "cnn1g", run_dir)
+    shutil.copy(out / "task2_figure1.png", repo_copy / "plots" / "task2_figure1.png")
+    stale = report.regenerate(repo_copy, check=True)
+    assert not any("task2_figure1" in line for line in stale), stale

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import json
 import math
 import shutil
 import signal
@@ -82,12 +81,15 @@ def test_settings_that_cannot_change_mid_run_are_checked_against_the_checkpoint(
     assert fragment in one_error_line(err)
 
 
-def test_other_data_is_refused_on_resume(first_epoch, tmp_path, capsys):
-    """Other images behind the same kind of folder: refused, whatever the path says."""
-    other = tmp_path / "other-data"
-    write_image_folder(other, make_images(40, seed=11), make_images(10, seed=12))
-    code, err = run(task2, args(other, tmp_path / "d", "--epochs", "2", "--resume",
-                                str(first_epoch)), capsys)
+def test_other_data_is_refused_on_resume(first_epoch, fake_image_folder, tmp_path, capsys,
+                                         monkeypatch):
+    """Other images behind the same relative path, from another working folder: refused."""
+    elsewhere = tmp_path / "elsewhere"
+    write_image_folder(elsewhere / fake_image_folder.name, make_images(40, seed=11),
+                       make_images(10, seed=12))
+    monkeypatch.chdir(elsewhere)
+    code, err = run(task2, args(fake_image_folder.name, tmp_path / "d", "--epochs", "2",
+                                "--resume", str(first_epoch)), capsys)
     line = one_error_line(err)
     assert code == 2 and "data image-folder:" in line and "other images" in line
 
@@ -283,8 +285,8 @@ def test_a_signal_during_the_final_table_still_writes_metrics_and_history(
 
 def test_a_signal_between_study_variants_keeps_the_finished_one(fake_image_folder, tmp_path,
                                                                  capsys, monkeypatch):
-    from common import models
-    interrupt_in(monkeypatch, models.Model1, "__init__", after=2)  # the second variant (probe)
+    import common.run
+    interrupt_in(monkeypatch, common.run, "train_recipe", after=1)  # as the second one begins
     code, err = run(task3cd, args(fake_image_folder, tmp_path, "--variants", "baseline,tanh"),
                     capsys)
     assert code == 130 and "Traceback" not in err

@@ -246,28 +246,34 @@ def test_paths_are_read_as_a_shell_user_means_them(fake_image_folder, tmp_path, 
 
 # ---------------------------------------------------------------- 3. identity by content
 
-def test_a_finished_run_with_other_settings_is_not_shown_beside_a_resumed_one(
+def test_a_finished_run_is_reused_by_a_resumed_script_only_with_the_same_settings(
         fake_image_folder, tmp_path, capsys):
+    """Model 2 finished by the same command is loaded when Model 1 resumes; an older command's
+    Model 2 (seed 5, lr 0.01) in the folder is not shown beside a seed-0 Model 1: it is trained
+    again with this command's settings."""
     out = tmp_path / "out"
-    base = args(fake_image_folder, out)
+    base = args(fake_image_folder, out, "--precision", "fp32")
+    resume = ["--model", "both", "--resume", str(out / "model1" / "checkpoint.pt")]
+    assert run(task3, base + ["--model", "both"], capsys)[0] == 0
+    model2 = metrics(out / "model2")
+    code, err = run(task3, base + resume, capsys)
+    assert code == 0, err
+    assert metrics(out / "model2") == model2  # loaded, not trained again
+
     assert run(task3, base + ["--model", "2", "--seed", "5", "--lr", "0.01"], capsys)[0] == 0
-    assert run(task3, base + ["--model", "1"], capsys)[0] == 0
-    model1 = metrics(out / "model1")
-    code, err = run(task3, base + ["--model", "both", "--epochs", "2", "--resume",
-                                   str(out / "model1" / "checkpoint.pt")], capsys)
-    line = one_error_line(err)
-    assert code == 2 and "model2" in line and "seed 5 (checkpoint) vs 0 (now)" in line
-    assert metrics(out / "model1") == model1  # refused before anything trained
+    code, err = run(task3, base + resume, capsys)
+    assert code == 0, err
+    assert "model2: the finished run" in err and "seed 5 (checkpoint) vs 0 (now)" in err
+    retrained = metrics(out / "model2")
+    assert retrained["args"]["seed"] == 0 and retrained["args"]["recipe"]["lr"] == 0.001
 
 
 def test_a_seed_is_used_whole(fake_image_folder, tmp_path, capsys):
-    for seed in ("0", str(2**70), "-3"):
-        assert run(task2, args(fake_image_folder, tmp_path / seed, "--seed", seed), capsys)[0] == 0
-    runs = [losses(tmp_path / s / "cnn1g") for s in ("0", str(2**70), "-3")]
-    assert runs[0] != runs[1] and runs[0] != runs[2] and runs[1] != runs[2]
-    assert run(task2, args(fake_image_folder, tmp_path / "again", "--seed", str(2**70)),
-               capsys)[0] == 0
-    assert losses(tmp_path / "again" / "cnn1g") == runs[1]
+    for seed, folder in (("0", "zero"), (str(2**70), "large"), (str(2**70), "again")):
+        assert run(task2, args(fake_image_folder, tmp_path / folder, "--seed", seed),
+                   capsys)[0] == 0
+    zero, large, again = (losses(tmp_path / f / "cnn1g") for f in ("zero", "large", "again"))
+    assert large != zero and again == large
 
 
 # ---------------------------------------------------------------- 4. recorded = what took effect
