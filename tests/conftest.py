@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import runpy
 import signal
@@ -12,10 +13,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from common.data import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Generated tests explore new cases on every local run; CI replays one fixed set of them, so a
+# submission's check does not depend on which cases a random draw found that day.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the other core free
 
 
