@@ -158,7 +158,8 @@ def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
 
 def speedrun_vs_published(side: dict, seeds: list[dict]) -> Figure:
     """The published script's per-epoch log beside our seeds, training seconds."""
-    pub = side["published"]
+    pub, machine = side["published"], side["machine"]
+    cpu = machine if isinstance(machine, str) else machine["cpu"]
     curves = {f"published airbench94_muon ({pub['precision']})": (
         [h["seconds"] for h in pub["history"]], [100 * h["test_acc"] for h in pub["history"]])}
     for s in seeds:
@@ -167,9 +168,8 @@ def speedrun_vs_published(side: dict, seeds: list[dict]) -> Figure:
         "curves": curves, "title": "Speed-run recipe vs the published airbench94_muon, "
                                    "same machine, one after the other",
         "xlabel": "seconds of training (whitening fit included for the published script)",
-        "note": f"{side['machine'] if isinstance(side['machine'], str) else side['machine']['cpu']}"
-                "; test accuracy after each epoch, without test-time augmentation; per-epoch "
-                "evaluations not counted."})
+        "note": f"{cpu}; test accuracy after each epoch, without test-time augmentation; "
+                "per-epoch evaluations not counted."})
 
 
 def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -> Figure:

@@ -288,17 +288,17 @@ def _differences(saved: dict, record: dict, keys) -> list[str]:
     return out
 
 
-def _reusable(session: Session, run_dir: RunDir, record: dict) -> bool:
-    """A finished run is reused by a resumed script only when it was trained with this
-    command's settings; otherwise the command trains it again (says so)."""
+def _reusable(session: Session, run_dir: RunDir, record: dict) -> dict | None:
+    """The finished run in run_dir when it was trained with this command's settings (a resumed
+    script reuses it); None otherwise, and the command trains it again (says so)."""
     if not run_dir.is_finished():
-        return False
-    differ = _differences(run_dir.load_finished()["args"], record,
-                          list(FIXED_ON_RESUME) + ["recipe"])
+        return None
+    finished = run_dir.load_finished()
+    differ = _differences(finished["args"], record, list(FIXED_ON_RESUME) + ["recipe"])
     if differ and session.is_main:
         print(f"{record['run']}: the finished run in {run_dir.path} was trained with other "
               f"settings ({'; '.join(differ[:4])}); training it again", file=sys.stderr)
-    return not differ
+    return None if differ else finished
 
 
 def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
@@ -356,10 +356,11 @@ def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.
     record = run_record(session, name, recipe, notes)
     if resume is not None and resume["args"]["run"] != name:
         resume = None
-        if _reusable(session, run_dir, record):
+        finished = _reusable(session, run_dir, record)
+        if finished is not None:
             if session.is_main:
                 print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
-            return run_dir.load_finished()
+            return finished
     if resume is not None:
         differ = _differences(resume["args"], record, FIXED_ON_RESUME)
         if differ:
