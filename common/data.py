@@ -12,8 +12,10 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
 from torch import nn
 
 from .errors import OutputError, UserError
@@ -171,8 +173,6 @@ def _image_folder_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
 def read_image(path: Path) -> torch.Tensor:
     """One 32x32 image file -> (3, 32, 32) uint8; the size is checked from the header, before
     any pixel is decoded (a header may declare an enormous image)."""
-    import numpy as np
-    from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
     try:
         with Image.open(path) as im:
             if im.size != (32, 32):

@@ -301,7 +301,6 @@ def run_seeds(splits: CIFAR10Splits, cfg: SpeedrunConfig, seeds: list[int], *, r
     it was on. `record`: more to write into each seed's metrics (how it was started).
     `on_finished(run_dir, result)` is called after each newly trained seed (its figure).
     Returns {"runs": {seed: result}, "summary"}."""
-    check_batch_size(splits, cfg)
     identity = json.loads(json.dumps({"recipe": cfg.describe(), "precision": precision,
                                       "device": str(device)} | identity))  # as read back
     runs = {}
