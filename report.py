@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common import results as figures
 from common.files import RunDir, save_json, save_text
+from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
 from common.results import budget, test_acc
 from common.run import Parser, exits_cleanly
 
@@ -48,18 +49,28 @@ REPORT_FIGURE4 = {"ReLU": 81.87, "TanH": 76.59}  # report 3.d, Figure 4's captio
 CNN, MODEL1, MODEL2 = "task2/cnn1g", "task3/model1", "task3/model2"
 TANH, TANH13 = "task3cd/tanh", "task3cd_tanh13/tanh"
 ONE_EPOCH, IMPROVEMENTS = "task3cd_1epoch", "task3e"
-SPEEDRUN, SPEEDRUN_FIXED = "task3e/speedrun", "task3e/speedrun_whitening_fixed"
 SIDE_BY_SIDE = "task3e/speedrun_vs_published.json"
-SIDE_BY_SIDE_SEEDS = "task3e/speedrun_side_by_side"
+PUBLISHED_EPOCHS = 8                       # airbench94_muon's own
+PUBLISHED_LOGS = "task3e/published"        # the published script's printed logs, epochs<N>.log
+FRONTIER = "task3e/speedrun_frontier"      # ours at several budgets: epochs<N>/seed<S>/
+SIDE_BY_SIDE_SEEDS = f"{FRONTIER}/epochs{SPEEDRUN_RECIPE.epochs}"  # the recipe as it stands
+SPEEDRUN = SIDE_BY_SIDE_SEEDS              # the speed-run's own tables and figure
+CANDIDATES = "task3e/speedrun_candidates"  # bench.speedrun_candidates: <candidate>/seed<S>/
+CANDIDATE_EPOCHS = 6                       # the candidates' budget, the recipe's row beside them
 BENCH = "bench/train_speed_cpu.json"
 # the README's commands re-run at the default precision on the current code
-DEFAULT_PATH = {"cnn1g": "default/task2/cnn1g", "model1": "default/task3/model1",
-                "model2": "default/task3/model2"}
-COMMANDS = [("1.g CNN", CNN), ("1.g CNN, default path", DEFAULT_PATH["cnn1g"]),
-            ("Model 1", MODEL1), ("Model 1, default path", DEFAULT_PATH["model1"]),
+# the README's commands re-run at the default precision on the current code, on two machines:
+# one without bf16 instructions (auto: fp32) and one with (auto: bf16)
+DEFAULT_PATH = {(model, precision): f"{folder}/{task}/{model}"
+                for precision, folder in (("fp32", "default"), ("bf16", "default_bf16"))
+                for task, model in (("task2", "cnn1g"), ("task3", "model1"), ("task3", "model2"))}
+COMMANDS = [("1.g CNN", CNN), *[(f"1.g CNN, default path, {p}", DEFAULT_PATH["cnn1g", p])
+                                for p in ("fp32", "bf16")],
+            ("Model 1", MODEL1), *[(f"Model 1, default path, {p}", DEFAULT_PATH["model1", p])
+                                   for p in ("fp32", "bf16")],
             ("Model 2 (re-run, Model 1 loaded)", MODEL2),
-            ("Model 2, default path", DEFAULT_PATH["model2"]), ("TanH", TANH),
-            ("TanH, 13 epochs", TANH13), ("cosine", f"{IMPROVEMENTS}/cosine")]
+            *[(f"Model 2, default path, {p}", DEFAULT_PATH["model2", p]) for p in ("fp32", "bf16")],
+            ("TanH", TANH), ("TanH, 13 epochs", TANH13), ("cosine", f"{IMPROVEMENTS}/cosine")]
 
 
 # ---------------------------------------------------------------- reading results/
@@ -181,8 +192,8 @@ def machine_cell(run: dict) -> str:
     machine = run.get("args", run).get("machine")
     if not machine:
         return "not recorded"
-    flags = "avx512_bf16" if machine.get("avx512_bf16") else "no avx512_bf16"
-    return f"{machine['cpu']}, {machine['threads']} threads, {flags}"
+    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)] or ["no avx512_bf16"]
+    return f"{machine['cpu']}, {machine['threads']} threads, {', '.join(flags)}"
 
 
 def speedrun_row(seeds: list[dict]) -> list:
@@ -198,21 +209,24 @@ def speedrun_row(seeds: list[dict]) -> list:
             " / ".join(sorted({s["precision"] for s in seeds})), machine_cell(seeds[0])]
 
 
+DEFAULT_ROWS = (("2.b", "1.g CNN", REPORT["2.b"]["test"][1], "cnn1g"),
+                ("3.b", "Model 1", REPORT["3.b Model 1"]["test"][1], "model1"),
+                ("3.b", "Model 2", REPORT["3.b Model 2"]["test"][1], "model2"))
+
+
 def report_vs_ours(r: Results) -> Table:
     keys = (CNN, MODEL1, MODEL2, TANH, TANH13, f"{IMPROVEMENTS}/cosine")
     runs = {k: r.run(k) for k in keys + tuple(DEFAULT_PATH.values()) if r.finished(k)}
     seeds = r.seeds(SPEEDRUN)
     rows = []
+    default = [(table, f"{name}, default path, current code", report, DEFAULT_PATH[model, p])
+               for table, name, report, model in DEFAULT_ROWS for p in ("fp32", "bf16")]
     for table, name, report, key in (
-            ("2.b", "1.g CNN (`task2.py`)", REPORT["2.b"]["test"][1], CNN),
-            ("2.b", "1.g CNN, default path, current code", REPORT["2.b"]["test"][1],
-             DEFAULT_PATH["cnn1g"]),
+            ("2.b", "1.g CNN (`task2.py`)", REPORT["2.b"]["test"][1], CNN), *default[0:2],
             ("3.b", "Model 1 (`task3.py`)", REPORT["3.b Model 1"]["test"][1], MODEL1),
-            ("3.b", "Model 1, default path, current code", REPORT["3.b Model 1"]["test"][1],
-             DEFAULT_PATH["model1"]),
+            *default[2:4],
             ("3.b", "Model 2 (`task3.py`)", REPORT["3.b Model 2"]["test"][1], MODEL2),
-            ("3.b", "Model 2, default path, current code", REPORT["3.b Model 2"]["test"][1],
-             DEFAULT_PATH["model2"]),
+            *default[4:6],
             ("3.d", "Model 1 with TanH (`task3cd.py`)", REPORT_FIGURE4["TanH"], TANH),
             ("3.d", "TanH, 13 epochs without early stopping", REPORT_FIGURE4["TanH"], TANH13),
             ("3.e", "Model 1 + cosine LR decay (`task3e.py`)", None, f"{IMPROVEMENTS}/cosine")):
@@ -228,10 +242,16 @@ def report_vs_ours(r: Results) -> Table:
     return Table(["report", "run", "report: test acc.", "ours: test acc. (loss)",
                   "ours: train / val acc.", "epochs (early stop, best at)", "time", "precision",
                   "machine"], rows, report_vs_ours_before(runs, seeds),
-                 "Commands, as each run's `metrics.json` records them:\n\n" + "\n".join(
-                     f"- {name}: `{command(runs[key])}`" for name, key in COMMANDS
-                     if key in runs) + f"\n- speed-run seeds 1-2: `{command(seeds[-1])}`"
-                 + f"\n- speed-run seed 0: `{command(seeds[0])}`")
+                 "Each run's command: [docs/results.md](docs/results.md#the-commands-of-the-"
+                 "committed-runs).")
+
+
+def run_commands(r: Results) -> Table:
+    """The command of each run in the report-vs-ours table, as its metrics.json records it."""
+    seeds = r.seeds(SPEEDRUN)
+    rows = [[name, f"`{command(r.run(key))}`"] for name, key in COMMANDS if r.finished(key)]
+    rows += [[f"speed-run seed {s['seed']}", f"`{command(s)}`"] for s in seeds]
+    return Table(["run", "command"], rows)
 
 
 def report_vs_ours_before(runs: dict, seeds: list[dict]) -> str:
@@ -318,18 +338,12 @@ def speedrun_table(r: Results) -> Table:
     rows.append(["**mean ± std**", f"**{plain[0]:.2f} ± {plain[1]:.2f} %**",
                  f"**{tta[0]:.2f} ± {tta[1]:.2f} %**", f"**{t[0]:,.0f} ± {t[1]:.0f} s**",
                  secs(wall)])
-    for s in r.seeds(SPEEDRUN_FIXED):
-        rows.append([f"{s['seed']}, rerun after the whitening fix",
-                     pct(s["final"]["test"]["accuracy"]), pct(s["final"]["test_tta"]["accuracy"]),
-                     secs(s["recipe_time_s"]), secs(s["wall_time_s"])])
     return Table(["seed", "test acc.", "with TTA", "training + scoring", "wall, all in"], rows,
-                 f"{source_line(seeds)}; `results/{SPEEDRUN}/`, the rerun "
-                 f"`results/{SPEEDRUN_FIXED}/`.")
+                 f"{source_line(seeds)}, {machine_cell(seeds[0])}; `results/{SPEEDRUN}/`.")
 
 
-def side_by_side_ours(r: Results) -> dict:
-    """Our half of the side-by-side, computed from the seeds' own metrics.json."""
-    seeds = r.seeds(SIDE_BY_SIDE_SEEDS)
+def seeds_summary(seeds: list[dict]) -> dict:
+    """Our recipe's seeds at one budget, from their own metrics.json."""
     tta, plain, seconds = (mean_std(f(s) for s in seeds) for f in (
         lambda s: 100 * s["final"]["test_tta"]["accuracy"],
         lambda s: 100 * s["final"]["test"]["accuracy"], lambda s: s["recipe_time_s"]))
@@ -342,11 +356,64 @@ def side_by_side_ours(r: Results) -> dict:
                 "seconds": round(s["recipe_time_s"], 1)} for s in seeds}}
 
 
+# a row of the published script's printed table: run, epoch, train_acc, val_acc, tta_val_acc,
+# time_seconds (its "val" is the test set)
+LOG_ROW = re.compile(r"^\|\s*\d*\s*\|\s*(\d+|eval)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|"
+                     r"\s*([\d.]*)\s*\|\s*([\d.]+)\s*\|$")
+
+
+def published_run(path: Path) -> dict:
+    """One run of the published script, read from its complete printed log: a row per epoch
+    (counted from 0 there) and the final row, scored with TTA, whose time counts everything."""
+    history, final = [], None
+    for line in path.read_text().splitlines():
+        m = LOG_ROW.match(line.strip())
+        if m is None:
+            continue
+        epoch, train, test, tta, seconds = m.groups()
+        if epoch == "eval":
+            final = {"test_acc_tta": round(100 * float(tta), 2),
+                     "test_acc": round(100 * float(test), 2), "seconds": round(float(seconds), 1)}
+        else:
+            history.append({"epoch": int(epoch) + 1, "train_acc": float(train),
+                            "test_acc": float(test), "seconds": round(float(seconds), 1)})
+    if final is None or not history:
+        raise ValueError(f"{path}: no per-epoch rows or no final row with TTA")
+    return {"epochs": len(history), **final, "history": history,
+            "log": path.relative_to(path.parents[3]).as_posix()}
+
+
+def one_machine(seeds: list[dict]) -> dict:
+    """The machine every seed recorded: the side-by-side compares times on one machine."""
+    machines = {json.dumps(s["machine"], sort_keys=True) for s in seeds}
+    if len(machines) != 1:
+        raise ValueError(f"the side-by-side's seeds ran on {len(machines)} machines")
+    return json.loads(machines.pop())
+
+
 def side_by_side(r: Results) -> dict:
-    """results/task3e/speedrun_vs_published.json with `ours` as the seeds give it."""
+    """results/task3e/speedrun_vs_published.json with every figure computed from files: the
+    published runs from their logs, ours from the seeds' metrics.json at each budget; what
+    the files cannot say (commands, order, times of day) stays as written."""
     with open(r.dir / SIDE_BY_SIDE) as f:
         s = json.load(f)
-    s["ours"] = s["ours"] | side_by_side_ours(r)
+    published = sorted((published_run(p) for p in (r.dir / PUBLISHED_LOGS).glob("epochs*.log")),
+                       key=lambda p: p["epochs"])
+    budgets = {int(p.name.removeprefix("epochs")): r.seeds(str(p.relative_to(r.dir)))
+               for p in (r.dir / FRONTIER).glob("epochs*")}
+    s["machine"] = one_machine([x for seeds in budgets.values() for x in seeds])
+    s["published"] = s["published"] | next(p for p in published
+                                           if p["epochs"] == PUBLISHED_EPOCHS)
+    ours = r.seeds(SIDE_BY_SIDE_SEEDS)
+    s["ours"] = s["ours"] | seeds_summary(ours) | {
+        "precision_reason": sorted({x["precision_reason"] for x in ours})}
+    s["frontier"] = {
+        "published": [{k: p[k] for k in ("epochs", "test_acc_tta", "test_acc", "seconds", "log")}
+                      for p in published],
+        "ours": [{"epochs": e, "n": len(seeds), "test_acc_tta": x["test_acc_tta_mean"],
+                  "std": x["test_acc_tta_std"], "seconds": x["seconds_mean"],
+                  "folder": f"results/{FRONTIER}/epochs{e}"}
+                 for e, seeds in sorted(budgets.items()) for x in [seeds_summary(seeds)]]}
     return s
 
 
@@ -359,27 +426,60 @@ def machine_text(machine) -> str:
 
 
 def speedrun_vs_published(r: Results) -> Table:
-    """The side-by-side: the published airbench94_muon (a CPU port run outside the
-    repository) once, and our recipe with its seeds, one after the other on one machine."""
+    """The side-by-side on one machine, in turn: the published airbench94_muon (a CPU port
+    run outside the repository) at each epoch budget, once, and our recipe at each budget with
+    its seeds; times against the published script's own 8 epochs."""
     s = side_by_side(r)
     pub, ours = s["published"], s["ours"]
-    rows = [[f"published airbench94_muon ({pub['epochs']:g} epochs, 1 run)",
-             f"{pub['test_acc_tta']:.2f} %", f"{pub['test_acc']:.2f} %", secs(pub["seconds"]),
-             "1.00"],
-            [f"ours, `task3e.py --recipe speedrun` ({len(ours['seeds'])} seeds)",
-             f"{ours['test_acc_tta_mean']:.2f} ± {ours['test_acc_tta_std']:.2f} %",
-             f"{ours['test_acc_mean']:.2f} %", secs(ours["seconds_mean"]),
-             f"{ours['seconds_mean'] / pub['seconds']:.2f}"]]
+    rows = [["published airbench94_muon (1 run)", num(p["epochs"]), f"{p['test_acc_tta']:.2f} %",
+             f"{p['test_acc']:.2f} %", secs(p["seconds"]), f"{p['seconds'] / pub['seconds']:.2f}"]
+            for p in s["frontier"]["published"]]
+    for budget_ in s["frontier"]["ours"]:
+        x = seeds_summary(r.seeds(budget_["folder"].removeprefix("results/")))
+        rows.append([f"ours, `task3e.py --recipe speedrun` ({len(x['seeds'])} seeds)",
+                     num(budget_["epochs"]),
+                     f"{x['test_acc_tta_mean']:.2f} ± {x['test_acc_tta_std']:.2f} %",
+                     f"{x['test_acc_mean']:.2f} %", secs(x["seconds_mean"]),
+                     f"{x['seconds_mean'] / pub['seconds']:.2f}"])
     met = (ours["test_acc_tta_mean"] >= pub["test_acc_tta"]
            and ours["seconds_mean"] <= 0.75 * pub["seconds"])
-    return Table(["run", "test acc. with TTA", "without", "training + scoring", "time / published"],
+    return Table(["run", "epochs", "test acc. with TTA", "without", "whitening + training + "
+                  "scoring", "time / published at 8"],
                  rows, f"{machine_text(s['machine'])}, {s['precision']} (what `auto` measured "
-                       f"faster), JPEG copy of CIFAR-10; `results/{SIDE_BY_SIDE}`, ours from "
-                       f"`results/{SIDE_BY_SIDE_SEEDS}/seed*/metrics.json`.",
-                 f"Target: at least the published accuracy with TTA in at most 0.75x "
-                 f"its time: **{'met' if met else 'not met'}** "
+                       f"faster), JPEG copy of CIFAR-10; `results/{SIDE_BY_SIDE}`, computed "
+                       f"from the published logs in `results/{PUBLISHED_LOGS}/` and our seeds' "
+                       f"`metrics.json` in `results/{FRONTIER}/`.",
+                 f"Target: our recipe as it stands ({SPEEDRUN_RECIPE.epochs} epochs) at least "
+                 f"the published accuracy with TTA (8 epochs) in at most 0.75x its time: "
+                 f"**{'met' if met else 'not met'}** "
                  f"({ours['test_acc_tta_mean'] - pub['test_acc_tta']:+.2f} points in "
                  f"{ours['seconds_mean'] / pub['seconds']:.2f}x the time).")
+
+
+def candidates_table(r: Results) -> Table:
+    """Every candidate change to the speed-run recipe, trained on its own
+    (`python -m bench.speedrun_candidates`), and the recipe that combines the ones that paid,
+    in order of accuracy."""
+    found = []
+    folders = [(p.name, p, None) for p in sorted((r.dir / CANDIDATES).iterdir()) if p.is_dir()]
+    folders.append(("recipe", r.dir / FRONTIER / f"epochs{CANDIDATE_EPOCHS}",
+                    "all three of Muon at 0.06, linear to 0 and reflect padding: the recipe "
+                    f"(`results/{FRONTIER}/epochs{CANDIDATE_EPOCHS}/`)"))
+    for name, folder, description in folders:
+        seeds = r.seeds(str(folder.relative_to(r.dir)))
+        x, first = seeds_summary(seeds), seeds[0]
+        found.append((x["test_acc_tta_mean"], [
+            f"`{name}`", description or first["description"], num(first["epochs_completed"]),
+            ", ".join(map(str, x["seeds"])),
+            f"{x['test_acc_tta_mean']:.2f}" + (f" ± {x['test_acc_tta_std']:.2f}"
+                                               if len(seeds) > 1 else "") + " %",
+            f"{x['test_acc_mean']:.2f} %", secs(x["seconds_mean"])], seeds))
+    found.sort(key=lambda f: f[0])
+    machine = one_machine([s for _, _, seeds in found for s in seeds])
+    return Table(["candidate", "change", "epochs", "seeds", "test acc. with TTA", "without",
+                  "whitening + training + scoring"], [row for _, row, _ in found],
+                 f"{machine_text(machine)}, {found[0][2][0]['precision']}, one after the other; "
+                 f"`results/{CANDIDATES}/<candidate>/seed<N>/metrics.json`.")
 
 
 def speedrun_epochs(r: Results) -> Table:
@@ -444,40 +544,36 @@ def bench_table(r: Results) -> Table:
 
 
 def speedrun_vs_model1(r: Results) -> Table:
-    """Both on one time basis: seconds since the run began, training plus the evaluations."""
-    m1 = r.run(MODEL1)
-    checks = r.checks(MODEL1)
-    best = checks[int(m1["best_check"])]
-    epoch1 = next(c["wall_time_s"] for c in checks if c["epoch"] == 1.0)
-    later = (checks[-1]["wall_time_s"] - epoch1) / (checks[-1]["epoch"] - 1)
-    alone = later * checks[-1]["epoch"]
+    """Both on one time basis, on one machine: seconds since the run began, training plus the
+    evaluations; Model 1 is the default-path bf16 run of the speed-run's machine."""
+    key = DEFAULT_PATH["model1", "bf16"]
+    m1, checks = r.run(key), r.checks(key)
+    best, stop = checks[int(m1["best_check"])], checks[-1]
     seeds = r.seeds(SPEEDRUN)
     last = mean_std(s["history"]["checks"][-1]["wall_time_s"] for s in seeds)
     plain = mean_std(100 * s["final"]["test"]["accuracy"] for s in seeds)
     tta = mean_std(100 * s["final"]["test_tta"]["accuracy"] for s in seeds)
-    stop = checks[-1]
+    scoring = statistics.mean(s["tta_time_s"] for s in seeds)
     rows = [
-        ["Model 1, report recipe (seed 0)",
+        [f"Model 1, report recipe (`results/{key}`)",
          f"{test_acc(m1):.2f} % (best check, epoch {num(best['epoch'])})",
          (f"{secs(best['wall_time_s'])} to the best check, {secs(stop['wall_time_s'])} to the "
           f"early stop (epoch {num(stop['epoch'])})")],
-        [f"speed-run recipe ({len(seeds)} seeds)",
+        [f"speed-run recipe ({len(seeds)} seeds, `results/{SPEEDRUN}`)",
          f"{plain[0]:.2f} ± {plain[1]:.2f} % without TTA ({tta[0]:.2f} % with)",
-         (f"{last[0]:,.0f} ± {last[1]:.0f} s to the last epoch (the TTA scoring adds about "
-          "a minute)")],
+         (f"{last[0]:,.0f} ± {last[1]:.0f} s to the last epoch (the TTA scoring adds "
+          f"{secs(scoring)})")],
     ]
-    after = (f"Model 1's first epoch shared the CPU with test suites: {secs(epoch1)}, against "
-             f"{secs(later)} per epoch on average after it. Speed-run against Model 1: "
+    after = (f"Both {m1['precision']} on {machine_cell(m1)}. Speed-run against Model 1: "
              f"{plain[0] - test_acc(m1):+.2f} points without TTA ({tta[0] - test_acc(m1):+.2f} "
-             f"with) in {last[0] / checks[-1]['wall_time_s']:.2f} of Model 1's time to its stop, "
-             f"or {last[0] / alone:.2f} of the {secs(alone)} its {num(checks[-1]['epoch'])} "
-             "epochs would take at the later pace.")
+             f"with) in {last[0] / stop['wall_time_s']:.2f} of Model 1's time to its stop.")
     return Table(["run", "test acc.", "time since the run began (training + evaluations)"],
                  rows, after=after)
 
 
 TABLES = {
     "report-vs-ours": report_vs_ours,
+    "run-commands": run_commands,
     "final-tables": report_tables,
     "task3d-tanh": tanh_table,
     "task3c-one-epoch": one_epoch_table,
@@ -486,6 +582,7 @@ TABLES = {
     "speedrun-vs-model1": speedrun_vs_model1,
     "speedrun-vs-published": speedrun_vs_published,
     "speedrun-seed0-epochs": speedrun_epochs,
+    "speedrun-candidates": candidates_table,
     "bench": bench_table,
 }
 
@@ -496,8 +593,6 @@ def figures_to_draw(r: Results) -> list[figures.Figure]:
     """Every committed figure of plots/, by the functions the scripts draw them with."""
     m1, m2 = r.run(MODEL1), r.run(MODEL2)
     one_epoch, improvements = r.study_rows(ONE_EPOCH), r.study_rows(IMPROVEMENTS)
-    with open(r.dir / SIDE_BY_SIDE) as f:
-        side = json.load(f)
     out = [
         figures.figure1(r.run(CNN)), figures.figure2(m1, "model1"), figures.figure2(m2, "model2"),
         figures.figure3(m1, m2), figures.figure4(m1, r.run(TANH)),
@@ -510,8 +605,8 @@ def figures_to_draw(r: Results) -> list[figures.Figure]:
                                                         else f"{IMPROVEMENTS}/{v['run']}")
                                         for v in improvements},
                              {v["run"]: v["change"] for v in improvements}),
-        figures.speedrun_vs_time(r.seeds(SPEEDRUN), m1),
-        figures.speedrun_vs_published(side, r.seeds(SIDE_BY_SIDE_SEEDS)),
+        figures.speedrun_vs_time(r.seeds(SPEEDRUN), r.run(DEFAULT_PATH["model1", "bf16"])),
+        figures.speedrun_vs_published(side_by_side(r)),
     ]
     for path in sorted(r.dir.rglob("confusion.csv")):
         run = RunDir(path.parent, writer=False)
@@ -553,7 +648,8 @@ def stale_blocks(old: str, new: str) -> list[str]:
 # ---------------------------------------------------------------- the command
 
 def side_by_side_json(r: Results, check: bool) -> list[str]:
-    """The side-by-side JSON's `ours`, rewritten from the seeds (or, with check, compared)."""
+    """The side-by-side JSON, rewritten from the published logs and our seeds (or, with check,
+    compared)."""
     path = r.dir / SIDE_BY_SIDE
     with open(path) as f:
         old = json.load(f)
@@ -562,7 +658,8 @@ def side_by_side_json(r: Results, check: bool) -> list[str]:
         return []
     if not check:
         save_json(new, path)
-    return [f"results/{SIDE_BY_SIDE}: ours {'differs from its seeds' if check else 'rewritten'}"]
+    return [f"results/{SIDE_BY_SIDE}: "
+            + ("differs from the logs and seeds" if check else "rewritten")]
 
 
 def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:

@@ -16,7 +16,7 @@ from common import results, run
 from common.data import AugmentConfig
 from common.errors import UserError
 from common.files import RunDir
-from common.recipes import MODEL1, SPEEDRUN, Overrides
+from common.recipes import FILTER_OPTIMIZERS, MODEL1, SPEEDRUN, Overrides
 from common.speedrun import SpeedrunNet, check_batch_size, run_seeds
 from common.system import machine_record
 
@@ -50,6 +50,10 @@ def get_args_parser(recipe: str = "variants"):
         g.add_argument("--widths", metavar="W1,W2,W3", default=None,
                        help="channels of the three conv groups (default: "
                             f"{','.join(map(str, SPEEDRUN.widths))})")
+        g.add_argument("--filter-optimizer", choices=FILTER_OPTIMIZERS, default=None,
+                       help="what trains the convolution filters: Muon (airbench94_muon) or "
+                            "Nesterov SGD like every other weight (Jordan 2024) (default: "
+                            f"{SPEEDRUN.filter_optimizer})")
         g.add_argument("--model1-run", metavar="RUN_DIR", default=None, type=run.path_text,
                        help="a finished Model 1 run drawn beside it in the accuracy-vs-time "
                             f"figure (default: the first of {', '.join(MODEL1_RUNS)} that is "
@@ -71,7 +75,7 @@ def speedrun_recipe(args):
         if 0 in widths:
             raise UserError("must be positive", setting="widths", value=args.widths)
     return Overrides(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                     widths=widths).apply(SPEEDRUN)
+                     widths=widths, filter_optimizer=args.filter_optimizer).apply(SPEEDRUN)
 
 
 def model1_run(args) -> dict | None:

@@ -348,6 +348,7 @@ class AugmentConfig:
     hflip: bool = False           # horizontal flip with probability 0.5
     rotate_degrees: float = 0.0   # rotation by a uniform angle in [-d, d]
     translate_px: int = 0         # shift by a uniform whole number of pixels in [-t, t], x and y
+    translate_reflect: bool = False  # fill what a shift uncovers by mirroring (default: black)
     hue: float = 0.0              # colour jitter, torchvision semantics (kornia ColorJitter)
     saturation: float = 0.0
     noise_std: float = 0.0        # additive Gaussian noise (image in [0, 1]), then clamped
@@ -387,7 +388,7 @@ class BatchAugment(nn.Module):
 
     def _affine(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate about the centre and translate; uncovered pixels are black, as in
-        torchvision's RandomRotation."""
+        torchvision's RandomRotation, or mirrored from the image (translate_reflect)."""
         c = self.config
         n, _, h, w = x.shape
         angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(c.rotate_degrees)
@@ -399,7 +400,8 @@ class BatchAugment(nn.Module):
             torch.stack([sin, cos, shift[:, 1] * 2.0 / h], dim=1),
         ], dim=1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", align_corners=False,
+                             padding_mode="reflection" if c.translate_reflect else "zeros")
 
 
 # ---------------------------------------------------------------- the loader

@@ -158,6 +158,30 @@ def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str
     return _save(fig, path, metadata)
 
 
+def plot_frontier(series: dict[str, list[dict]], path, title: str, *,
+                  note: str | None = None, metadata: dict | None = None):
+    """Accuracy against seconds, one line per method through its budgets: {label: [{"seconds",
+    "accuracy", "std" (error bar, optional), "label" (written beside the point)}]}."""
+    fig, ax = plt.subplots(figsize=(8, 5.4 if note else 5))
+    for index, (name, points) in enumerate(series.items()):
+        points = sorted(points, key=lambda p: p["seconds"])
+        xs, ys = [p["seconds"] for p in points], [p["accuracy"] for p in points]
+        ax.errorbar(xs, ys, yerr=[p.get("std", 0.0) for p in points], marker="o", capsize=3,
+                    label=name)
+        for p in points:
+            ax.annotate(p["label"], (p["seconds"], p["accuracy"]), textcoords="offset points",
+                        xytext=(4, -11 if index % 2 else 6), fontsize=7.5)
+    ax.set_xlabel("seconds: whitening fit, training and final scoring")
+    ax.set_ylabel("test accuracy with TTA (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    if note:
+        fig.text(0.01, 0.0, note, fontsize=7.5, va="top", wrap=True)
+    fig.tight_layout()
+    return _save(fig, path, metadata)
+
+
 def confusion_matrix(rows_or_matrix) -> np.ndarray:
     """confusion.csv's rows (dicts: class, one count per predicted class, accuracy) or a
     classes x classes matrix [true, predicted] -> the integer matrix."""

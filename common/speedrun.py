@@ -74,21 +74,37 @@ class FrozenScaleBatchNorm(nn.BatchNorm2d):
         self.weight.requires_grad_(False)
 
 
-def dirac_conv(cin: int, cout: int) -> nn.Conv2d:
-    """3x3 conv, no bias; its first min(cin, cout) filters start as identities."""
-    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-    with torch.no_grad():
-        k = min(cin, cout)
-        nn.init.dirac_(conv.weight[:k, :k])
-        conv.weight[:k, k:].zero_()
-    return conv
+class MatrixConv(nn.Module):
+    """3x3 convolution, no bias, whose filter bank is stored as one (out, 3 x 3 x in) matrix:
+    the shape in which Muon orthogonalises it (torch.optim.Muon takes 2-D parameters only);
+    SGD treats it as any other weight. The columns run in channels-last order, so the 4-D view
+    the convolution receives is already channels-last. The first min(in, out) filters start
+    as identities (Dirac) on the channels they receive."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.cin = cin
+        self.weight = nn.Parameter(torch.empty(cout, 9 * cin))
+        with torch.no_grad():
+            filters = self.filters()
+            nn.init.kaiming_uniform_(filters, a=5 ** 0.5)  # nn.Conv2d's own initialisation
+            k = min(cin, cout)
+            nn.init.dirac_(filters[:k, :k])
+            filters[:k, k:].zero_()
+
+    def filters(self) -> torch.Tensor:
+        """The (out, in, 3, 3) view of the matrix."""
+        return self.weight.view(len(self.weight), 3, 3, self.cin).permute(0, 3, 1, 2)
+
+    def forward(self, x):
+        return F.conv2d(x, self.filters(), padding=1)
 
 
 class ConvGroup(nn.Sequential):
     def __init__(self, cin: int, cout: int, bn_momentum: float):
         super().__init__(
-            dirac_conv(cin, cout), nn.MaxPool2d(2), FrozenScaleBatchNorm(cout, bn_momentum),
-            nn.GELU(), dirac_conv(cout, cout), FrozenScaleBatchNorm(cout, bn_momentum),
+            MatrixConv(cin, cout), nn.MaxPool2d(2), FrozenScaleBatchNorm(cout, bn_momentum),
+            nn.GELU(), MatrixConv(cout, cout), FrozenScaleBatchNorm(cout, bn_momentum),
             nn.GELU())
 
 
@@ -111,6 +127,10 @@ class SpeedrunNet(nn.Module):
     def from_config(cls, cfg: SpeedrunConfig) -> "SpeedrunNet":
         return cls(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale)
 
+    def filter_matrices(self):
+        """The conv groups' filter banks, each a matrix (Muon's parameters)."""
+        return (m.weight for m in self.modules() if isinstance(m, MatrixConv))
+
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4):
         weight, bias = whitening_filters(images, self.whiten.kernel_size[0], eps)
@@ -130,14 +150,16 @@ class TrainBatches:
     alternating flip: each image is mirrored in every other epoch, from a random first epoch
       on (Jordan 2024's derandomised flip: every image is seen both ways in any two epochs);
     translation: shifted by up to `translate_px` whole pixels in x and y, the uncovered
-      border black (the package's batched translation, common.data.BatchAugment)."""
+      border black or mirrored (the package's batched translation, common.data.BatchAugment)."""
 
-    def __init__(self, images, labels, batch_size: int, *, device, seed: int, translate_px: int):
+    def __init__(self, images, labels, batch_size: int, *, device, seed: int, translate_px: int,
+                 translate_reflect: bool = False):
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.device, self.seed = batch_size, torch.device(device), seed
         self.flip_phase = (torch.rand(len(labels), generator=epoch_generator(seed, 99_991))
                            < 0.5).to(device)
-        self.translate = BatchAugment(AugmentConfig(translate_px=translate_px))
+        self.translate = BatchAugment(AugmentConfig(translate_px=translate_px,
+                                                    translate_reflect=translate_reflect))
 
     def __len__(self) -> int:
         return len(self.labels) // self.batch_size  # the last incomplete batch is dropped
@@ -199,14 +221,15 @@ def _fit_whitening(model: SpeedrunNet, images: torch.Tensor, cfg: SpeedrunConfig
     return time.perf_counter() - start
 
 
-def _train_epoch(model, optimizer, scheduler, batches, epoch: int, *, cfg, device, precision,
+def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, device, precision,
                  history: dict, bar) -> RunningScore:
     if epoch == cfg.whiten_bias_epochs:
         model.whiten.bias.requires_grad_(False)
     score = RunningScore()
     for x, y in batches.epoch(epoch):
         loss, correct = train_step(model, optimizer, x, y, device, precision, cfg.label_smoothing)
-        scheduler.step()
+        for scheduler in schedulers:
+            scheduler.step()
         history["step_loss"].append(loss)
         check_finite(loss, "training loss", f"epoch {epoch + 1}, step {len(history['step_loss'])}",
                      lr=optimizer.param_groups[0]["lr"])
@@ -226,21 +249,21 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
     seed_everything(seed)
     images, labels = training_images(splits)
     batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
-                           translate_px=cfg.translate_px)
+                           translate_px=cfg.translate_px, translate_reflect=cfg.translate_reflect)
     test = TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
                         train=False, normalization=SPEEDRUN_NORMALIZATION)
     model = SpeedrunNet.from_config(cfg)
     whiten_time = _fit_whitening(model, images, cfg, seed)
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = make_speedrun_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLinear(
-        cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end))
+    multiplier = WarmupLinear(cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
     history, train_time = {"checks": [], "step_loss": []}, 0.0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
                           progress) as bar:
-            score = _train_epoch(model, optimizer, scheduler, batches, epoch, cfg=cfg,
+            score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg=cfg,
                                  device=device, precision=precision, history=history, bar=bar)
         train_time += time.perf_counter() - t0
         train_loss, train_acc = score.means()

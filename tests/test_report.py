@@ -3,6 +3,7 @@ number or a figure drawn from elsewhere is caught, and regenerating is byte-stab
 import csv
 import json
 import shutil
+import statistics
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -99,13 +100,23 @@ def test_an_unknown_generated_table_name_is_reported(repo_copy):
 
 
 def test_the_generated_tables_state_the_numbers_of_results(repo_copy):
+    """Computed here from the files, independently of report.py's own arithmetic."""
     r = report.Results(repo_copy)
+    results = repo_copy / "results"
+    seeds = [json.loads(p.read_text())
+             for p in sorted((results / report.SPEEDRUN).glob("seed*/metrics.json"))]
+    plain, tta = ([100 * m["final"][k]["accuracy"] for m in seeds] for k in ("test", "test_tta"))
     rows = report.speedrun_table(r).rows
-    assert rows[3][:3] == ["**mean ± std**", "**86.45 ± 0.30 %**", "**87.51 ± 0.20 %**"]
+    assert len(seeds) == 3 and rows[3][:3] == [
+        "**mean ± std**", f"**{statistics.mean(plain):.2f} ± {statistics.stdev(plain):.2f} %**",
+        f"**{statistics.mean(tta):.2f} ± {statistics.stdev(tta):.2f} %**"]
     tanh = report.tanh_table(r).rows
     assert [row[1] for row in tanh] == ["up to 10 epochs, early stop after 4 checks"] * 2 + [
         "13 epochs, no early stopping"]
-    assert "+6.83 points without TTA" in report.speedrun_vs_model1(r).after
+    model1 = json.loads((results / report.DEFAULT_PATH["model1", "bf16"] / "metrics.json")
+                        .read_text())
+    gap = statistics.mean(plain) - 100 * model1["final"]["test"]["accuracy"]
+    assert f"{gap:+.2f} points without TTA" in report.speedrun_vs_model1(r).after
 
 
 def keep_figures(monkeypatch):
@@ -156,18 +167,41 @@ def test_a_figure_never_mixes_per_step_and_per_check_training_curves(tmp_path, m
 def test_a_changed_seed_under_the_side_by_side_makes_its_summary_stale(repo_copy):
     """`ours` of the side-by-side is computed from the seeds: a seed's number changed on disk is
     caught, and regenerating writes the new mean into the JSON and the table."""
-    path = repo_copy / "results" / "task3e" / "speedrun_side_by_side" / "seed1" / "metrics.json"
+    path = repo_copy / "results" / report.SIDE_BY_SIDE_SEEDS / "seed1" / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["final"]["test_tta"]["accuracy"] += 0.03
     path.write_text(json.dumps(metrics))
     lines = report.regenerate(repo_copy, check=True)
-    assert "results/task3e/speedrun_vs_published.json: ours differs from its seeds" in lines
+    assert f"results/{report.SIDE_BY_SIDE}: differs from the logs and seeds" in lines
     assert "docs/speedrun.md: generated table speedrun-vs-published differs from results/" in lines
+    assert "plots/task3e_speedrun_vs_published.png: drawn from other inputs or code" in lines
     report.regenerate(repo_copy)
-    side = json.loads((repo_copy / "results" / "task3e" / "speedrun_vs_published.json").read_text())
+    side = json.loads((repo_copy / "results" / report.SIDE_BY_SIDE).read_text())
     assert side["ours"]["per_seed"]["1"]["test_acc_tta"] == round(
         100 * metrics["final"]["test_tta"]["accuracy"], 2)
     assert report.regenerate(repo_copy, check=True) == []
+
+
+def test_the_published_side_is_read_from_its_committed_logs(repo_copy):
+    """The published script's figures come from its printed log: a changed final row is
+    caught; a log without one is an error, not a silent gap."""
+    log = repo_copy / "results" / report.PUBLISHED_LOGS / f"epochs{report.PUBLISHED_EPOCHS}.log"
+    published = report.published_run(log)
+    assert published["epochs"] == report.PUBLISHED_EPOCHS
+    assert len(published["history"]) == report.PUBLISHED_EPOCHS
+    text = log.read_text()
+    final = next(line for line in text.splitlines() if "eval" in line)  # the row with TTA
+    tta = f"{published['test_acc_tta'] / 100:.4f}"
+    assert tta in final
+    log.write_text(text.replace(final, final.replace(tta, "0.1234")))
+    lines = report.regenerate(repo_copy, check=True)
+    assert f"results/{report.SIDE_BY_SIDE}: differs from the logs and seeds" in lines
+    report.regenerate(repo_copy)
+    side = json.loads((repo_copy / "results" / report.SIDE_BY_SIDE).read_text())
+    assert side["published"]["test_acc_tta"] == 12.34
+    log.write_text("\n".join(line for line in text.splitlines() if "eval" not in line))
+    with pytest.raises(ValueError, match="no final row"):
+        report.published_run(log)
 
 
 def test_a_script_draws_the_figure_the_report_draws_from_the_same_run(fake_image_folder,

@@ -4,11 +4,13 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
 
 from common.data import cifar10_splits
 from common.data import SPEEDRUN_NORMALIZATION, normalize
-from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
-from common.speedrun import (SpeedrunNet, TrainBatches,
+from common.recipes import (SPEEDRUN, SpeedrunConfig, WarmupLinear, make_muon,
+                            make_speedrun_optimizer)
+from common.speedrun import (MatrixConv, SpeedrunNet, TrainBatches,
                              patches, predict, train_speedrun,
                              whitening_filters)
 from conftest import load_script
@@ -88,6 +90,28 @@ def test_translation_shifts_whole_batches_by_at_most_the_configured_pixels():
     assert rows.max() <= 2 and cols.max() <= 2 and (rows + cols).sum() > 0
 
 
+def test_reflect_translation_leaves_no_black_border_and_shifts_whole_pixels():
+    images = torch.randint(1, 256, (30, 3, 8, 8), dtype=torch.uint8)
+    batches = TrainBatches(images, torch.arange(30), 30, device="cpu", seed=0, translate_px=2,
+                           translate_reflect=True)
+    torch.manual_seed(0)
+    (x, y), = list(batches.epoch(0))
+    originals = normalize(images, SPEEDRUN_NORMALIZATION)
+    black = normalize(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), SPEEDRUN_NORMALIZATION)[0, :, 0, 0]
+    assert not (x == black.view(3, 1, 1)).all(1).any()
+    shifted = 0
+    for img, i in zip(x, y):
+        source = originals[i].flip(-1) if not any(
+            torch.allclose(img[:, 2:6, 2:6], originals[i][:, 2 + a:6 + a, 2 + b:6 + b], atol=1e-4)
+            for a in range(-2, 3) for b in range(-2, 3)) else originals[i]
+        offsets = [(a, b) for a in range(-2, 3) for b in range(-2, 3)
+                   if torch.allclose(img[:, 2:6, 2:6], source[:, 2 + a:6 + a, 2 + b:6 + b],
+                                     atol=1e-4)]
+        assert offsets, "the middle of every image is the original shifted by whole pixels"
+        shifted += offsets[0] != (0, 0)
+    assert shifted > 10
+
+
 class FlipSymmetric(torch.nn.Module):
     """Any net made invariant under horizontal flips."""
 
@@ -147,6 +171,85 @@ def test_optimizer_groups_and_a_decay_per_step_that_no_rate_changes():
     assert fast == pytest.approx(slow, rel=1e-4)
 
 
+def muon_update(gradient: torch.Tensor, lr: float = 0.5) -> torch.Tensor:
+    """The step the speed-run's Muon takes for this gradient of a filter matrix, with no
+    momentum: what it subtracts from the (renormalised) weights, per unit of rate."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(gradient.shape))
+    muon = make_muon([weight], SpeedrunConfig(muon_lr=lr, muon_momentum=0.0))
+    weight.grad = gradient.clone()
+    with torch.no_grad():
+        before = weight * len(weight) ** 0.5 / weight.norm()  # the rescaling it does first
+    muon.step()
+    return (before - weight.detach()) / lr
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 40), aspect=st.integers(2, 9), seed=st.integers(0, 2**16),
+       log_scale=st.floats(-4, 4))
+def test_muon_update_is_orthogonal_whatever_the_gradient(rows, aspect, seed, log_scale):
+    """Filter banks as Muon sees them (out x in*3*3, at least twice as wide as tall): whatever
+    the gradient's values and size, the update is close to an orthogonal matrix (every
+    singular value near one) and depends on the gradient's direction only."""
+    g = torch.randn(rows, rows * aspect, generator=torch.Generator().manual_seed(seed))
+    update = muon_update(g * 10.0 ** log_scale)
+    singular = torch.linalg.svdvals(update)
+    assert singular.min() > 0.5 and singular.max() < 1.5, singular
+    unscaled = muon_update(g)  # the same direction, up to the bf16 rounding it iterates in
+    assert F.cosine_similarity(update.flatten(), unscaled.flatten(), dim=0) > 0.97
+    assert torch.allclose(muon_update(g, lr=0.1), unscaled, atol=1e-3)  # a step of `lr` exactly
+
+
+def test_muon_holds_each_filter_matrix_at_norm_sqrt_rows():
+    net = SpeedrunNet(widths=(8, 16, 16))
+    optimizer = make_speedrun_optimizer(net, SpeedrunConfig(filter_optimizer="muon"))
+    for p in net.parameters():
+        p.grad = torch.randn_like(p) if p.requires_grad else None
+    for _ in range(3):
+        optimizer.step()
+    for p in net.filter_matrices():  # rescaled before the step, which then moves it
+        assert p.norm().item() ** 2 == pytest.approx(len(p), rel=0.5)
+
+
+def test_muon_takes_the_filters_and_sgd_every_other_weight_once():
+    net = SpeedrunNet(widths=(8, 8, 8))
+    sgd, muon = make_speedrun_optimizer(net, SpeedrunConfig(filter_optimizer="muon")).optimizers
+    filters = {id(p) for p in net.filter_matrices()}
+    assert isinstance(muon, torch.optim.Muon) and isinstance(sgd, torch.optim.SGD)
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == filters and len(filters) == 6
+    rest = [id(p) for g in sgd.param_groups for p in g["params"]]
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert len(rest) == len(set(rest)) and set(rest) == trainable - filters
+    only_sgd, = make_speedrun_optimizer(net, SpeedrunConfig(filter_optimizer="sgd")).optimizers
+    assert {id(p) for g in only_sgd.param_groups for p in g["params"]} == trainable
+    with pytest.raises(ValueError, match="unknown filter optimizer"):
+        make_speedrun_optimizer(net, SpeedrunConfig(filter_optimizer="adam"))
+
+
+def test_filter_matrix_convolves_as_a_conv2d_with_its_filters():
+    torch.manual_seed(0)
+    conv = MatrixConv(5, 7)
+    with torch.no_grad():
+        conv.weight.normal_()
+    reference = torch.nn.Conv2d(5, 7, 3, padding=1, bias=False)
+    reference.weight.data.copy_(conv.filters())
+    x = torch.randn(2, 5, 9, 9).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(conv(x), reference(x), atol=1e-5)
+    assert conv.filters().is_contiguous(memory_format=torch.channels_last)
+
+
+def test_recipe_quick_run_with_muon_learns(fake_official):
+    """A few epochs of the recipe with Muon on a small subset: finite, and better than chance
+    on the images it trained on."""
+    splits = cifar10_splits(fake_official, seed=0, subset=200)
+    cfg = SpeedrunConfig(widths=(8, 16, 16), batch_size=50, epochs=4, filter_optimizer="muon",
+                         whiten_images=100, whiten_bias_epochs=1)
+    result, _ = train_speedrun(splits, cfg, device="cpu", monitor=False)
+    checks = result["history"]["checks"]
+    assert all(torch.isfinite(torch.tensor(result["history"]["step_loss"])))
+    assert checks[-1]["train_accuracy"] > 0.3 and result["recipe"]["filter_optimizer"] == "muon"
+
+
 def test_training_freezes_the_whitening_bias_after_its_epochs(fake_official, monkeypatch):
     """Inside the real training function: the bias moves in epoch 1 and never after it (the
     freeze must stop momentum and weight decay too)."""
@@ -186,6 +289,7 @@ def test_speedrun_quick_writes_metrics_summary_and_figure_and_reuses_finished_se
     assert summary["n"] == 2 and summary["test_accuracy_tta"]["mean"] == pytest.approx(sum(accs) / 2)
     assert metrics[0]["recipe"]["widths"] == [8, 16, 16] and metrics[0]["epochs_completed"] == 2
     assert metrics[0]["recipe"]["lr"] == pytest.approx(SPEEDRUN.lr * 50 / 512)  # scaled
+    assert metrics[0]["recipe"]["muon_lr"] == pytest.approx(SPEEDRUN.muon_lr * 50 / 512)
     assert (tmp_path / "speedrun" / "seed4" / "best.pt").is_file()
     task3e.main(args)  # the same command again: both seeds are loaded, not retrained
     assert capsys.readouterr().out.count("finished earlier, loaded") == 2
@@ -207,3 +311,21 @@ def test_speedrun_bad_options_are_one_line_errors(fake_image_folder, tmp_path, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_speedrun_candidate_changes_only_what_it_names(capsys):
+    from dataclasses import asdict
+    from bench import speedrun_candidates as bench
+    before = asdict(bench.BEFORE)
+    for name, (_, changes) in bench.CANDIDATES.items():
+        _, cfg = bench.configure(name, None)
+        if changes is None:  # the recipe as it stands
+            assert cfg == SPEEDRUN
+            continue
+        changed = {k for k, v in asdict(cfg).items() if v != before[k]}
+        scaled = {"lr", "weight_decay", "muon_lr"} if "batch_size" in changes else set()
+        assert changed <= set(changes) | scaled, name
+    assert bench.configure("sgd", 3)[1].epochs == 3
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--candidates", "nope"])
+    assert exit_info.value.code == 2 and "--candidates nope: choose from" in capsys.readouterr().err

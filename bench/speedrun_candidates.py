@@ -1,0 +1,107 @@
+"""The speed-run's candidate changes, each trained on its own against the recipe before them
+(Nesterov SGD on every weight) and scored the recipe's way: test accuracy with TTA, and the
+recipe's time (whitening fit, training, final scoring). One folder per candidate, one per seed inside
+it, in the format task3e.py writes (a finished seed is loaded, not retrained: an interrupted
+study loses at most the seed it was on). docs/speedrun.md tabulates them.
+
+  python -m bench.speedrun_candidates --data-dir DIR                      # every candidate
+  python -m bench.speedrun_candidates --data-dir DIR --candidates sgd,muon_lr0.06 --seeds 0,1
+  python -m bench.speedrun_candidates --data-dir DIR --candidates recipe --budgets 8,10,12
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from common import run
+from common.data import cifar10_splits, resolve_data_dir
+from common.errors import UserError
+from common.recipes import SPEEDRUN, SpeedrunConfig
+from common.speedrun import run_seeds
+from common.system import machine_record, pick_device
+
+# The recipe before this study (Nesterov SGD on every weight), which every candidate changes;
+# "recipe" is common.recipes.SPEEDRUN as it stands, the combination chosen from them.
+BEFORE = SpeedrunConfig(widths=(64, 128, 256), batch_size=512, epochs=6, lr=0.75,
+                        weight_decay=1e-3)
+MUON = {"filter_optimizer": "muon"}
+# name -> (what it changes, the changes to BEFORE)
+CANDIDATES = {
+    "sgd": ("none: Nesterov SGD on every weight (Jordan 2024), the recipe before", {}),
+    "muon_lr0.24": ("Muon for the conv filters at the published rate 0.24",
+                    MUON | {"muon_lr": 0.24}),
+    # Muon's step has a fixed size: at batch 512 it takes ~4x the published steps per epoch
+    "muon_lr0.06": ("Muon at 0.06, the published 0.24 x 512 / 2,000 (its batch)",
+                    MUON | {"muon_lr": 0.06}),
+    "muon_batch2000": ("Muon at 0.24 and the published batch 2,000 (SGD's rate and decay "
+                       "scaled)", MUON | {"muon_lr": 0.24, "batch_size": 2000}),
+    "muon_linear_to_zero": ("Muon at 0.06, every rate from its peak linearly to 0, no warm-up "
+                            "(airbench94_muon's schedule)",
+                            MUON | {"muon_lr": 0.06, "warmup": 0.0, "lr_start": 1.0,
+                                    "lr_end": 0.0}),
+    "muon_reflect": ("Muon at 0.06, translations filled by mirroring (reflect padding)",
+                     MUON | {"muon_lr": 0.06, "translate_reflect": True}),
+    "muon_published_widths": ("Muon at 0.06, the published widths 64/256/256",
+                              MUON | {"muon_lr": 0.06, "widths": (64, 256, 256)}),
+    "recipe": ("the recipe as it stands: Muon at 0.06, linear to 0, reflect padding", None),
+}
+
+
+def configure(name: str, epochs: int | None):
+    description, changes = CANDIDATES[name]
+    if changes is None:
+        return description, SPEEDRUN if epochs is None else replace(SPEEDRUN, epochs=epochs)
+    cfg = BEFORE
+    if "batch_size" in changes:
+        cfg = cfg.with_batch_size(changes["batch_size"])
+    cfg = replace(cfg, **{k: v for k, v in changes.items() if k != "batch_size"})
+    if epochs is not None:
+        cfg = replace(cfg, epochs=epochs)
+    return description, cfg
+
+
+def get_args_parser():
+    p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
+                                          "seed", "subset", "quick", "resume", "no_progress"))
+    p.add_argument("--candidates", metavar="A,B,...", default=",".join(CANDIDATES),
+                   help=f"which of: {', '.join(CANDIDATES)} (default: all)")
+    p.add_argument("--seeds", metavar="A,B,...", default="0", help="default: 0")
+    p.add_argument("--budgets", metavar="A,B,...", default=None,
+                   help="epoch counts to train each candidate for (default: the recipe's)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+                   help="what task3e.py's --precision auto chose for the speed-run on the "
+                        "machine at hand (default: bf16)")
+    return p
+
+
+@run.exits_cleanly
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    names = [n for n in args.candidates.split(",") if n]
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown or not names:
+        raise UserError(f"choose from {', '.join(CANDIDATES)}", setting="candidates",
+                        value=args.candidates)
+    seeds = run.parse_ints(args.seeds, "seeds")
+    budgets = run.parse_ints(args.budgets, "budgets") if args.budgets else [None]
+    device = pick_device(args.device)
+    splits = cifar10_splits(resolve_data_dir(args.data_dir), seed=0)
+    root = Path(args.output_dir or "outputs") / "speedrun_candidates"
+    for name in names:
+        for epochs in budgets:
+            description, cfg = configure(name, epochs)
+            folder = root / (name if epochs is None else f"{name}_e{epochs}")
+            out = run_seeds(splits, cfg, seeds, root=folder, device=device,
+                            precision=args.precision,
+                            # task3e.py's identity: its seeds load these and these theirs
+                            identity={"data_digest": splits.digest, "subset": None},
+                            record={"candidate": name, "description": description,
+                                    "machine": machine_record(device)})
+            s = out["summary"]
+            print(f"{folder.name}: {s['test_accuracy_tta']['mean']:.2f} % with TTA, "
+                  f"{s['recipe_time_s']['mean']:.0f} s ({cfg.epochs} epochs, {description})",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
