@@ -33,6 +33,8 @@ CANDIDATES = {
     # Muon's step has a fixed size: at batch 512 it takes ~4x the published steps per epoch
     "muon_lr0.06": ("Muon at 0.06, the published 0.24 x 512 / 2,000 (its batch)",
                     MUON | {"muon_lr": 0.06}),
+    "muon_lr0.03": ("Muon at 0.03, half the scaled rate", MUON | {"muon_lr": 0.03}),
+    "muon_lr0.12": ("Muon at 0.12, twice the scaled rate", MUON | {"muon_lr": 0.12}),
     "muon_batch2000": ("Muon at 0.24 and the published batch 2,000 (SGD's rate and decay "
                        "scaled)", MUON | {"muon_lr": 0.24, "batch_size": 2000}),
     "muon_linear_to_zero": ("Muon at 0.06, every rate from its peak linearly to 0, no warm-up "
