@@ -412,7 +412,8 @@ class Trainer:
             rng = state["rng"]
             if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
                 _set_rng_state(rng)
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
+                OverflowError) as err:  # Overflow: a damaged number in Python's RNG state
             raise ValueError(" ".join(str(err).split())[:300] or type(err).__name__) from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]

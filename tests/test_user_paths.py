@@ -397,6 +397,20 @@ def test_generated_options_end_in_a_documented_code_and_one_line(chosen, fake_im
     assert_clean_end(code, err)
 
 
+def test_a_damaged_number_in_the_saved_random_state_ends_in_one_line(resumable, tmp_path,
+                                                                     capsys):
+    """A byte flipped inside Python's RNG state can leave a negative number there, which
+    random.setstate refuses with an OverflowError (found by the generated test below)."""
+    path, data, state = resumable
+    version, internal, gauss = state["rng"]["python"]
+    damaged = state | {"rng": state["rng"] | {"python": (version, (-1,) + internal[1:], gauss)}}
+    torch.save(damaged, tmp_path / "c.pt")
+    code, err = run(task2, args(data, tmp_path / "out", "--resume", str(tmp_path / "c.pt"),
+                                "--epochs", "2"), capsys)
+    assert code == 2, err
+    assert_clean_end(code, err)
+
+
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.0, 1.0), flip=st.integers(0, 10**6), key=st.sampled_from(
