@@ -167,7 +167,7 @@ def test_a_figure_never_mixes_per_step_and_per_check_training_curves(tmp_path, m
 def test_a_changed_seed_under_the_side_by_side_makes_its_summary_stale(repo_copy):
     """`ours` of the side-by-side is computed from the seeds: a seed's number changed on disk is
     caught, and regenerating writes the new mean into the JSON and the table."""
-    path = repo_copy / "results" / report.SIDE_BY_SIDE_SEEDS / "seed1" / "metrics.json"
+    path = repo_copy / "results" / report.SPEEDRUN / "seed1" / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["final"]["test_tta"]["accuracy"] += 0.03
     path.write_text(json.dumps(metrics))
