@@ -57,6 +57,8 @@ FRONTIER = "task3e/speedrun_frontier"      # ours at several budgets: epochs<N>/
 SPEEDRUN = f"{FRONTIER}/epochs{SPEEDRUN_RECIPE.epochs}"
 CANDIDATES = "task3e/speedrun_candidates"  # bench.speedrun_candidates: <candidate>/seed<S>/
 CANDIDATE_EPOCHS = 6                       # the candidates' budget, the recipe's row beside them
+SECOND_ROUND = "recipe_"                   # the second round's candidates: changes to the recipe
+TTA = "task3e/speedrun_tta.json"           # bench.speedrun_tta on the recipe's seeds
 BENCH = "bench/train_speed_cpu.json"
 # the README's commands re-run at the default precision on the current code
 # the README's commands re-run at the default precision on the current code, on two machines:
@@ -454,17 +456,25 @@ def speedrun_vs_published(r: Results) -> Table:
                  f"{ours['seconds_mean'] / pub['seconds']:.2f}x the time).")
 
 
-def candidates_table(r: Results) -> Table:
+def candidates_table(r: Results, second_round: bool = False) -> Table:
     """Every candidate change to the speed-run recipe, trained on its own
-    (`python -m bench.speedrun_candidates`), and the recipe that combines the ones that paid,
-    in order of accuracy."""
+    (`python -m bench.speedrun_candidates`), in order of accuracy. First round: changes to
+    the recipe before Muon, beside the recipe that combined the ones that paid; second round:
+    changes to that recipe, beside it at its own budget."""
     found = []
-    folders = [(p.name, p, None) for p in sorted((r.dir / CANDIDATES).iterdir()) if p.is_dir()]
-    folders.append(("recipe", r.dir / FRONTIER / f"epochs{CANDIDATE_EPOCHS}",
-                    "all three of Muon at 0.06, linear to 0 and reflect padding: the recipe "
-                    f"(`results/{FRONTIER}/epochs{CANDIDATE_EPOCHS}/`)"))
-    for name, folder, description in folders:
-        seeds = r.seeds(str(folder.relative_to(r.dir)))
+    folders = [(p.name, p, None, None) for p in sorted((r.dir / CANDIDATES).iterdir())
+               if p.is_dir() and p.name.startswith(SECOND_ROUND) == second_round]
+    if second_round:  # the candidates ran seed 0: the recipe's own seed 0 pairs with them
+        description = f"none: the recipe as it stands (`results/{SPEEDRUN}/`)"
+        folders += [("recipe", r.dir / SPEEDRUN, description, None),
+                     ("recipe", r.dir / SPEEDRUN, description, 0)]
+    else:
+        folders.append(("recipe", r.dir / FRONTIER / f"epochs{CANDIDATE_EPOCHS}",
+                        "all three of Muon at 0.06, linear to 0 and reflect padding: the recipe "
+                        f"(`results/{FRONTIER}/epochs{CANDIDATE_EPOCHS}/`)", None))
+    for name, folder, description, only_seed in folders:
+        seeds = [s for s in r.seeds(str(folder.relative_to(r.dir)))
+                 if only_seed is None or s["seed"] == only_seed]
         x, first = seeds_summary(seeds), seeds[0]
         found.append((x["test_acc_tta_mean"], [
             f"`{name}`", description or first["description"], num(first["epochs_completed"]),
@@ -478,6 +488,28 @@ def candidates_table(r: Results) -> Table:
                   "whitening + training + scoring"], [row for _, row, _ in found],
                  f"{machine_text(machine)}, {found[0][2][0]['precision']}, one after the other; "
                  f"`results/{CANDIDATES}/<candidate>/seed<N>/metrics.json`.")
+
+
+def second_round_table(r: Results) -> Table:
+    return candidates_table(r, second_round=True)
+
+
+def tta_table(r: Results) -> Table:
+    """The recipe's seeds scored again at each test-time augmentation level (bench.speedrun_tta):
+    what each level's views add, and what they cost."""
+    with open(r.dir / TTA) as f:
+        t = json.load(f)
+    views = {"0": "the image", "1": "+ its mirror (2 views)",
+             "2": "+ both shifted one pixel up-left and down-right (6 views)"}
+    acc = {level: statistics.fmean(s["levels"][level]["accuracy"] for s in t["seeds"].values())
+           for level in views}
+    rows = [[level, text, f"{acc[level]:.2f} %", f"{acc[level] - acc['2']:+.2f}",
+             secs(statistics.median(s["levels"][level]["seconds"] for s in t["seeds"].values()))]
+            for level, text in views.items()]
+    return Table(["level", "views", "test acc. (mean of seeds)", "vs level 2", "scoring time "
+                  "(median)"], rows,
+                 f"{machine_text(t['machine'])}, {len(t['seeds'])} seeds' final weights "
+                 f"(`results/{TTA}`).")
 
 
 def speedrun_epochs(r: Results) -> Table:
@@ -581,6 +613,8 @@ TABLES = {
     "speedrun-vs-published": speedrun_vs_published,
     "speedrun-seed0-epochs": speedrun_epochs,
     "speedrun-candidates": candidates_table,
+    "speedrun-candidates-2": second_round_table,
+    "speedrun-tta": tta_table,
     "bench": bench_table,
 }
 

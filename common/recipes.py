@@ -73,6 +73,11 @@ class SpeedrunConfig:
     muon_lr: float = 0.24            # airbench94_muon (at its batch 2,000): Muon's rate,
     muon_momentum: float = 0.6       #   momentum (Nesterov) and Newton-Schulz iterations
     muon_ns_steps: int = 3
+    lookahead: bool = False          # Jordan 2024 (airbench94): weights pulled back every 5 steps
+    #                                  to a slow average (common.speedrun.Lookahead)
+    low_res_epochs: int = 0          # progressive resizing (our choice, a classic of fast
+    low_res_px: int = 24             #   training): the first epochs on images this size
+    activation: str = "gelu"         # "gelu" (Jordan 2024) or "relu"
 
     def describe(self) -> dict:
         return asdict(self)

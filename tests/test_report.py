@@ -117,6 +117,14 @@ def test_the_generated_tables_state_the_numbers_of_results(repo_copy):
                         .read_text())
     gap = statistics.mean(plain) - 100 * model1["final"]["test"]["accuracy"]
     assert f"{gap:+.2f} points without TTA" in report.speedrun_vs_model1(r).after
+    tta_levels = json.loads((results / report.TTA).read_text())["seeds"]
+    mean = {level: statistics.mean(s["levels"][level]["accuracy"] for s in tta_levels.values())
+            for level in ("0", "1", "2")}
+    assert [row[3] for row in report.tta_table(r).rows] == [
+        f"{mean[level] - mean['2']:+.2f}" for level in ("0", "1", "2")]
+    second = {row[0] for row in report.second_round_table(r).rows}
+    assert second == {"`recipe`"} | {f"`{p.name}`" for p in (results / report.CANDIDATES).iterdir()
+                                     if p.name.startswith("recipe_")}
 
 
 def keep_figures(monkeypatch):

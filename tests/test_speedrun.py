@@ -10,7 +10,7 @@ from common.data import cifar10_splits
 from common.data import SPEEDRUN_NORMALIZATION, normalize
 from common.recipes import (SPEEDRUN, SpeedrunConfig, WarmupLinear, make_muon,
                             make_speedrun_optimizer)
-from common.speedrun import (MatrixConv, SpeedrunNet, TrainBatches,
+from common.speedrun import (Lookahead, MatrixConv, SpeedrunNet, TrainBatches,
                              patches, predict, train_speedrun,
                              whitening_filters)
 from conftest import load_script
@@ -250,6 +250,56 @@ def test_recipe_quick_run_with_muon_learns(fake_official):
     assert checks[-1]["train_accuracy"] > 0.3 and result["recipe"]["filter_optimizer"] == "muon"
 
 
+def test_lookahead_pulls_the_weights_back_to_a_slow_copy_on_its_schedule():
+    net = torch.nn.Linear(3, 2)
+    lookahead = Lookahead(net, total_steps=10)
+    start = [t.detach().clone() for t in (net.weight, net.bias)]
+
+    def move(by):
+        with torch.no_grad():
+            for t in (net.weight, net.bias):
+                t.add_(by)
+    move(1.0)
+    lookahead.step(3)                     # not a multiple of `every`: untouched
+    assert torch.equal(net.weight, start[0] + 1)
+    lookahead.step(5)                     # half-way: decay x (1/2)^3
+    d = Lookahead.decay / 8
+    assert torch.allclose(net.weight, start[0] + (1 - d)) and torch.allclose(lookahead.slow[0], net.weight)
+    reached = [t.detach().clone() for t in (net.weight, net.bias)]
+    move(2.0)
+    lookahead.step(10)                    # the end: the full decay
+    expected = [r + (1 - Lookahead.decay) * 2.0 for r in reached]
+    assert all(torch.allclose(t, e) for t, e in zip((net.weight, net.bias), expected))
+    move(5.0)
+    lookahead.finish()                    # the run ends on the slow copy
+    assert all(torch.allclose(t, e) for t, e in zip((net.weight, net.bias), expected))
+
+
+def test_progressive_resizing_and_lookahead_inside_the_training_function(fake_official,
+                                                                         monkeypatch):
+    """The first low_res_epochs train on smaller images, the rest (and the scoring) on 32x32;
+    with lookahead the run still learns and ends on the slow weights."""
+    splits = cifar10_splits(fake_official, seed=0, subset=200)
+    sizes = []
+    forward = SpeedrunNet.forward
+
+    def recording_forward(self, x):
+        if self.training:
+            sizes.append(x.shape[-1])
+        return forward(self, x)
+    monkeypatch.setattr(SpeedrunNet, "forward", recording_forward)
+    monkeypatch.setattr(Lookahead, "finish", lambda self: finished.append(True))
+    finished = []
+    cfg = SpeedrunConfig(widths=(8, 16, 16), batch_size=50, epochs=4, filter_optimizer="muon",
+                         whiten_images=100, whiten_bias_epochs=1, lookahead=True,
+                         low_res_epochs=2, low_res_px=24)
+    result, _ = train_speedrun(splits, cfg, device="cpu", monitor=False)
+    steps = (len(splits.train) + len(splits.val)) // 50
+    assert sizes == [24] * 2 * steps + [32] * 2 * steps
+    assert finished == [True]
+    assert result["history"]["checks"][-1]["train_accuracy"] > 0.3
+
+
 def test_training_freezes_the_whitening_bias_after_its_epochs(fake_official, monkeypatch):
     """Inside the real training function: the bias moves in epoch 1 and never after it (the
     freeze must stop momentum and weight decay too)."""
@@ -329,3 +379,32 @@ def test_every_speedrun_candidate_changes_only_what_it_names(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--candidates", "nope"])
     assert exit_info.value.code == 2 and "--candidates nope: choose from" in capsys.readouterr().err
+
+
+def test_tta_bench_scores_a_finished_seed_at_each_level_and_refuses_other_data(
+        fake_image_folder, tmp_path, capsys):
+    from bench import speedrun_tta
+    task3e.main(["--recipe", "speedrun", "--data-dir", str(fake_image_folder), "--output-dir",
+                 str(tmp_path), "--subset", "100", "--epochs", "1", "--batch-size", "50",
+                 "--widths", "8,16,16", "--seeds", "0", "--no-progress"])
+    seed = tmp_path / "speedrun" / "seed0"
+    out = tmp_path / "tta.json"
+    speedrun_tta.main(["--data-dir", str(fake_image_folder), "--seed-dirs", str(seed),
+                       "--out", str(out)])
+    result = json.loads(out.read_text())
+    recorded = json.loads((seed / "metrics.json").read_text())["final"]
+    levels = result["seeds"][str(seed)]["levels"]
+    assert levels["2"]["accuracy"] == pytest.approx(100 * recorded["test_tta"]["accuracy"])
+    assert levels["0"]["accuracy"] == pytest.approx(100 * recorded["test"]["accuracy"])
+    assert set(result["summary"]) == {"0", "1", "2"} and "TTA level 1" in capsys.readouterr().out
+    metrics = json.loads((seed / "metrics.json").read_text())
+    (seed / "metrics.json").write_text(json.dumps(metrics | {"data_digest": "other"}))
+    with pytest.raises(SystemExit) as exit_info:  # other images than the seed trained on
+        speedrun_tta.main(["--data-dir", str(fake_image_folder), "--seed-dirs", str(seed)])
+    assert exit_info.value.code == 2
+    assert "trained on other data" in capsys.readouterr().err
+    (seed / "best.pt").write_bytes(b"damaged")
+    with pytest.raises(SystemExit) as exit_info:
+        speedrun_tta.main(["--data-dir", str(fake_image_folder), "--seed-dirs", str(seed)])
+    assert exit_info.value.code == 2
+    assert "cannot be read" in capsys.readouterr().err
