@@ -103,7 +103,8 @@ class MatrixConv(nn.Module):
         return F.conv2d(x, self.filters(), padding=1)
 
 
-# Jordan 2024's GELU; ReLU's forward and backward cost less on a CPU (docs/speedrun.md)
+# Jordan 2024's GELU; ReLU, whose step a benchmark measured cheaper on a CPU, a candidate
+# that lost (docs/speedrun.md)
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
