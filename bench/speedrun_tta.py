@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from common import run
-from common.data import SPEEDRUN_NORMALIZATION, TensorLoader, cifar10_splits, resolve_data_dir
+from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.files import load_torch, save_json
 from common.recipes import SpeedrunConfig
-from common.speedrun import EVAL_BATCH_SIZE, SpeedrunNet, predict
+from common.speedrun import SpeedrunNet, predict, scoring_batches
 from common.system import machine_record
 from common.trainer import evaluate
 
@@ -77,10 +77,7 @@ def main(argv=None):
         if metrics.get("data_digest") != splits[subset].digest:
             raise UserError("trained on other data than --data-dir holds", setting="seed_dirs",
                             value=folder)
-        test = TensorLoader(splits[subset].test.images, splits[subset].test.labels,
-                            EVAL_BATCH_SIZE, device=CPU, train=False,
-                            normalization=SPEEDRUN_NORMALIZATION)
-        levels = score_levels(model, test, metrics["precision"])
+        levels = score_levels(model, scoring_batches(splits[subset], CPU), metrics["precision"])
         recorded = 100 * metrics["final"]["test_tta"]["accuracy"]
         if abs(levels[2]["accuracy"] - recorded) > 0.011:  # the same weights, the same score
             raise ValueError(f"{folder}: six views scored {levels[2]['accuracy']:.2f} % here, "

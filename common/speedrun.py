@@ -245,6 +245,12 @@ def training_images(splits: CIFAR10Splits) -> tuple[torch.Tensor, torch.Tensor]:
             torch.cat([splits.train.labels, splits.val.labels]))
 
 
+def scoring_batches(splits: CIFAR10Splits, device) -> TensorLoader:
+    """The test images as the recipe scores them."""
+    return TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
+                        train=False, normalization=SPEEDRUN_NORMALIZATION)
+
+
 def check_batch_size(splits: CIFAR10Splits, cfg: SpeedrunConfig):
     """A batch larger than the training set would train on fewer images than it records."""
     n = len(splits.train) + len(splits.val)
@@ -297,8 +303,7 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
     images, labels = training_images(splits)
     batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
                            translate_px=cfg.translate_px, translate_reflect=cfg.translate_reflect)
-    test = TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
-                        train=False, normalization=SPEEDRUN_NORMALIZATION)
+    test = scoring_batches(splits, device)
     model = SpeedrunNet.from_config(cfg)
     whiten_time = _fit_whitening(model, images, cfg, seed)
     model = model.to(device, memory_format=torch.channels_last).train()
