@@ -7,8 +7,14 @@
 
 The figures are common.results' (the scripts draw them with the same functions); a figure is
 current when the digest in its PNG matches what it would draw now (common.results.Figure).
+Every file of results/ is checked as it is read and everything is read before anything is
+written: a damaged one is one line naming it and exit code 2 (1 stays "stale").
 """
 from __future__ import annotations
+
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
 import argparse
 import csv
@@ -21,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import results as figures
-from common.files import RunDir, save_json, save_text
+from common.data import CLASSES
+from common.errors import UserError
+from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS, RunDir,
+                          read_csv, read_json, record_of, save_json, save_text, shape_problem)
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
 from common.results import budget, test_acc
-from common.run import Parser, exits_cleanly
+from common.run import Parser, exits_cleanly, path_text
 
 ROOT = Path(__file__).resolve().parent
 PLOTS = "plots"
@@ -77,16 +86,58 @@ COMMANDS = [("1.g CNN", CNN), *[(f"1.g CNN, default path, {p}", DEFAULT_PATH["cn
 
 # ---------------------------------------------------------------- reading results/
 
+# What the report reads of the files only it reads (common.files.shape_problem's shapes; the
+# run folders' files are checked by common.files' readers). A speed-run seed, beyond what every
+# seed holds: the machine (the side-by-side compares times on one), the recipe's reason for its
+# precision, a candidate's change.
+SEED = SPEEDRUN_METRICS | {"machine": MACHINE}
+RECIPE_SEED = SEED | {"precision_reason": str}
+CANDIDATE_SEED = SEED | {"description": str}
+# the side-by-side as written: what its files cannot say (the rest is computed, side_by_side)
+SIDE_BY_SIDE_SHAPE = {"precision": str, "published": dict, "ours": dict}
+TTA_LEVEL = {"accuracy": float, "seconds": float}
+TTA_SHAPE = {"machine": (str, MACHINE),
+             "seeds": {str: {"levels": {"0": TTA_LEVEL, "1": TTA_LEVEL, "2": TTA_LEVEL}}}}
+RATIO = {"median": float, "q1": float, "q3": float}
+IMAGES = {"rounds": [{"img_s": float}]}
+EPOCHS = {"rounds": [{"img_s": float, "epoch_s": float}]}
+BENCH_PRECISION = {"ceiling": IMAGES, "project": EPOCHS, "train_ratio_spread": RATIO,
+                   "epoch_ratio_spread": RATIO}
+BENCH_SHAPE = {
+    "environment": {"device_name": str, "threads": int, "cpu_has_bf16": bool, "torch": str,
+                    "rounds": int},
+    "models": {str: {"batch_size": int,
+                     "classic": {"rounds": [{"img_s": float, "eval_img_s": float,
+                                             "epoch_s": float}]},
+                     "precisions": {"fp32": BENCH_PRECISION,
+                                    "bf16": BENCH_PRECISION | {"ceiling_contiguous": IMAGES}}}}}
+
+
 class Results:
-    """The committed results/ folder, read once per run folder."""
+    """The committed results/ folder, read once per run folder; each file is checked as it is
+    read (common.files' readers, the shapes above)."""
 
     def __init__(self, root: Path):
         self.dir = root / "results"
+        try:
+            if not root.is_dir():
+                problem = "not a folder" if root.exists() else "no such folder"
+            else:
+                problem = None if self.dir.is_dir() else "no results/ folder in it"
+        except OSError as err:  # a folder above it that cannot be read
+            problem = f"cannot be read ({err.strerror or err})"
+        if problem:
+            raise UserError(problem, setting="root", value=root)
         self._runs = {}
 
-    def run(self, name: str) -> dict:
+    def run(self, name: str, shape=TRAINER_METRICS) -> dict:
+        """A finished run: one a task script trained (TRAINER_METRICS), a speed-run seed (SEED)
+        or, with shape None, either."""
         if name not in self._runs:
             self._runs[name] = RunDir(self.dir / name, writer=False).load_finished()
+        problem = shape and shape_problem(self._runs[name], shape)
+        if problem:
+            raise UserError(f"{self.dir / name / METRICS_NAME}: {problem}")
         return self._runs[name]
 
     def finished(self, name: str) -> bool:
@@ -97,12 +148,21 @@ class Results:
 
     def study_rows(self, study: str) -> list[dict]:
         """The study's results.csv (its variants in order, with their descriptions)."""
-        with open(self.dir / study / "results.csv", newline="") as f:
-            return list(csv.DictReader(f))
+        return read_csv(self.dir / study / "results.csv", ("run", "change"), min_rows=1)
 
-    def seeds(self, folder: str) -> list[dict]:
-        return [self.run(str(p.parent.relative_to(self.dir)))
-                for p in sorted((self.dir / folder).glob("seed*/metrics.json"))]
+    def seeds(self, folder: str, shape=SEED) -> list[dict]:
+        """The speed-run seeds of a folder (seed<N>/metrics.json), at least one."""
+        paths = sorted((self.dir / folder).glob("seed*/metrics.json"))
+        if not paths:
+            raise UserError(f"{self.dir / folder}: no seed<N>/metrics.json in it")
+        return [self.run(str(p.parent.relative_to(self.dir)), shape) for p in paths]
+
+    def folders(self, name: str) -> list[Path]:
+        """The folders in results/<name>."""
+        try:
+            return sorted(p for p in (self.dir / name).iterdir() if p.is_dir())
+        except OSError as err:
+            raise UserError(f"cannot read {self.dir / name} ({err.strerror or err})") from None
 
 
 def pct(fraction: float) -> str:
@@ -144,18 +204,18 @@ def source_line(runs: list[dict]) -> str:
         values = sorted({str(get(r)) for r in runs})
         return f"{key} {' / '.join(values)}"
     return ", ".join([
-        one("data", lambda r: f"`{r.get('args', r).get('data_source')}`"),
+        one("data", lambda r: f"`{record_of(r).get('data_source')}`"),
         one("device", lambda r: r["device"]), one("precision", lambda r: r["precision"])])
 
 
 def data_of(run: dict) -> str:
     """The data a run recorded (older records: data_source)."""
-    args = run.get("args", run)
-    return f"`{args.get('data') or args.get('data_source')}`"
+    record = record_of(run)
+    return f"`{record.get('data') or record.get('data_source')}`"
 
 
 def command(run: dict) -> str:
-    return run.get("args", run).get("command")
+    return record_of(run).get("command")
 
 
 # ---------------------------------------------------------------- the tables
@@ -191,7 +251,7 @@ class Table:
 
 def machine_cell(run: dict) -> str:
     """Where a run trained, from its record (runs from before the record say so)."""
-    machine = run.get("args", run).get("machine")
+    machine = record_of(run).get("machine")
     if not machine:
         return "not recorded"
     flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)] or ["no avx512_bf16"]
@@ -257,7 +317,7 @@ def run_commands(r: Results) -> Table:
 
 
 def report_vs_ours_before(runs: dict, seeds: list[dict]) -> str:
-    seeds_used = sorted({str(x["args"]["seed"]) for x in runs.values()})
+    seeds_used = sorted({str(record_of(x)["seed"]) for x in runs.values()})
     return (f"From `results/`: data {' / '.join(sorted({data_of(x) for x in runs.values()}))}, "
             f"device cpu, seed {' / '.join(seeds_used)} (the speed-run: seeds "
             f"{', '.join(str(s['seed']) for s in seeds)}), one run each. Time: training plus "
@@ -360,53 +420,89 @@ def seeds_summary(seeds: list[dict]) -> dict:
 
 # a row of the published script's printed table: run, epoch, train_acc, val_acc, tta_val_acc,
 # time_seconds (its "val" is the test set)
-LOG_ROW = re.compile(r"^\|\s*\d*\s*\|\s*(\d+|eval)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|"
-                     r"\s*([\d.]*)\s*\|\s*([\d.]+)\s*\|$")
+LOG_NUMBER = r"(\d+(?:\.\d+)?|\.\d+)"
+LOG_ROW = re.compile(rf"^\|\s*\d*\s*\|\s*(\d+|eval)\s*\|\s*{LOG_NUMBER}\s*\|\s*{LOG_NUMBER}\s*\|"
+                     rf"\s*{LOG_NUMBER}?\s*\|\s*{LOG_NUMBER}\s*\|$")
+LOG_NAME = re.compile(r"epochs(\d+)\.log")
 
 
 def published_run(path: Path) -> dict:
-    """One run of the published script, read from its complete printed log: a row per epoch
-    (counted from 0 there) and the final row, scored with TTA, whose time counts everything."""
+    """One run of the published script, read from its complete printed log epochs<N>.log: a row
+    per epoch (counted from 0 there), N of them, and the final row, scored with TTA, whose time
+    counts everything. A log that is not that: ValueError naming it."""
     history, final = [], None
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         m = LOG_ROW.match(line.strip())
         if m is None:
             continue
         epoch, train, test, tta, seconds = m.groups()
-        if epoch == "eval":
+        if epoch == "eval" and tta is not None:
             final = {"test_acc_tta": round(100 * float(tta), 2),
                      "test_acc": round(100 * float(test), 2), "seconds": round(float(seconds), 1)}
-        else:
+        elif epoch != "eval":
             history.append({"epoch": int(epoch) + 1, "train_acc": float(train),
                             "test_acc": float(test), "seconds": round(float(seconds), 1)})
     if final is None or not history:
         raise ValueError(f"{path}: no per-epoch rows or no final row with TTA")
+    name = LOG_NAME.fullmatch(path.name)
+    if [h["epoch"] for h in history] != list(range(1, len(history) + 1)) or (
+            name and int(name.group(1)) != len(history)):
+        raise ValueError(f"{path}: its epoch rows are "
+                         f"{', '.join(str(h['epoch'] - 1) for h in history)}, not 0 to "
+                         f"{int(name.group(1)) - 1 if name else 'N - 1'}")
     return {"epochs": len(history), **final, "history": history,
             "log": path.relative_to(path.parents[3]).as_posix()}
 
 
-def one_machine(seeds: list[dict]) -> dict:
+def published_runs(r: Results) -> list[dict]:
+    """The published script's runs from their logs, by epochs; the one of PUBLISHED_EPOCHS
+    among them."""
+    runs = []
+    for path in sorted((r.dir / PUBLISHED_LOGS).glob("epochs*.log")):
+        try:
+            runs.append(published_run(path))
+        except OSError as err:
+            raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+        except ValueError as err:  # published_run's: not a complete log; it names the file
+            raise UserError(str(err)) from None
+    if not any(p["epochs"] == PUBLISHED_EPOCHS for p in runs):
+        raise UserError(f"{r.dir / PUBLISHED_LOGS}: no log of the published script's own "
+                        f"{PUBLISHED_EPOCHS} epochs (epochs{PUBLISHED_EPOCHS}.log)")
+    return sorted(runs, key=lambda p: p["epochs"])
+
+
+def one_machine(seeds: list[dict], where: Path) -> dict:
     """The machine every seed recorded: the side-by-side compares times on one machine."""
     machines = {json.dumps(s["machine"], sort_keys=True) for s in seeds}
     if len(machines) != 1:
-        raise ValueError(f"the side-by-side's seeds ran on {len(machines)} machines")
+        raise UserError(f"{where}: the seeds ran on {len(machines)} machines; their times are "
+                        "compared on one")
     return json.loads(machines.pop())
+
+
+def budgets(r: Results) -> dict[int, list[dict]]:
+    """Our recipe's seeds at each budget: FRONTIER/epochs<N>/seed<S>/."""
+    found = {}
+    for folder in r.folders(FRONTIER):
+        name = re.fullmatch(r"epochs(\d+)", folder.name)
+        if name is None:
+            raise UserError(f"{folder}: not a budget's folder (epochs<N>)")
+        found[int(name.group(1))] = r.seeds(str(folder.relative_to(r.dir)))
+    return found
 
 
 def side_by_side(r: Results) -> dict:
     """results/task3e/speedrun_vs_published.json with every figure computed from files: the
     published runs from their logs, ours from the seeds' metrics.json at each budget; what
     the files cannot say (commands, order, times of day) stays as written."""
-    with open(r.dir / SIDE_BY_SIDE) as f:
-        s = json.load(f)
-    published = sorted((published_run(p) for p in (r.dir / PUBLISHED_LOGS).glob("epochs*.log")),
-                       key=lambda p: p["epochs"])
-    budgets = {int(p.name.removeprefix("epochs")): r.seeds(str(p.relative_to(r.dir)))
-               for p in (r.dir / FRONTIER).glob("epochs*")}
-    s["machine"] = one_machine([x for seeds in budgets.values() for x in seeds])
+    s = read_json(r.dir / SIDE_BY_SIDE, SIDE_BY_SIDE_SHAPE)
+    published = published_runs(r)
+    at_budget = budgets(r)
+    s["machine"] = one_machine([x for seeds in at_budget.values() for x in seeds],
+                               r.dir / FRONTIER)
     s["published"] = s["published"] | next(p for p in published
                                            if p["epochs"] == PUBLISHED_EPOCHS)
-    ours = r.seeds(SPEEDRUN)
+    ours = r.seeds(SPEEDRUN, RECIPE_SEED)
     s["ours"] = s["ours"] | seeds_summary(ours) | {
         "precision_reason": sorted({x["precision_reason"] for x in ours})}
     s["frontier"] = {
@@ -416,7 +512,7 @@ def side_by_side(r: Results) -> dict:
                   "std": x["test_acc_tta_std"], "test_acc": x["test_acc_mean"],
                   "seconds": x["seconds_mean"],
                   "folder": f"results/{FRONTIER}/epochs{e}"}
-                 for e, seeds in sorted(budgets.items()) for x in [seeds_summary(seeds)]]}
+                 for e, seeds in sorted(at_budget.items()) for x in [seeds_summary(seeds)]]}
     return s
 
 
@@ -462,8 +558,8 @@ def candidates_table(r: Results, second_round: bool = False) -> Table:
     the recipe before Muon, beside the recipe that combined the ones that paid; second round:
     changes to that recipe, beside it at its own budget."""
     found = []
-    folders = [(p.name, p, None, None) for p in sorted((r.dir / CANDIDATES).iterdir())
-               if p.is_dir() and p.name.startswith(SECOND_ROUND) == second_round]
+    folders = [(p.name, p, None, None) for p in r.folders(CANDIDATES)
+               if p.name.startswith(SECOND_ROUND) == second_round]
     if second_round:  # the candidates ran seed 0: the recipe's own seed 0 pairs with them
         description = f"none: the recipe as it stands (`results/{SPEEDRUN}/`)"
         folders += [("recipe", r.dir / SPEEDRUN, description, None),
@@ -473,8 +569,11 @@ def candidates_table(r: Results, second_round: bool = False) -> Table:
                         "all three of Muon at 0.06, linear to 0 and reflect padding: the recipe "
                         f"(`results/{FRONTIER}/epochs{CANDIDATE_EPOCHS}/`)", None))
     for name, folder, description, only_seed in folders:
-        seeds = [s for s in r.seeds(str(folder.relative_to(r.dir)))
+        seeds = [s for s in r.seeds(str(folder.relative_to(r.dir)),
+                                    SEED if description else CANDIDATE_SEED)
                  if only_seed is None or s["seed"] == only_seed]
+        if not seeds:
+            raise UserError(f"{folder}: no seed{only_seed}/metrics.json in it")
         x, first = seeds_summary(seeds), seeds[0]
         found.append((x["test_acc_tta_mean"], [
             f"`{name}`", description or first["description"], num(first["epochs_completed"]),
@@ -483,7 +582,7 @@ def candidates_table(r: Results, second_round: bool = False) -> Table:
                                                if len(seeds) > 1 else "") + " %",
             f"{x['test_acc_mean']:.2f} %", secs(x["seconds_mean"])], seeds))
     found.sort(key=lambda f: f[0])
-    machine = one_machine([s for _, _, seeds in found for s in seeds])
+    machine = one_machine([s for _, _, seeds in found for s in seeds], r.dir / CANDIDATES)
     return Table(["candidate", "change", "epochs", "seeds", "test acc. with TTA", "without",
                   "whitening + training + scoring"], [row for _, row, _ in found],
                  f"{machine_text(machine)}, {found[0][2][0]['precision']}, one after the other; "
@@ -497,8 +596,7 @@ def second_round_table(r: Results) -> Table:
 def tta_table(r: Results) -> Table:
     """The recipe's seeds scored again at each test-time augmentation level (bench.speedrun_tta):
     what each level's views add, and what they cost."""
-    with open(r.dir / TTA) as f:
-        t = json.load(f)
+    t = read_json(r.dir / TTA, TTA_SHAPE)
     views = {"0": "the image", "1": "+ its mirror (2 views)",
              "2": "+ both shifted one pixel up-left and down-right (6 views)"}
     acc = {level: statistics.fmean(s["levels"][level]["accuracy"] for s in t["seeds"].values())
@@ -514,7 +612,7 @@ def tta_table(r: Results) -> Table:
 
 def speedrun_epochs(r: Results) -> Table:
     """Seed 0 of the three-seed study, epoch by epoch."""
-    seed0 = r.run(f"{SPEEDRUN}/seed0")
+    seed0 = r.run(f"{SPEEDRUN}/seed0", SEED)
     checks = seed0["history"]["checks"]
     return Table(["epoch", *[f"{c['epoch']:g}" for c in checks]],
                  [["test accuracy (no TTA)", *[pct(c["test_accuracy"]) for c in checks]],
@@ -539,8 +637,7 @@ def ratio(s: dict, verdict: str | None = None) -> str:
 def bench_table(r: Results) -> Table:
     """The benchmark's figures (results/bench/train_speed_cpu.json), median [min-max] over
     rounds; ratios as medians of per-round ratios with their interquartile range."""
-    with open(r.dir / BENCH) as f:
-        bench = json.load(f)
+    bench = read_json(r.dir / BENCH, BENCH_SHAPE)
     models = bench["models"]
     def rounds(m, key, p, part):
         source = m["classic"] if part == "classic" else m["precisions"][p][part]
@@ -641,19 +738,27 @@ def figures_to_draw(r: Results) -> list[figures.Figure]:
         figures.speedrun_vs_published(side_by_side(r)),
     ]
     for path in sorted(r.dir.rglob("confusion.csv")):
-        run = RunDir(path.parent, writer=False)
-        name = str(path.parent.relative_to(r.dir)).replace("/", "_").replace("\\", "_")
-        out.append(figures.confusion_figure(run.load_finished(), run.confusion(),
+        folder = str(path.parent.relative_to(r.dir))
+        name = folder.replace("/", "_").replace("\\", "_")
+        out.append(figures.confusion_figure(r.run(folder, shape=None),
+                                            RunDir(path.parent, writer=False).confusion(CLASSES),
                                             f"{name}_confusion.png"))
     return out
 
 
 # ---------------------------------------------------------------- documents
 
-def documents(root: Path) -> list[Path]:
-    found = []
+def documents(root: Path) -> dict[Path, str]:
+    """The documents with generated tables, read (one that cannot be is one line naming it)."""
+    found = {}
     for pattern in DOCUMENTS:
-        found += sorted(root.glob(pattern))
+        for path in sorted(root.glob(pattern)):
+            try:
+                found[path] = path.read_text(encoding="utf-8")
+            except OSError as err:
+                raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+            except ValueError as err:  # not UTF-8
+                raise UserError(f"cannot read {path} ({err})") from None
     return found
 
 
@@ -683,8 +788,7 @@ def side_by_side_json(r: Results, check: bool) -> list[str]:
     """The side-by-side JSON, rewritten from the published logs and our seeds (or, with check,
     compared)."""
     path = r.dir / SIDE_BY_SIDE
-    with open(path) as f:
-        old = json.load(f)
+    old = read_json(path, SIDE_BY_SIDE_SHAPE)
     new = side_by_side(r)
     if new == old:
         return []
@@ -696,23 +800,26 @@ def side_by_side_json(r: Results, check: bool) -> list[str]:
 
 def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
     """Rewrite (or, with check, only compare) every figure and table; returns the lines that
-    name what was stale (check) or what was written."""
+    name what was stale (check) or what was written. Everything is read (and checked) before
+    anything is written."""
     root = Path(root)
     r = Results(root)
+    built = {name: make(r) for name, make in TABLES.items()}
+    to_draw = figures_to_draw(r)
+    texts = documents(root)
     lines = []
     lines += side_by_side_json(r, check)
-    built = {name: make(r) for name, make in TABLES.items()}
     markdown = {name: t.markdown() for name, t in built.items()}
     for name, t in built.items():
         path = root / TABLE_DIR / f"{name}.csv"
         text = csv_table(t.header, t.rows)
-        if not path.is_file() or path.read_text() != text:
+        # a damaged table is stale, not unreadable: it is an output, compared
+        if not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
             state = "stale" if path.is_file() else "missing"
             lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
             if not check:
                 save_text(text, path)
-    for doc in documents(root):
-        old = doc.read_text()
+    for doc, old in texts.items():
         new, errors = render_blocks(old, markdown, str(doc.relative_to(root)))
         lines += errors
         for name in stale_blocks(old, new):
@@ -721,7 +828,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
         if new != old and not check:
             save_text(new, doc)
     plots = root / PLOTS
-    for fig in figures_to_draw(r):
+    for fig in to_draw:
         if fig.is_current(plots):
             continue
         if check:
@@ -739,7 +846,7 @@ def main(argv=None) -> int:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true",
                    help="only compare; one line per stale table or figure, exit code 1 if any")
-    p.add_argument("--root", default=str(ROOT),
+    p.add_argument("--root", default=str(ROOT), type=path_text,
                    help="the repository to read results/ from and write into (default: this one)")
     args = p.parse_args(argv)
     lines = regenerate(Path(args.root), check=args.check)

@@ -5,8 +5,11 @@
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 from common import results, run
-from common.models import CNN1g
 from common.recipes import CNN1G
 
 RUN = "cnn1g"
@@ -19,8 +22,8 @@ def get_args_parser():
 @run.exits_cleanly
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
-    session = run.setup(run.run_settings(args, "task2", argv), runs=[RUN])
-    result = run.train_recipe(session, RUN, CNN1g, CNN1G)
+    session = run.setup("task2", [(RUN, "cnn1g", CNN1G, {})], **run.script_options(args, argv))
+    result = run.train(session, RUN)
     if not session.is_main:
         return
     run.save_results(session, {RUN: result})

@@ -5,11 +5,14 @@
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 from common import results, run
-from common.models import Model1, Model2
 from common.recipes import MODEL1, MODEL2
 
-RUNS = {"model1": (Model1, MODEL1), "model2": (Model2, MODEL2)}  # report 3.a
+RUNS = {"model1": MODEL1, "model2": MODEL2}  # report 3.a: each model with its recipe
 
 
 def get_args_parser():
@@ -27,8 +30,9 @@ def label(name: str) -> str:
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     names = [n for n in RUNS if args.model in (n[-1], "both")]
-    session = run.setup(run.run_settings(args, "task3", argv), runs=names)
-    finished = {n: run.train_recipe(session, n, *RUNS[n]) for n in names}
+    session = run.setup("task3", [(n, n, RUNS[n], {}) for n in names],
+                        **run.script_options(args, argv))
+    finished = {n: run.train(session, n) for n in session.configs}
     if not session.is_main:
         return
     run.save_results(session, finished)

@@ -7,6 +7,10 @@ one run each (Figure 4: ReLU vs TanH; one table of every variant).
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 from common import run
 from common.data import AugmentConfig
 from common.recipes import MODEL1
@@ -23,12 +27,12 @@ VARIANTS = {v.name: v for v in [
     V("no_augment", "no data augmentation", recipe_changes={"augment": AugmentConfig()}),
     V("no_batchnorm", "no BatchNorm2d after the convolutions", {"batchnorm": False}),
     V("sgd", "SGD (lr 5e-2, the starter's) instead of AdamW",
-      recipe_changes={"optimizer": "sgd", "lr": 5e-2, "weight_decay": 0.0}),
+      recipe_changes={"opt": "sgd", "lr": 5e-2, "weight_decay": 0.0}),
     # report 3.c "worse" list
     V("rotate90", "rotation in [-90, 90] degrees (excessive augmentation)",
       recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=90)}),
     V("adam_lr5e-2", "Adam with a high learning rate (5e-2)",
-      recipe_changes={"optimizer": "adam", "lr": 5e-2, "weight_decay": 0.0}),
+      recipe_changes={"opt": "adam", "lr": 5e-2, "weight_decay": 0.0}),
     V("dropout", "dropout 0.5 in the classifier", {"dropout": 0.5}),
     V("batchnorm1d", "BatchNorm1d in the classifier", {"batchnorm1d": True}),
 ]}
@@ -44,13 +48,13 @@ def get_args_parser():
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     variants = run.select_variants(VARIANTS, args.variants)
-    settings = run.run_settings(args, "task3cd", argv)
-    session = run.setup(settings, runs=[v.name for v in variants])
-    recipe = settings.overrides.apply(MODEL1)
+    session = run.setup("task3cd", [v.plan(MODEL1) for v in variants],
+                        **run.script_options(args, argv))
+    recipe = next(iter(session.configs.values())).recipe
     budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"
               if recipe.patience is None else
               f"variants trained here: up to {recipe.epochs} epochs, early stopping")
-    run.run_study(session, variants, MODEL1, study="task3c", baseline_dir=args.reuse_baseline,
+    run.run_study(session, variants, study="task3c", baseline_dir=args.reuse_baseline,
                   table_note=budget)
 
 

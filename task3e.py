@@ -10,15 +10,19 @@ and, beyond the report, a speed-run recipe (--recipe speedrun, see common/speedr
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 import sys
 
 from common import results, run
 from common.data import AugmentConfig
 from common.errors import UserError
-from common.files import RunDir
-from common.recipes import FILTER_OPTIMIZERS, MODEL1, SPEEDRUN, Overrides
-from common.speedrun import SpeedrunNet, check_batch_size, run_seeds
-from common.system import machine_record
+from common.files import RunDir, claim_folder
+from common.config import SPEEDRUN_MODEL
+from common.recipes import FILTER_OPTIMIZERS, MODEL1, SPEEDRUN
+from common.speedrun import check_batch_size, run_seeds
 
 NOISE_STD = 0.03  # our choice: report 3.e names Gaussian noise without a level; 3 % of the range
 V = run.Variant
@@ -31,16 +35,18 @@ VARIANTS = {v.name: v for v in [
                                                noise_std=NOISE_STD)}),
     # a schedule needs a fixed length: cosine decay over the whole run, no early stop
     V("cosine", "cosine learning-rate decay over 10 epochs (no early stopping)",
-      recipe_changes={"schedule": "cosine", "patience": None}),
+      recipe_changes={"lr_scheduler": "cosine", "patience": None}),
 ]}
 SPEEDRUN_SEEDS = "0,1,2"
+SPEEDRUN_RUN = "speedrun"  # its seeds' folders: speedrun/seed<N>
 MODEL1_RUNS = ("outputs/task3/model1", "results/task3/model1")  # for the accuracy-vs-time figure
 RECIPES = ("variants", "speedrun")
 
 
 def get_args_parser(recipe: str = "variants"):
     if recipe == "speedrun":  # a fixed schedule on every training image, several seeds
-        p = run.make_parser(__doc__, exclude=("patience", "seed", "resume"))
+        p = run.make_parser(__doc__, exclude=("patience", "seed", "resume", "opt",
+                                              "lr_scheduler"))
         g = p.add_argument_group("speed-run recipe")
         g.add_argument("--seeds", metavar="A,B,...", default=SPEEDRUN_SEEDS,
                        help=f"one run per seed, reported as mean and spread (default: "
@@ -68,14 +74,14 @@ def get_args_parser(recipe: str = "variants"):
     return p
 
 
-def speedrun_recipe(args):
+def speedrun_settings(args) -> dict:
+    """The speed-run's own options, as run settings."""
     widths = None
     if args.widths:
         widths = tuple(run.parse_ints(args.widths, "widths", 3))
         if 0 in widths:
             raise UserError("must be positive", setting="widths", value=args.widths)
-    return Overrides(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                     widths=widths, filter_optimizer=args.filter_optimizer).apply(SPEEDRUN)
+    return {"widths": widths, "filter_optimizer": args.filter_optimizer}
 
 
 def model1_run(args) -> dict | None:
@@ -92,28 +98,28 @@ def model1_run(args) -> dict | None:
 
 def main_speedrun(args, argv):
     seeds = list(dict.fromkeys(run.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
-    cfg = speedrun_recipe(args)
     model1 = model1_run(args)
-    session = run.setup(run.run_settings(args, "task3e", argv), runs=[])
+    session = run.setup("task3e", [(SPEEDRUN_RUN, SPEEDRUN_MODEL, SPEEDRUN, {})],
+                        **run.script_options(args, argv, speedrun_settings(args)),
+                        data_seed=0)  # every seed trains on all training images, in one order
     if session.dist.enabled:
         raise UserError("runs in one process; start it with python, not torchrun",
                         setting="recipe", value="speedrun")
-    check_batch_size(session.splits, cfg)
-    choice = run.choose_run_precision(session, lambda: SpeedrunNet.from_config(cfg),
-                                      cfg.batch_size)
+    config = session.configs[SPEEDRUN_RUN]
+    if args.config:  # a seed's config.json: that seed
+        seeds = [config.seed]
+    check_batch_size(session.splits, config.recipe)
+    claim_folder(session.output_root, session.task)
+    choice = run.choose_run_precision(session, config)
     print(f"speedrun: {choice.precision} ({choice.reason})", file=sys.stderr)
 
     def confusion(run_dir, result):
         results.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
-    out = run_seeds(session.splits, cfg, seeds, root=session.output_root / "speedrun",
+    out = run_seeds(session.splits, config, seeds, root=session.output_root / SPEEDRUN_RUN,
                     device=session.device, precision=choice.precision,
-                    progress=session.settings.progress, on_finished=confusion,
-                    identity={"data_digest": session.splits.digest,
-                              "subset": session.settings.subset},
-                    record={"data_source": session.splits.source,
-                            "command": session.settings.command,
-                            "precision_reason": choice.reason,
-                            "machine": machine_record(session.device)})
+                    progress=session.progress, on_finished=confusion,
+                    facts=run.facts(session, precision_reason=choice.reason))
+    cfg = config.recipe
     path = results.speedrun_vs_time(list(out["runs"].values()), model1).draw(session.figure_dir)
     print_speedrun(out, seeds, cfg, session)
     print(f"wrote {path}")
@@ -141,9 +147,9 @@ def main(argv=None):
     if recipe == "speedrun":
         return main_speedrun(args, argv)
     variants = run.select_variants(VARIANTS, args.variants)
-    session = run.setup(run.run_settings(args, "task3e", argv),
-                        runs=[v.name for v in variants])
-    run.run_study(session, variants, MODEL1, study="task3e", baseline_dir=args.reuse_baseline)
+    session = run.setup("task3e", [v.plan(MODEL1) for v in variants],
+                        **run.script_options(args, argv))
+    run.run_study(session, variants, study="task3e", baseline_dir=args.reuse_baseline)
 
 
 if __name__ == "__main__":

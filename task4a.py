@@ -8,10 +8,11 @@ CIFAR-10 (Figure 6, final table).
 """
 from __future__ import annotations
 
-import dataclasses
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
 from common import models, results, run
-from common.errors import UserError
 from common.recipes import RESNET18_TRANSFER
 
 RUN_NAMES = {"imagenet": "resnet18_imagenet", "none": "resnet18_random_init"}
@@ -20,7 +21,7 @@ RUN_NAMES = {"imagenet": "resnet18_imagenet", "none": "resnet18_random_init"}
 def get_args_parser():
     p = run.make_parser(__doc__)
     run.add_weights_option(p)
-    p.add_argument("--image-size", type=int, default=RESNET18_TRANSFER.image_size, metavar="N",
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="images are resized to N x N on the fly; smaller trades accuracy for "
                         "time, e.g. 112 is about 4x faster (default: "
                         f"{RESNET18_TRANSFER.image_size}, the report's)")
@@ -30,39 +31,30 @@ def get_args_parser():
 @run.exits_cleanly
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
-    if args.image_size < 32:
-        raise UserError("must be at least 32 (CIFAR-10's own size)", setting="image_size",
-                        value=args.image_size)
     label = models.describe_weights(args.weights)
     name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
-    settings = run.run_settings(args, "task4a", argv)
     # the weights before the data: a missing or broken weights file is reported at once
-    weights = models.load_weights(args.weights, settings.progress)
-
-    def make_model():
-        return models.prepare_for_transfer(models.resnet18_with(weights))
-
-    model = make_model()
+    model = models.resnet18_for_transfer(args.weights)
     trainable = models.count_parameters(model)
     frozen = sum(p.numel() for p in model.parameters()) - trainable
-    recipe = dataclasses.replace(RESNET18_TRANSFER, image_size=args.image_size)
     # figures from random weights stay out of plots/
-    session = run.setup(settings, runs=[name],
+    session = run.setup("task4a", [(name, "resnet18", RESNET18_TRANSFER,
+                                    {"weights": args.weights})],
+                        **run.script_options(args, argv, {"image_size": args.image_size}),
                         figures_to_plots=not models.is_random(args.weights))
     if session.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "
               f"({' + '.join(models.TRAINABLE)}), {frozen:,} frozen")
-    result = run.train_recipe(
-        session, name, make_model, recipe,
-        notes={"weights": label, "trainable": "+".join(models.TRAINABLE),
-               "trainable_parameters": trainable, "frozen_parameters": frozen})
+    result = run.train(session, name, weights=label, trainable="+".join(models.TRAINABLE),
+                       trainable_parameters=trainable, frozen_parameters=frozen)
+    image_size = session.configs[name].recipe.image_size
     if not session.is_main:
         return
     run.save_results(session, {name: result})
-    path = results.figure6(result, name, label, args.image_size).draw(session.figure_dir)
+    path = results.figure6(result, name, label, image_size).draw(session.figure_dir)
     print(results.final_table(result, f"\nTable 4.a, ResNet18 with {label} "
                                       f"({result['epochs_completed']:.1f} epochs, "
-                                      f"{args.image_size} px, {session.splits.source}, "
+                                      f"{image_size} px, {session.splits.source}, "
                                       f"{result['device']}, {result['precision']})"))
     print(f"wrote {path}")
 

@@ -7,6 +7,10 @@ one photograph (Figures 7 and 8).
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 import argparse
 from pathlib import Path
 

@@ -10,6 +10,10 @@ study loses at most the seed it was on). docs/speedrun.md tabulates them.
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.recipes import SPEEDRUN, SpeedrunConfig
 from common.speedrun import run_seeds
+from common.config import SPEEDRUN_MODEL, RunConfig
 from common.system import machine_record, pick_device
 
 # The recipe before this study (Nesterov SGD on every weight), which every candidate changes;
@@ -90,7 +95,9 @@ def configure(name: str, epochs: int | None):
 
 def get_args_parser():
     p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
-                                          "seed", "subset", "quick", "resume", "no_progress"))
+                                          "seed", "subset", "quick", "resume", "no_progress",
+                                          "opt", "momentum", "weight_decay", "lr_scheduler",
+                                          "label_smoothing", "config"))
     p.add_argument("--candidates", metavar="A,B,...", default=",".join(CANDIDATES),
                    help=f"which of: {', '.join(CANDIDATES | AFTER)} (default: every one of "
                         "the first round)")
@@ -113,19 +120,21 @@ def main(argv=None):
                         value=args.candidates)
     seeds = run.parse_ints(args.seeds, "seeds")
     budgets = run.parse_ints(args.budgets, "budgets") if args.budgets else [None]
-    device = pick_device(args.device)
+    device = pick_device(args.device or "auto")
     splits = cifar10_splits(resolve_data_dir(args.data_dir), seed=0)
     root = Path(args.output_dir or "outputs") / "speedrun_candidates"
     for name in names:
         for epochs in budgets:
             description, cfg = configure(name, epochs)
             folder = root / (name if epochs is None else f"{name}_e{epochs}")
-            out = run_seeds(splits, cfg, seeds, root=folder, device=device,
+            # the configuration task3e.py's seeds have: its seeds load these and these theirs
+            config = RunConfig("task3e", "speedrun", SPEEDRUN_MODEL, cfg,
+                               data_digest=splits.digest)
+            out = run_seeds(splits, config, seeds, root=folder, device=device,
                             precision=args.precision,
-                            # task3e.py's identity: its seeds load these and these theirs
-                            identity={"data_digest": splits.digest, "subset": None},
-                            record={"candidate": name, "description": description,
-                                    "machine": machine_record(device)})
+                            facts={"candidate": name, "description": description,
+                                   "data_source": splits.source,
+                                   "machine": machine_record(device)})
             s = out["summary"]
             print(f"{folder.name}: {s['test_accuracy_tta']['mean']:.2f} % with TTA, "
                   f"{s['recipe_time_s']['mean']:.0f} s ({cfg.epochs} epochs, {description})",

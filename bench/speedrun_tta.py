@@ -7,11 +7,14 @@ levels are taken in turn within each seed, so a slow spell of the machine falls 
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 import argparse
 import json
 import statistics
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -20,7 +23,7 @@ from common import run
 from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.files import load_torch, save_json
-from common.recipes import SpeedrunConfig
+from common.config import SPEEDRUN_MODEL, RunConfig
 from common.speedrun import SpeedrunNet, predict, scoring_batches
 from common.system import machine_record
 from common.trainer import evaluate
@@ -33,13 +36,17 @@ def load_seed(folder: Path) -> tuple[SpeedrunNet, dict]:
     """The seed's network with its final weights, and its metrics.json."""
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
-        known = {f.name for f in fields(SpeedrunConfig)}
-        recipe = {k: tuple(v) if isinstance(v, list) else v
-                  for k, v in metrics["recipe"].items() if k in known}
-        model = SpeedrunNet.from_config(SpeedrunConfig(**recipe))
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError) as err:
         raise UserError(f"not a finished speed-run seed ({type(err).__name__}: {err})",
                         setting="seed_dirs", value=folder) from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
+        raise UserError("not a finished speed-run seed (its metrics.json has no config)",
+                        setting="seed_dirs", value=folder)
+    config = RunConfig.from_dict(metrics["config"], folder / "metrics.json")
+    if config.model != SPEEDRUN_MODEL:
+        raise UserError(f"not a speed-run seed (a {config.model} run)", setting="seed_dirs",
+                        value=folder)
+    model = SpeedrunNet.from_config(config.recipe)
     state = load_torch(folder / "best.pt", weights_only=True, setting="seed_dirs")
     try:
         model.load_state_dict(state["model"])
@@ -71,10 +78,10 @@ def main(argv=None):
     data_dir, splits, seeds = resolve_data_dir(args.data_dir), {}, {}
     for folder in args.seed_dirs.split(","):
         model, metrics = load_seed(Path(folder))
-        subset = metrics.get("subset")
+        subset = metrics["config"]["subset"]
         if subset not in splits:
             splits[subset] = cifar10_splits(data_dir, seed=0, subset=subset, download=False)
-        if metrics.get("data_digest") != splits[subset].digest:
+        if metrics["config"]["data_digest"] != splits[subset].digest:
             raise UserError("trained on other data than --data-dir holds", setting="seed_dirs",
                             value=folder)
         levels = score_levels(model, scoring_batches(splits[subset], CPU), metrics["precision"])

@@ -8,6 +8,11 @@ the rounds with their spread. What is measured and how: docs/speed.md.
 """
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
+import dataclasses
 import itertools
 import math
 import statistics
@@ -53,8 +58,9 @@ class Subject:
     def summary(self) -> str:
         r = self.recipe
         augment = ", ".join(k if v is True else f"{k} {v:g}"
-                            for k, v in r.describe()["augment"].items()) or "no augmentation"
-        return (f"{r.optimizer} lr {r.lr:g}" + (f" wd {r.weight_decay:g}" if r.weight_decay else "")
+                            for k, v in dataclasses.asdict(r.augment).items() if v
+                            ) or "no augmentation"
+        return (f"{r.opt} lr {r.lr:g}" + (f" wd {r.weight_decay:g}" if r.weight_decay else "")
                 + f", batch {r.batch_size}, {augment}")
 
 
@@ -450,7 +456,8 @@ def print_report(results: dict, env: dict):
 def get_args_parser():
     p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "output_dir", "subset", "quick", "resume",
-                                          "no_progress"))
+                                          "no_progress", "opt", "momentum", "weight_decay",
+                                          "lr_scheduler", "label_smoothing", "config"))
     p.add_argument("--json", metavar="PATH", default=None, type=run.path_text,
                    help="also write the results here")
     p.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS),
@@ -476,7 +483,7 @@ def main(argv=None) -> dict:
     args = get_args_parser().parse_args(argv)
     args.models = list(dict.fromkeys(args.models))
     args.precisions = list(dict.fromkeys(args.precisions))
-    device = pick_device(args.device)
+    device = pick_device(args.device or "auto")
     root = resolve_data_dir(args.data_dir)
     if args.json:  # fail now rather than after minutes of measuring
         try:

@@ -4,6 +4,7 @@ kept on the training device (airbench's, not a per-image DataLoader); batched au
 from __future__ import annotations
 
 import hashlib
+import http.client
 import math
 import os
 import pickle
@@ -27,7 +28,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 NUM_CLASSES = len(CLASSES)
 DEFAULT_DATA_DIR = "data/cifar10"
 OFFICIAL_SUBDIR = "cifar-10-batches-py"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: 16-bit greyscale images scaled, not clipped to white
 VALIDATION_FRACTION = 0.1  # starter code: 45,000 train / 5,000 validation
 CIFAR_NORMALIZATION = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # starter code (tasks 2-3)
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # report 4.a: ImageNet's
@@ -107,33 +108,76 @@ def _decode_official(root: Path) -> dict:
             raise UserError(f"cannot read the CIFAR-10 batches in {root} ({type(err).__name__}); "
                             "delete the folder to download CIFAR-10 again", value=root) from None
         images, labels = ds.data, ds.targets
+        batches = f"the CIFAR-10 {split} batches in {root}"
         if getattr(images, "shape", None) is None or images.shape[1:] != (32, 32, 3) \
                 or len(labels) != len(images):
-            raise UserError(f"the CIFAR-10 {split} batches in {root} hold "
-                            f"{len(labels)} labels for images of shape "
+            raise UserError(f"{batches} hold {len(labels)} labels for images of shape "
                             f"{getattr(images, 'shape', '?')}; expected one label per 32x32 "
                             "image", value=root)
-        labels = torch.tensor(labels, dtype=torch.int64)
-        if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < NUM_CLASSES):
-            raise UserError(f"the CIFAR-10 {split} batches in {root} hold labels outside "
-                            f"0-{NUM_CLASSES - 1} ({int(labels.min())}..{int(labels.max())})",
-                            value=root)
-        out[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        out[f"{split}_labels"] = labels
+        out[f"{split}_images"] = _uint8_pixels(images, f"{batches} hold", root) \
+            .permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_labels"] = _class_labels(labels, batches, root)
     return out
+
+
+def _class_labels(labels, batches: str, root: Path) -> torch.Tensor:
+    """The batches' labels as int64, each a whole number in 0-9; a float that is whole (1.0)
+    counts as that number, any other (1.5) is refused rather than cut to one."""
+    try:
+        values = np.asarray(labels)
+    except ValueError:  # a ragged list: numpy refuses to make one array of it
+        values = np.asarray(labels, dtype=object)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise UserError(f"{batches} hold labels of type {values.dtype} (shape {values.shape}); "
+                        f"expected whole numbers 0-{NUM_CLASSES - 1}", value=root)
+    if values.dtype.kind == "f":
+        fractional = values[~(np.isfinite(values) & (values == np.floor(values)))]
+        if len(fractional):
+            raise UserError(f"{batches} hold labels that are not whole numbers (such as "
+                            f"{fractional[0]}); expected 0-{NUM_CLASSES - 1}", value=root)
+    if len(values) and not (0 <= values.min() and values.max() < NUM_CLASSES):
+        raise UserError(f"{batches} hold labels outside 0-{NUM_CLASSES - 1} "
+                        f"({values.min()}..{values.max()})", value=root)
+    return torch.from_numpy(values.astype(np.int64))
+
+
+def _uint8_pixels(pixels: np.ndarray, holder: str, value) -> torch.Tensor:
+    """The one way decoded pixels of either source become a tensor: only as uint8.
+
+    Anything else is refused, even integers that all lie in 0-255: CIFAR-10's batches are
+    uint8, so another type means the file was written by something else, whose scale cannot
+    be known (0-255 in int64, 0-1 in float, 16 bits); guessing it would train on wrong data."""
+    if pixels.dtype != np.uint8:
+        spread = f" from {pixels.min()} to {pixels.max()}" \
+            if pixels.size and pixels.dtype.kind in "iuf" else ""
+        raise UserError(f"{holder} {pixels.dtype} pixels{spread}; expected uint8 (0-255)",
+                        value=value)
+    return torch.from_numpy(pixels)
 
 
 def download_official(root: Path) -> None:
     from torchvision.datasets import CIFAR10
+    # the folders this attempt creates, deepest first: a failed one removes them again
+    created = [p for p in (root, *root.parents) if p.name not in ("", "..") and not p.exists()]
+    downloaded = False
     try:
         root.mkdir(parents=True, exist_ok=True)
         CIFAR10(str(root), train=True, download=True)
-    except (OSError, RuntimeError, ValueError, tarfile.TarError) as err:
-        # no network, a refused connection, a corrupt archive, a full disk
+        downloaded = True
+    except (OSError, RuntimeError, ValueError, tarfile.TarError,
+            http.client.HTTPException) as err:
+        # no network, a refused or cut connection, a corrupt archive, a full disk
         raise UserError(f"CIFAR-10 is not in {root} and downloading it failed "
                         f"({' '.join(str(err).split())[:200]}); give a folder holding "
                         f"{OFFICIAL_SUBDIR}/ or train/<class>/ and test/<class>/ images",
                         setting="data_dir", value=root) from None
+    finally:  # failed or interrupted: the folders this attempt made go again
+        if not downloaded:
+            for folder in created:
+                try:
+                    folder.rmdir()  # empty ones only: one holding a partial download stays
+                except OSError:
+                    pass
 
 
 # ---------------------------------------------------------------- image folder
@@ -160,14 +204,46 @@ def _image_folder_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
         _class_folders(split_dir)
         items = []
         for label, name in enumerate(CLASSES):
-            paths = sorted(p for p in (split_dir / name).iterdir()
-                           if p.is_file() and not p.name.startswith("."))
+            paths = sorted(_files_below(split_dir / name))
             if not paths:
                 raise UserError(f"class folder {split_dir / name} holds no images",
                                 value=split_dir / name)
             items += [(p, label) for p in paths]
         files[split] = items
     return files
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every file below a class folder, at any depth, as torchvision's ImageFolder reads one
+    (os.walk, links followed); a file in a sub-folder is as much the class's image as one
+    beside it, and skipping it would drop data without a word. Hidden files and folders are
+    left out (.DS_Store, .ipynb_checkpoints' copies); a link to a folder already read is not
+    followed, so a link back up the tree cannot loop."""
+    files, seen = [], set()
+    for parent, subfolders, names in os.walk(folder, followlinks=True):
+        seen.add(os.path.realpath(parent))
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")
+                         and os.path.realpath(os.path.join(parent, d)) not in seen]
+        files += [Path(parent, n) for n in names if not n.startswith(".")
+                  and os.path.isfile(os.path.join(parent, n))]
+    return files
+
+
+def _rgb(im: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 by the image's sample width: convert("RGB") is exact for 8-bit (and
+    1-bit) samples but clips wider ones, so a 16-bit greyscale PNG would come out white.
+    16-bit greyscale keeps its top byte (65535 -> 255), as Pillow itself reduces 16-bit RGB
+    PNGs (it opens them as 8-bit RGB); float images or values past 16 bits have no honest
+    0-255 scale and are refused."""
+    samples = np.asarray(im)
+    if samples.dtype.itemsize == 1:
+        return np.array(im.convert("RGB"))
+    if samples.ndim == 2 and samples.dtype.kind in "iu" and samples.min() >= 0 \
+            and samples.max() <= 0xFFFF:
+        return np.repeat((samples >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    raise UserError(f"image {path} has mode {im.mode} pixels from {samples.min()} to "
+                    f"{samples.max()}, which do not map onto 0-255; save it with 8 or 16 bits "
+                    "per channel", value=path)
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -178,11 +254,11 @@ def read_image(path: Path) -> torch.Tensor:
             if im.size != (32, 32):
                 raise UserError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images "
                                 "must be 32x32", value=path)
-            pixels = np.array(im.convert("RGB"))
+            pixels = _rgb(im, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         text = " ".join(str(err).split())[:200]
         raise UserError(f"cannot read image {path}: {text}", value=path) from None
-    return torch.from_numpy(pixels).permute(2, 0, 1)
+    return _uint8_pixels(pixels, f"image {path} holds", path).permute(2, 0, 1)
 
 
 def _decode_image_folder(root: Path, progress: bool) -> dict:

@@ -1,15 +1,21 @@
-"""The exceptions that end a script, each with its documented exit code; they carry values (the
-setting concerned, the path, the rate, the checkpoint) and common.run words them for a person.
+"""How a script ends: the exceptions that end it, each with its documented exit code, and the
+signals that stop it (SIGINT, SIGTERM, SIGHUP alike, from its first line to its last). The
+exceptions carry values (the setting concerned, the path, the rate, the checkpoint) and
+common.run words them for a person.
 
   2    bad input: an option, a path, the data, a checkpoint that does not fit
   3    training diverged (NaN or infinite loss); the best checkpoint is kept
   4    an output could not be written (disk full, folder turned read-only); older files are intact
-  130  SIGINT (Ctrl-C), 143 SIGTERM: a run in training writes a checkpoint first
+  130  SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP (the terminal closed): a run in training writes
+       a checkpoint first
   141  the output pipe closed (e.g. `| head`): files are written before anything is printed
 Bugs still raise."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 
 
 class UserError(Exception):
@@ -48,7 +54,7 @@ class DivergenceError(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM: the script stops; what it finished is on disk. A BaseException, as
+    """SIGINT, SIGTERM or SIGHUP: the script stops; what it finished is on disk. A BaseException, as
     KeyboardInterrupt is, so that no handler meant for errors catches it. `checkpoint`: the
     one just written, when a training loop was stopped."""
 
@@ -60,3 +66,129 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+# ---------------------------------------------------------------- signals
+# This module imports nothing heavy: a program calls while_starting(__name__) before it imports
+# torch, so that a Ctrl-C in those first seconds is one line, not a traceback.
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _ignored_by_launcher(sig) -> bool:
+    """nohup starts a program with SIGHUP ignored so that it outlives the terminal: keep that."""
+    return sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN
+
+
+def _install(handler) -> dict:
+    previous = {}
+    for sig in SIGNALS:
+        if _ignored_by_launcher(sig):
+            continue
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the handlers alone
+            pass
+    return previous
+
+
+def _restore(previous: dict):
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _leave_hung_up_terminal(signum: int):
+    """SIGHUP usually means the terminal is gone, and a write to it fails (EIO): send what the
+    script still prints to /dev/null rather than fail before its checkpoint is written."""
+    if signum != signal.SIGHUP:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a closed or replaced stream: nothing to protect
+            pass
+    os.close(devnull)
+
+
+# ---------------------------------------------------------------- before and after main()
+
+_phase = {"text": "start-up, before anything was written"}
+
+
+def _exit_at_once(signum, frame):
+    # the interpreter may be inside an import: leave without unwinding it
+    _leave_hung_up_terminal(signum)
+    line = f"{signal.Signals(signum).name} received during {_phase['text']}\n"
+    try:
+        os.write(2, line.encode(errors="backslashreplace"))
+    except OSError:
+        pass
+    os._exit(128 + signum)
+
+
+def while_starting(module_name: str):
+    """Called by a program as its first statement: until main() installs its own handlers, and
+    again once main() has returned, a signal ends the process at once with one line and its
+    exit code. Does nothing when the file is not run as a program (imported, or read by a
+    test), so that a library user's handlers are left alone."""
+    if module_name == "__main__":
+        _install(_exit_at_once)
+
+
+def after_main():
+    """main() returned: a signal during the interpreter's shutdown says that, with its code."""
+    if signal.getsignal(signal.SIGINT) is _exit_at_once:
+        _phase["text"] = "shut-down; the script had finished and its results are written"
+
+
+# ---------------------------------------------------------------- while main() runs
+
+def _raise_interrupted(signum, frame):
+    _leave_hung_up_terminal(signum)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted():
+    """Outside a training loop (decoding data, tables, figures, between runs) a signal raises
+    Interrupted where the script is: every write is atomic, so nothing half-written remains."""
+    previous = _install(_raise_interrupted)
+    try:
+        yield
+    finally:
+        _restore(previous)
+
+
+class StopRequest:
+    """While entered, a signal is only noted (`signal`): the loop finishes its step, writes a
+    checkpoint and stops. A second signal kills at once, except under torchrun, which repeats
+    the terminal's Ctrl-C to every worker a moment later (that must not kill a worker while it
+    writes its checkpoint; torchrun escalates to SIGKILL by itself when workers do not stop)."""
+
+    def __init__(self, distributed: bool = False):
+        self.distributed = distributed
+        self.signal: int | None = None
+        self._previous = {}
+
+    def _note(self, signum, frame):
+        _leave_hung_up_terminal(signum)
+        self.signal = self.signal or signum  # keep the first one
+        if not self.distributed:
+            signal.signal(signum, signal.SIG_DFL)
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = _install(self._note)
+        return self
+
+    def __exit__(self, *exc):
+        _restore(self._previous)
+        return False
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def interrupted(self, where: str, checkpoint=None) -> Interrupted:
+        return Interrupted(self.signal or signal.SIGINT, where, checkpoint)

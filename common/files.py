@@ -19,9 +19,11 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import pickle
 import struct
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,8 +43,8 @@ CONFUSION_NAME = "confusion.csv"
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "lr_scheduler": (dict, type(None)),
                    "epoch": int, "step_in_epoch": int, "global_step": int,
                    "early_stopping": dict, "best_model": (dict, type(None)), "history": dict,
-                   "running": dict, "wall_time_s": (int, float), "rng": dict, "asked": dict,
-                   "args": dict}
+                   "running": dict, "wall_time_s": (int, float), "rng": dict, "config": dict,
+                   "precision": str}
 # what torch.load raises for a file that is not a (complete, readable) torch file; a damaged
 # pickle can declare an object of any size (MemoryError, OverflowError: found by generated tests)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError, TypeError,
@@ -205,35 +207,261 @@ class RunDir:
         if self.writer:
             save_csv(rows, self.path / CONFUSION_NAME)
 
-    def confusion(self) -> list[dict]:
-        with open(self.path / CONFUSION_NAME, newline="") as f:
-            return list(csv.DictReader(f))
+    def confusion(self, classes: tuple[str, ...] | None = None) -> list[dict]:
+        """confusion.csv's rows (its cells as written), checked: one row per class, a
+        whole-number count in each class's column. `classes`: the names it must hold (e.g.
+        common.data.CLASSES), else those its header gives."""
+        path = self.path / CONFUSION_NAME
+        rows = read_csv(path, ("class",))
+        problem = confusion_problem(rows, classes or _header_classes(rows))
+        if problem:
+            raise UserError(f"{path}: {problem}")
+        return rows
 
     def is_finished(self) -> bool:
         return (self.path / METRICS_NAME).is_file()
 
     def load_finished(self) -> dict:
-        """metrics.json with the history attached (["history"]: checks and step losses)."""
-        try:
-            with open(self.path / METRICS_NAME) as f:
-                result = json.load(f)
-            if not isinstance(result, dict) or "final" not in result:
-                raise ValueError("not the metrics of a finished run")
-            result["history"] = load_history(self.path)
-        except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"cannot load a finished run from {self.path}: {err}",
-                            value=self.path) from None
+        """metrics.json with the history attached (["history"]: checks and step losses), each
+        file checked against what its writer writes before anything uses it: a damaged one is
+        one UserError naming it."""
+        path = self.path / METRICS_NAME
+        result = read_json(path, dict)
+        problem = metrics_problem(result)
+        if problem:
+            raise UserError(f"{path}: {problem}", value=self.path)
+        trainer = not _record_problem(result)[1]
+        result["history"] = load_history(self.path, TRAINER_HISTORY if trainer
+                                         else SPEEDRUN_HISTORY)
+        checks = len(result["history"]["checks"])
+        if trainer and not 0 <= result["best_check"] < checks:
+            raise UserError(f"{path}: best_check {result['best_check']} is not one of the "
+                            f"{checks} rows of {HISTORY_NAME}", value=self.path)
         return result
 
 
-def load_history(run_dir) -> dict:
-    run_dir = Path(run_dir)
+# ---------------------------------------------------------------- reading files back, checked
 
-    def rows(name):
-        with open(run_dir / name, newline="") as f:
-            return list(csv.DictReader(f))
-    checks = [{k: float(v) for k, v in r.items()} for r in rows(HISTORY_NAME)]
-    steps = ([float(r["loss"]) for r in rows(STEPS_NAME)]
+# What results/ files hold, for shape_problem: float is a finite number (an int or a float, not
+# a bool); int a whole number (not a bool); str, bool, dict, list that type; None null; a tuple
+# any one of its shapes; {key: shape} an object with those keys ("key?": it may be absent;
+# {str: shape}: any keys, at least one); [shape] a list of at least one.
+SPLIT = {"loss": float, "accuracy": float}
+MACHINE = {"cpu": str, "threads": int, "torch": str, "avx512_bf16?": bool, "amx?": bool}
+# the record of how a run was started (record_of): its "config" (common.config, which checks
+# it whole), or in the runs from before it, "args" (the Trainer's) or the entries of the
+# speed-run's metrics themselves, with its settings, command and machine
+CONFIG = {"schema_version": int, "model": str, "seed": int, "recipe": dict}
+RECORD = {"seed": int, "recipe": dict, "command?": str, "data?": str, "data_source?": str,
+          "machine?": MACHINE}
+# metrics.json of every finished run, then what each writer adds: the Trainer and the
+# speed-run; history.csv's columns
+METRICS = {"run": str, "final": {str: SPLIT}, "epochs_completed": float, "precision": str,
+           "device": str}
+TRAINER_METRICS = METRICS | {
+    "final": {"train": SPLIT, "validation": SPLIT, "test": SPLIT}, "stopped_early": bool,
+    "best_check": int, "best_epoch": float, "train_wall_time_s": float}
+SPEEDRUN_METRICS = METRICS | {
+    "final": {"test": SPLIT, "test_tta": SPLIT}, "whiten_time_s": float, "train_time_s": float,
+    "tta_time_s": float, "recipe_time_s": float, "wall_time_s": float,
+    "precision_reason?": str, "description?": str}
+HISTORY = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+           "wall_time_s")
+TRAINER_HISTORY = HISTORY + ("val_loss", "val_accuracy")
+SPEEDRUN_HISTORY = HISTORY + ("train_time_s",)
+
+
+def record_of(metrics: dict) -> dict:
+    """A finished run's record of how it was started (its settings): metrics.json's "config";
+    in runs from before it, "args" (the Trainer's) or the speed-run's metrics themselves."""
+    return next((metrics[key] for key in ("config", "args") if key in metrics), metrics)
+
+
+def _record_problem(metrics: dict) -> tuple[str | None, bool]:
+    """Why a finished run's record is missing or damaged (or None), and whether it is a
+    speed-run's: the record's one check, for every layout it has had."""
+    if "config" in metrics:
+        return (shape_problem(metrics["config"], CONFIG, "config"),
+                isinstance(metrics["config"], dict)
+                and metrics["config"].get("model") == "speedrun")  # common.config's
+    if "args" in metrics:
+        return shape_problem(metrics["args"], RECORD, "args"), False
+    if "recipe" in metrics or "seed" in metrics:  # a speed-run's, among its metrics
+        return shape_problem(metrics, RECORD), True
+    return "it lacks the record of how the run was started (\"config\" or \"args\")", False
+
+
+def metrics_problem(metrics) -> str | None:
+    """Why `metrics` is not a finished run's metrics.json, or None."""
+    if not isinstance(metrics, dict):
+        return f"it holds {_shown(metrics)}, not the metrics of a finished run"
+    problem, speedrun = _record_problem(metrics)
+    return (shape_problem(metrics, METRICS) or problem
+            or shape_problem(metrics, SPEEDRUN_METRICS if speedrun else TRAINER_METRICS))
+
+
+def _shown(value) -> str:
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
+
+
+_NAMES = {float: "a finite number", int: "a whole number", str: "a string", bool: "true or false",
+          None: "null", dict: "an object", list: "a list"}
+
+
+def shape_problem(value, shape, where: str = "") -> str | None:
+    """What in `value` (read from a file) does not have `shape` (the shapes above), or None:
+    "final.test.accuracy is 'high', not a finite number"."""
+    name = where or "it"
+    if isinstance(shape, tuple):
+        problems = [shape_problem(value, s, where) for s in shape]
+        if None in problems:
+            return None
+        inside = [p for s, p in zip(shape, problems)  # the alternative of the value's kind
+                  if isinstance(s, dict) and isinstance(value, dict)
+                  or isinstance(s, list) and isinstance(value, list)]
+        return inside[0] if inside else (
+            f"{name} is {_shown(value)}, not "
+            + " or ".join(_NAMES.get(type(s) if isinstance(s, (dict, list)) else s, str(s))
+                          for s in shape))
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{name} is {_shown(value)}, not an object"
+        if list(shape) == [str]:
+            if not value:
+                return f"{name} is empty"
+            items = [(key, shape[str]) for key in value]
+        else:
+            missing = [k for k in shape if not k.endswith("?") and k not in value]
+            if missing:
+                return f"{name} lacks {', '.join(repr(k) for k in missing[:4])}"
+            items = [(k.removesuffix("?"), s) for k, s in shape.items()
+                     if k.removesuffix("?") in value]
+        for key, inner in items:
+            problem = shape_problem(value[key], inner, f"{where}.{key}" if where else str(key))
+            if problem:
+                return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list) or not value:
+            return f"{name} is {_shown(value) if value != [] else 'empty'}, not a list of " \
+                   f"at least one"
+        for i, item in enumerate(value):
+            problem = shape_problem(item, shape[0], f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if shape is float:
+        ok = _finite(value)
+    elif shape is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif shape is None:
+        ok = value is None
+    else:
+        ok = isinstance(value, shape)
+    return None if ok else f"{name} is {_shown(value)}, not {_NAMES.get(shape, str(shape))}"
+
+
+def _unreadable(path, err: Exception) -> UserError:
+    reason = (err.strerror if isinstance(err, OSError) and err.strerror
+              else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
+    return UserError(f"cannot read {path} ({reason})", value=path)
+
+
+def read_json(path, shape=dict):
+    """A JSON file the package wrote, checked against `shape` (shape_problem) before anything
+    uses it; a missing, unreadable or damaged one is one UserError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: not JSON, not UTF-8
+        raise _unreadable(path, err) from None
+    problem = shape_problem(value, shape)
+    if problem:
+        raise UserError(f"{path}: {problem}", value=path)
+    return value
+
+
+def _number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_csv(path, columns=(), numbers=(), min_rows: int = 0) -> list[dict]:
+    """A CSV file's rows (dicts of its cells as written), checked: the header has `columns`,
+    at least `min_rows` rows follow it, each with a cell for each header column and no more,
+    and the cells of `numbers` (or of every column when numbers is True) parse as numbers; a
+    missing, unreadable or damaged file is one UserError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
+    except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8
+        raise _unreadable(path, err) from None
+    if not lines:  # what save_csv writes for no rows
+        lines = [(0, list(columns))]
+    header, lines = lines[0][1], lines[1:]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(f"{path}: it lacks the column{'s' * (len(missing) > 1)} "
+                        f"{', '.join(repr(c) for c in missing)}", value=path)
+    if len(lines) < min_rows:
+        raise UserError(f"{path}: {f'only {len(lines)} rows' if lines else 'no rows'} below "
+                        f"its header, at least {min_rows} expected", value=path)
+    for n, row in lines:
+        if len(row) != len(header):
+            raise UserError(f"{path}: line {n} has {len(row)} cells, its header "
+                            f"{len(header)}", value=path)
+        for column, text in zip(header, row):
+            if (numbers is True or column in numbers) and not _number(text):
+                raise UserError(f"{path}: line {n}, {column} is {_shown(text)}, not a "
+                                "number", value=path)
+    return [dict(zip(header, row)) for _, row in lines]
+
+
+def _header_classes(rows: list[dict]) -> tuple[str, ...]:
+    return tuple(c for c in (rows[0] if rows else {}) if c not in ("class", "accuracy"))
+
+
+def confusion_problem(rows: list[dict], classes: tuple[str, ...]) -> str | None:
+    """Why confusion.csv's rows are not one per class with a whole-number count (at least 0)
+    for each predicted class, or None."""
+    if not classes:
+        return "it names no class"
+    missing = [c for c in classes if rows and c not in rows[0]]
+    if missing:
+        return (f"it lacks the column{'s' * (len(missing) > 1)} "
+                f"{', '.join(repr(c) for c in missing[:4])}")
+    for row in rows:
+        if row["class"] not in classes:
+            return f"it has a row of class {_shown(row['class'])}, not one of {', '.join(classes)}"
+        for c in classes:
+            if not _number(row[c]) or not (float(row[c]).is_integer() and float(row[c]) >= 0):
+                return f"its row of {row['class']}, column {c} is {_shown(row[c])}, not a count"
+    named = [row["class"] for row in rows]
+    wrong = [c for c in classes if named.count(c) != 1]
+    if wrong:
+        return f"it has {named.count(wrong[0])} rows of class {wrong[0]}, not one"
+    return None
+
+
+def load_history(run_dir, columns=HISTORY) -> dict:
+    """history.csv (at least one row, `columns` among its columns, every cell a number) and
+    steps.csv when there is one (a number in each row's loss)."""
+    run_dir = Path(run_dir)
+    rows = read_csv(run_dir / HISTORY_NAME, columns, numbers=True, min_rows=1)
+    checks = [{k: float(v) for k, v in r.items()} for r in rows]
+    steps = ([float(r["loss"]) for r in read_csv(run_dir / STEPS_NAME, ("loss",), ("loss",))]
              if (run_dir / STEPS_NAME).is_file() else [])
     return {"checks": checks, "step_loss": steps}
 
@@ -253,6 +481,49 @@ def _checkpoint_problem(state) -> str | None:
     if not (isinstance(history.get("checks"), list) and isinstance(history.get("step_loss"), list)
             and all(isinstance(c, dict) for c in history["checks"])):
         return "its history is damaged"
+    for name, entry, fields in (("early_stopping", state["early_stopping"],
+                                 {"best_score": _NUMBER, "best_check": int, "wait_count": int}),
+                                ("running", state["running"],
+                                 {"loss_sum": _NUMBER, "correct": _NUMBER, "count": _NUMBER})):
+        if any(not _is_a(entry.get(k), kind) for k, kind in fields.items()):
+            return f"its {name} is damaged"
+    scheduler = state["lr_scheduler"]
+    if scheduler is not None and not (
+            _is_a(scheduler.get("last_epoch"), int)
+            and isinstance(scheduler.get("base_lrs"), list)
+            and all(_is_a(v, _NUMBER) for v in scheduler["base_lrs"])
+            and (isinstance(scheduler.get("lr_lambdas", []), list)  # LambdaLR's (CosineToZero)
+                 and all(f is None or (isinstance(f, dict) and all(_is_a(v, _NUMBER)
+                                                                    for v in f.values()))
+                         for f in scheduler.get("lr_lambdas", [])))):
+        return "its lr_scheduler is damaged"
+    return _rng_problem(state["rng"])
+
+
+_NUMBER = (int, float)
+
+
+def _is_a(value, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _rng_problem(rng: dict) -> str | None:
+    """The generators' states must be what each generator takes (a damaged one makes
+    random.setstate or numpy raise mid-resume)."""
+    python, numpy = rng.get("python"), rng.get("numpy")
+    words = lambda values, n: (isinstance(values, (list, tuple)) and len(values) == n  # noqa: E731
+                               and all(_is_a(v, int) and 0 <= v < 2**32 for v in values))
+    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8):
+        return "its rng (torch) is damaged"
+    if not (isinstance(python, tuple) and len(python) == 3 and python[0] == 3
+            and words(python[1][:-1] if isinstance(python[1], tuple) else None, 624)
+            and _is_a(python[1][-1], int) and 0 <= python[1][-1] <= 624
+            and (python[2] is None or _is_a(python[2], float))):
+        return "its rng (python) is damaged"
+    if not (isinstance(numpy, list) and len(numpy) == 5 and numpy[0] == "MT19937"
+            and words(numpy[1], 624) and _is_a(numpy[2], int) and 0 <= numpy[2] <= 624
+            and _is_a(numpy[3], int) and _is_a(numpy[4], float)):
+        return "its rng (numpy) is damaged"
     return None
 
 
@@ -261,7 +532,7 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError("no such checkpoint file", setting="resume", value=path)
-    state = load_torch(path, setting="resume")
+    state = load_torch(path, weights_only=True, setting="resume")
     problem = _checkpoint_problem(state)
     if problem:
         raise UserError(f"not a resumable checkpoint ({problem}); use the {CHECKPOINT_NAME} or "
@@ -269,7 +540,26 @@ def read_checkpoint(path) -> dict:
     return state
 
 
-# ---------------------------------------------------------------- the folder's lock
+# ---------------------------------------------------------------- the folder's owner and lock
+
+OWNER_NAME = ".task"  # the script whose results an output folder holds
+
+
+def claim_folder(folder, task: str):
+    """Mark `folder` as holding `task`'s results, or refuse when it holds another script's: two
+    scripts write files of the same names (results.csv, a run called baseline/), and the
+    second would replace the first's without a word."""
+    path = Path(folder) / OWNER_NAME
+    try:
+        owner = path.read_text().strip() if path.is_file() else None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path} ({err})", setting="output_dir") from None
+    if owner and owner != task:
+        raise UserError(f"holds the results of {owner}; {task} writes files of the same names "
+                        f"there", setting="output_dir", value=Path(folder))
+    if owner is None:
+        save_text(task + "\n", path)
+
 
 class FolderLock:
     """An exclusive lock on an output folder while a script writes it: a second run into the

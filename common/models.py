@@ -206,6 +206,12 @@ def load_resnet18(spec: str, progress: bool = False) -> nn.Module:
     return resnet18_with(load_weights(spec, progress))
 
 
+def resnet18_for_transfer(weights: str = "imagenet") -> nn.Module:
+    """Report 4.a's network: ResNet18 starting from `weights` (load_weights' spec), a new
+    CIFAR-10 head, every layer but TRAINABLE frozen."""
+    return prepare_for_transfer(resnet18_with(load_weights(weights)))
+
+
 def prepare_for_transfer(model: nn.Module, num_classes: int = NUM_CLASSES) -> nn.Module:
     """A new num_classes head, and every parameter outside TRAINABLE frozen.
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from . import plotting
 from .data import CLASSES
+from .files import record_of
 
 # The report's studies: figure file and title (tasks 3c, 3d and 3e).
 STUDY_FIGURES = {
@@ -64,7 +65,8 @@ def test_acc(run: dict) -> float:
 def budget(run: dict, default_epochs: int = 10, default_patience: int = 4) -> str:
     """The epochs and early stopping a run was allowed (not what it used); the defaults are
     those of the recipes when the earliest runs, which do not record them, were trained."""
-    recipe, args = run["args"].get("recipe", {}), run["args"]
+    args = record_of(run)
+    recipe = args.get("recipe", {})
     epochs = args.get("epochs") or recipe.get("epochs") or default_epochs
     early = default_patience
     for key in ("early_stop_count", "patience"):  # the recipe's name for it, older and newer

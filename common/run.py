@@ -14,22 +14,23 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from . import models, system
 from . import results as figures
-from . import system
+from .config import LIMITS, MAY_CHANGE_ON_RESUME, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CIFAR10Splits, TensorLoader, cifar10_splits
-from .errors import DivergenceError, Interrupted, OutputError, UserError
-from .files import FolderLock, RunDir, ensure_writable_dir, read_checkpoint, save_csv, save_json
-from .models import Model1
-from .recipes import Overrides, Recipe, make_optimizer, make_scheduler
-from .trainer import PrecisionChoice, Trainer, TrainerConfig, choose_precision, review_precision
+from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
+                     signals_raise_interrupted)
+from .files import (METRICS_NAME, FolderLock, RunDir, claim_folder, ensure_writable_dir,
+                    read_checkpoint, save_csv, save_json)
+from .models import CNN1g, Model1, Model2
+from .speedrun import SpeedrunNet
+from .recipes import OPTIMIZERS, SCHEDULES, Recipe, make_optimizer, make_scheduler
+from .trainer import PrecisionChoice, Trainer, choose_precision, review_precision
 
 QUICK_SUBSET = 1000  # --quick: 1,000 images per split and one epoch (about a minute on CPU)
-# what a run cannot change mid-run: a checkpoint resumes only under the same values
-FIXED_ON_RESUME = ("batch_size", "image_size", "data_digest", "subset", "seed")
 
 
 # ---------------------------------------------------------------- the command line
@@ -42,6 +43,19 @@ def whole_number(minimum: int):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return whole_number
+
+
+def setting_type(name: str):
+    """An option type for a run setting: a number, checked by the rule config.LIMITS gives it
+    (the same rule a config.json's value meets)."""
+    def number(text: str) -> float:
+        value = float(text)
+        check, rule = LIMITS[name]
+        if value != value or not check(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+    number.__name__ = name.replace("_", " ")
+    return number
 
 
 def positive_number(text: str) -> float:
@@ -61,7 +75,10 @@ def path_text(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path names nothing")
     path = Path(text).expanduser()
-    if len(str(path)) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in path.parts):
+    # measured in the bytes the file system sees: a name that is not valid UTF-8 arrives here
+    # with its undecodable bytes as surrogates (PEP 383), which os.fsencode gives back
+    if len(os.fsencode(path)) > PATH_MAX or any(len(os.fsencode(part)) > NAME_MAX
+                                                 for part in path.parts):
         raise argparse.ArgumentTypeError("file name too long")
     if "\0" in text:
         raise argparse.ArgumentTypeError("a path cannot hold a NUL character")
@@ -101,13 +118,18 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
     option("--lr", type=positive_number, default=None, metavar="LR",
            help="learning rate (default: the recipe's); with --resume, the rate from "
                 "the step reached on (e.g. lower, after a divergence)")
-    option("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    add_recipe_options(option)
+    option("--config", metavar="CONFIG.JSON", default=None, type=path_text,
+           help="a run's config.json (written in every run folder): trains that run again "
+                "with its recipe, data, seed and precision; options typed beside it change "
+                "those values")
+    option("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
            help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")
-    option("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    option("--precision", default=None, choices=["auto", "fp32", "bf16"],
            help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a "
                 "CPU, whichever a probe of the model measures faster in interleaved pairs "
                 "(kept per machine when its spread decides) (default: auto)")
-    option("--seed", type=int, default=0,
+    option("--seed", type=int, default=None,
            help="seed for the train/validation split, initialisation, shuffling and "
                 "augmentation; any whole number (default: 0)")
     option("--output-dir", metavar="DIR", default=None, type=path_text,
@@ -121,13 +143,32 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
                 "each unless given")
     option("--resume", metavar="CHECKPOINT", default=None, type=path_text,
            help="continue the run a checkpoint.pt (or best.pt) belongs to, from any folder; "
-                "its script, run, batch size, data, subset and seed must match, --lr, "
-                "--epochs, --patience and --precision take effect from the step reached; in "
+                "its script, run, data, subset, seed, model and recipe must match, but --lr, "
+                "--epochs, --patience, --momentum, --weight-decay, --label-smoothing and "
+                "--precision, which take effect from the step reached; in "
                 "scripts with several runs, runs already finished in the output folder with "
                 "the same settings are loaded instead of retrained")
     option("--no-progress", action="store_true",
            help="no progress bars (they are also off when output is not a terminal)")
     return p
+
+
+def add_recipe_options(option):
+    """The recipe's settings beyond the rate, batch and length, with torchvision's names."""
+    option("--opt", choices=OPTIMIZERS, default=None, type=str.lower,
+           help="optimizer (default: the recipe's)")
+    option("--momentum", type=setting_type("momentum"), default=None, metavar="M",
+           help="SGD's momentum, in [0, 1) (default: the recipe's); with --resume, from the "
+                "step reached")
+    option("--weight-decay", type=setting_type("weight_decay"), default=None, metavar="W",
+           help="weight decay, >= 0 (default: the recipe's); with --resume, from the step "
+                "reached")
+    option("--lr-scheduler", choices=SCHEDULES, default=None, type=str.lower,
+           help="constant rate, or cosine decay to 0 over the run, stepped every step "
+                "(default: the recipe's)")
+    option("--label-smoothing", type=setting_type("label_smoothing"), default=None,
+           metavar="S", help="label smoothing of the training loss, in [0, 1) (default: the "
+                             "recipe's); with --resume, from the step reached")
 
 
 WEIGHTS_HELP = ("imagenet: torchvision's ImageNet weights (IMAGENET1K_V1; from its cache, "
@@ -169,136 +210,149 @@ def parse_ints(text: str, setting: str, count: int | None = None) -> list[int]:
     return values
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """How and where a script runs, as opposed to what it trains (the recipe)."""
-    task: str                          # the script: its runs' checkpoints name it
-    data_dir: str | None = None        # None: $CIFAR10_DIR, else ./data/cifar10
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    subset: int | None = None          # at most this many images per split
-    output_dir: str | None = None      # None: outputs/<task>, figures of full runs to plots/
-    resume: str | None = None          # a checkpoint.pt to continue
-    progress: bool = False
-    overrides: Overrides = field(default_factory=Overrides)
-    command: str = ""                  # the command line as typed (records)
+# the options that define a run (RunConfig's settings, named as typed); the rest of the command
+# line says where and how the script runs
+RUN_OPTIONS = ("data_dir", "device", "precision", "seed", "subset", "lr", "batch_size", "epochs",
+               "patience", "opt", "momentum", "weight_decay", "lr_scheduler", "label_smoothing")
 
 
-def run_settings(args: argparse.Namespace, task: str, argv=None) -> RunSettings:
-    """The parsed command line as the library's typed settings."""
+def script_options(args: argparse.Namespace, argv=None, extra: dict | None = None) -> dict:
+    """The parsed command line as setup()'s keyword values: the run settings typed (None: not
+    typed; `extra` adds a script's own, e.g. the speed-run's widths), the config file, the
+    output folder, the checkpoint to resume, progress bars and the command as typed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     typed = [Path(sys.executable).name, sys.argv[0], *argv]
-    return RunSettings(
-        task=task, data_dir=args.data_dir, device=args.device, precision=args.precision,
-        seed=getattr(args, "seed", 0), subset=args.subset, output_dir=args.output_dir,
-        resume=getattr(args, "resume", None),
-        progress=not args.no_progress and sys.stderr.isatty(),
-        overrides=Overrides(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                            patience=getattr(args, "patience", None)),
-        command=" ".join(shlex.quote(a) for a in typed))
+    settings = {k: getattr(args, k, None) for k in RUN_OPTIONS} | (extra or {})
+    return dict(settings=settings, config_file=getattr(args, "config", None),
+                output_dir=args.output_dir, resume=getattr(args, "resume", None),
+                progress=not args.no_progress and sys.stderr.isatty(),
+                command=" ".join(shlex.quote(a) for a in typed))
 
 
 # ---------------------------------------------------------------- the session
 
 @dataclass(frozen=True)
 class Session:
-    """What a script set up once for all its runs."""
-    settings: RunSettings
+    """What a script set up once for all its runs: their configurations (by run name), the
+    device, DDP, the locked output folder, the data and the checkpoint to resume."""
+    task: str
+    configs: dict
     device: torch.device
     dist: system.DistInfo
     output_root: Path
     figure_dir: Path
     splits: CIFAR10Splits
-    resume_state: dict | None = None   # the checkpoint named by settings.resume
+    progress: bool = False
+    command: str = ""
+    resume: str | None = None
+    resume_state: dict | None = None
 
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
 
-def setup(settings: RunSettings, runs: list[str], figures_to_plots: bool = True) -> Session:
-    """Device, DDP, the output folder (locked while this script writes it), the checkpoint to
-    resume (checked against `runs`, the runs this script will train) and the data. Figures of
+def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, output_dir=None,
+          resume=None, progress: bool = False, command: str = "",
+          figures_to_plots: bool = True, data_seed: int | None = None) -> Session:
+    """Each planned run's configuration (plans: (run, model, recipe, model_kwargs)), built by
+    precedence: the recipe, the --config file (which then selects its own run), the settings
+    typed; then the device, DDP, the output folder (locked while this script writes it), the
+    checkpoint to resume (checked against the runs planned) and the data, split and subset by
+    the runs' seed (or `data_seed`, for a script whose seeds leave its data alone). Figures of
     full runs go to plots/ unless figures_to_plots is False."""
+    file = load_config(config_file) if config_file else None
+    configs = {run: RunConfig(task, run, model, recipe, dict(kwargs or {}))
+               for run, model, recipe, kwargs in plans}
+    if file is not None:
+        _check_target(task, file.task, file.run, configs, "config", config_file)
+        configs = {file.run: file}
+    configs = {name: c.with_settings(**settings) for name, c in configs.items()}
     resume_state = None
-    if settings.resume:
-        resume_state = read_checkpoint(settings.resume)
-        _check_resume_target(resume_state, settings, list(runs))
-    device, dist = _devices(settings)
-    system.resolve_precision(settings.precision, device)  # an impossible one fails before data
-    trial = settings.subset is not None
-    output_root = Path(settings.output_dir or f"outputs/{settings.task}")
-    figure_dir = (output_root if (settings.output_dir or trial or not figures_to_plots)
+    if resume:
+        resume_state = read_checkpoint(resume)
+        saved = RunConfig.from_dict(resume_state["config"], resume)
+        _check_target(task, saved.task, saved.run, configs, "resume", resume)
+    first = next(iter(configs.values()), None) or RunConfig(task, "", "", None).with_settings(
+        **settings)
+    device = system.pick_device(first.device)
+    dist, device = system.init_distributed(device)
+    system.resolve_precision(first.precision, device)  # an impossible one fails before data
+    output_root = Path(output_dir or f"outputs/{task}")
+    figure_dir = (output_root if (output_dir or first.subset is not None or not figures_to_plots)
                   else Path("plots"))
     if dist.is_main:
         ensure_writable_dir(output_root)
         ensure_writable_dir(figure_dir)
         FolderLock(output_root).acquire()
-    splits = cifar10_splits(settings.data_dir, seed=settings.seed, subset=settings.subset,
-                            progress=settings.progress and dist.is_main)
-    return Session(settings, device, dist, output_root, figure_dir, splits, resume_state)
+    data_seed = first.seed if data_seed is None else data_seed
+    splits = cifar10_splits(first.data_dir, seed=data_seed, subset=first.subset,
+                            progress=progress and dist.is_main)
+    configs = {n: dataclasses.replace(c, data_digest=splits.digest) for n, c in configs.items()}
+    return Session(task, configs, device, dist, output_root, figure_dir, splits, progress,
+                   command, resume, resume_state)
 
 
-def _devices(settings: RunSettings) -> tuple[torch.device, system.DistInfo]:
-    device = system.pick_device(settings.device)
-    dist, device = system.init_distributed(device)
-    return device, dist
+def _check_target(task: str, their_task: str, run: str, configs: dict, setting: str, value):
+    """A --resume checkpoint or --config file must be of this script and of a run it trains."""
+    what = "checkpoint" if setting == "resume" else "configuration"
+    if their_task != task:
+        raise UserError(f"a {what} of {their_task}'s run {run}, not of {task}; give it to "
+                        f"{their_task}", setting=setting, value=value)
+    if run not in configs:
+        raise UserError(f"a {what} of run {run}, which this command does not train (it "
+                        f"trains {', '.join(configs) or 'no such run'})", setting=setting,
+                        value=value)
 
 
-def _check_resume_target(state: dict, settings: RunSettings, runs: list[str]):
-    record = state["args"]
-    task, run = record.get("task"), record.get("run")
-    if task != settings.task:
-        raise UserError(f"a checkpoint of {task}'s run {run}, not of {settings.task}; resume "
-                        f"it with {task}", setting="resume", value=settings.resume)
-    if run not in runs:
-        raise UserError(f"a checkpoint of run {run}, which this command does not train (it "
-                        f"trains {', '.join(runs) or 'no such run'})", setting="resume",
-                        value=settings.resume)
+def facts(session: Session, **more) -> dict:
+    """What metrics.json says about how a run went, beside its configuration."""
+    return {"data_source": session.splits.source, "command": session.command,
+            "machine": system.machine_record(session.device), **more}
 
 
-def run_record(session: Session, name: str, recipe: Recipe, notes: dict | None = None) -> dict:
-    s = session.settings
-    return {"task": s.task, "run": name, "batch_size": recipe.batch_size,
-            "image_size": recipe.image_size, "data": session.splits.source,
-            "data_digest": session.splits.digest, "subset": s.subset, "seed": s.seed,
-            "recipe": recipe.describe() | (notes or {}), "command": s.command,
-            "machine": system.machine_record(session.device)}
+# ---------------------------------------------------------------- one run
+
+MODELS = {"cnn1g": CNN1g, "model1": Model1, "model2": Model2,
+          "resnet18": models.resnet18_for_transfer}
 
 
-def _differences(saved: dict, record: dict, keys) -> list[str]:
-    """What differs between a recorded run (`saved`) and this command's `record`, in `keys`;
-    both compared as metrics.json holds them (tuples as lists)."""
-    saved, record = json.loads(json.dumps(saved)), json.loads(json.dumps(record))
-    if "data_digest" in keys and "data_digest" not in saved:  # recorded before digests
-        keys = [k if k != "data_digest" else "data" for k in keys]
-    out = []
-    for k in keys:
-        if saved.get(k) == record[k]:
-            continue
-        if k == "data_digest":
-            out.append(f"data {saved.get('data')} (checkpoint) vs {record['data']} (now): "
-                       "other images")
-        elif k == "recipe":
-            old, new = saved.get(k) or {}, record[k]
-            out += [f"{kk} {old.get(kk)} vs {new[kk]}" for kk in new if old.get(kk) != new[kk]]
-        else:
-            out.append(f"{k} {saved.get(k)} (checkpoint) vs {record[k]} (now)")
-    return out
+def build_model(config: RunConfig) -> torch.nn.Module:
+    """The run's network, with the initial weights its builder gives (seeded by the caller)."""
+    if config.model == SPEEDRUN_MODEL:
+        return SpeedrunNet.from_config(config.recipe)
+    return MODELS[config.model](**config.model_kwargs)
 
 
-def _reusable(session: Session, run_dir: RunDir, record: dict) -> dict | None:
-    """The finished run in run_dir when it was trained with this command's settings (a resumed
-    script reuses it); None otherwise, and the command trains it again (says so)."""
+def starting_point(session: Session, config: RunConfig, run_dir: RunDir) -> tuple:
+    """Where a run begins, by one rule: (checkpoint state to continue, finished run to load).
+
+    --resume names this run's checkpoint: it continues, and what cannot change mid-run must be
+    as it was. --resume names another run of this script: this one, when it finished in the
+    output folder with this configuration, is loaded instead of trained. Otherwise, and when
+    the finished one differs (said on stderr), it trains from the start."""
+    state = session.resume_state
+    if state is None:
+        return None, None
+    saved = RunConfig.from_dict(state["config"], session.resume)
+    if saved.run == config.run:
+        differ = saved.differences(config, ignore=MAY_CHANGE_ON_RESUME)
+        if differ:
+            raise UserError(f"cannot continue with other settings: {'; '.join(differ)}; "
+                            "these cannot change mid-run",
+                            setting="resume", value=session.resume)
+        return state, None
     if not run_dir.is_finished():
-        return None
+        return None, None
     finished = run_dir.load_finished()
-    differ = _differences(finished["args"], record, list(FIXED_ON_RESUME) + ["recipe"])
-    if differ and session.is_main:
-        print(f"{record['run']}: the finished run in {run_dir.path} was trained with other "
+    differ = RunConfig.from_dict(finished["config"], run_dir.path / METRICS_NAME).differences(
+        config, ignore=("device", "precision"), names=("finished", "now"))
+    if not differ:
+        return None, finished
+    if session.is_main:
+        print(f"{config.run}: the finished run in {run_dir.path} was trained with other "
               f"settings ({'; '.join(differ[:4])}); training it again", file=sys.stderr)
-    return None if differ else finished
+    return None, None
 
 
 def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
@@ -320,11 +374,14 @@ def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
     }
 
 
-def choose_run_precision(session: Session, make_model, batch_size: int,
-                         image_size: int = 32) -> PrecisionChoice:
-    """--precision, or under auto the faster here; under torchrun every rank takes rank 0's."""
-    choice = choose_precision(session.settings.precision, session.device, make_model,
-                              batch_size, image_size)
+def choose_run_precision(session: Session, config: RunConfig,
+                         resumed: dict | None = None) -> PrecisionChoice:
+    """The precision asked for; under auto the checkpoint's when resuming, else the faster
+    here (measured); under torchrun every rank takes rank 0's."""
+    if resumed is not None and config.precision == "auto":
+        return PrecisionChoice(resumed["precision"], "auto: the checkpoint's, as the run began")
+    choice = choose_precision(config.precision, session.device, lambda: build_model(config),
+                              config.recipe.batch_size, getattr(config.recipe, "image_size", 32))
     if session.dist.enabled:
         bf16, = system.all_reduce_sum(
             [float(choice.precision == "bf16") if session.is_main else 0.0], session.device)
@@ -332,82 +389,59 @@ def choose_run_precision(session: Session, make_model, batch_size: int,
     return choice
 
 
-def _precision(session: Session, resume: dict | None, make_model, recipe) -> PrecisionChoice:
-    if resume is not None and session.settings.precision == "auto" \
-            and "precision" in resume["args"]:
-        return PrecisionChoice(resume["args"]["precision"],
-                               "auto: the checkpoint's, as the run began")
-    return choose_run_precision(session, make_model, recipe.batch_size, recipe.image_size)
-
-
-def train_recipe(session: Session, name: str, make_model: Callable[[], torch.nn.Module],
-                 recipe: Recipe, notes: dict | None = None) -> dict:
-    """Train make_model() by `recipe` (with the command line's overrides) as run `name` under
-    the output folder; returns metrics with the history attached.
+def train(session: Session, name: str, **more_facts) -> dict:
+    """Train run `name` of the session (torchvision's train.py, in order: seed, data, model,
+    optimizer, resume, loop, save); returns its metrics with the history attached and the
+    trained model under "model" (a finished run loaded instead has no "model"). `more_facts`:
+    what the script adds to metrics.json about the run (task 4: the weights it started from).
 
     The model is built right after seeding, so its initial weights depend on the seed alone,
-    not on the runs a script trained before it: every run is reproduced by running it alone.
-    With --resume: the run the checkpoint belongs to continues from it; a run already finished
-    in the output folder with the same settings is loaded, not trained again."""
-    settings = session.settings
-    recipe = settings.overrides.apply(recipe)
+    not on the runs a script trained before it: every run is reproduced by running it alone."""
+    config = session.configs[name]
+    recipe = config.recipe
     run_dir = RunDir(session.output_root / name, writer=session.is_main)
-    resume = session.resume_state
-    record = run_record(session, name, recipe, notes)
-    if resume is not None and resume["args"]["run"] != name:
-        resume = None
-        finished = _reusable(session, run_dir, record)
-        if finished is not None:
-            if session.is_main:
-                print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
-            return finished
-    if resume is not None:
-        differ = _differences(resume["args"], record, FIXED_ON_RESUME)
-        if differ:
-            raise UserError(f"cannot continue with other settings: {'; '.join(differ)}; these "
-                            "cannot change mid-run", setting="resume", value=settings.resume)
-    system.seed_everything(settings.seed)
-    model = make_model()
-    loaders = make_loaders(session.splits, recipe, device=session.device, seed=settings.seed,
+    resumed, finished = starting_point(session, config, run_dir)
+    if finished is not None:
+        if session.is_main:
+            print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
+        return finished
+    system.seed_everything(config.seed)  # the initial weights: the same on every rank
+    model = build_model(config)
+    # augmentation and dropout: each rank its own stream (DDP broadcasts rank 0's weights)
+    system.seed_everything(config.seed + session.dist.rank)
+    loaders = make_loaders(session.splits, recipe, device=session.device, seed=config.seed,
                            dist=session.dist)
-    choice = _precision(session, resume, make_model, recipe)  # leaves the seeded stream alone
-    record["precision"], record["precision_reason"] = choice.precision, choice.reason
+    if session.is_main:  # once nothing can refuse the run: a refused one leaves the folder be
+        claim_folder(session.output_root, session.task)
+    choice = choose_run_precision(session, config, resumed)  # leaves the seeded stream alone
     if session.is_main:
         print(f"{name}: {choice.precision} ({choice.reason})", file=sys.stderr)
-    trainer = _trainer(session, name, model, recipe, loaders, record, run_dir)
-    if resume is not None:
-        try:
-            trainer.resume(resume)
-        except ValueError as err:
-            raise UserError(f"does not fit this run ({err})", setting="resume",
-                            value=settings.resume) from None
+    optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
+    scheduler = make_scheduler(recipe.lr_scheduler, optimizer,
+                               recipe.epochs * len(loaders["train"]))
+    trainer = Trainer(model, optimizer, loaders, config, precision=choice.precision,
+                      facts=facts(session, precision_reason=choice.reason, **more_facts),
+                      scheduler=scheduler,
+                      device=session.device, run_dir=run_dir.create(), dist=session.dist,
+                      progress=session.progress)
+    if resumed is not None:
+        trainer.resume(resumed, session.resume)
+    if session.is_main:
+        config.save(run_dir.path)
     result = trainer.fit()
     if session.is_main and review_precision(choice, trainer.images_per_second()):
         print(f"{name}: trained faster than its cached precision probe measured; the probe "
               "is forgotten and runs again next time", file=sys.stderr)
     if session.is_main and "test" in result["final"]:
         figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
-    return result | {"history": trainer.history}
-
-
-def _trainer(session: Session, name: str, model, recipe: Recipe, loaders: dict, record: dict,
-             run_dir: RunDir) -> Trainer:
-    optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
-    scheduler = make_scheduler(recipe.schedule, optimizer, recipe.epochs * len(loaders["train"]))
-    # every rank starts from the same weights (DDP broadcasts rank 0's anyway); augmentation
-    # and dropout draw rank-specific random numbers
-    system.seed_everything(session.settings.seed + session.dist.rank)
-    config = TrainerConfig(epochs=recipe.epochs, checks_per_epoch=recipe.checks_per_epoch,
-                           patience=recipe.patience, precision=record["precision"],
-                           progress=session.settings.progress, run_name=name, record=record)
-    return Trainer(model, optimizer, loaders, config, scheduler=scheduler,
-                   device=session.device, run_dir=run_dir.create(), dist=session.dist)
+    return result | {"history": trainer.history, "model": trainer.raw_model}
 
 
 def save_results(session: Session, results: dict[str, dict], name: str = "results"):
-    """All runs' metrics (without the per-step history) as one JSON beside the runs."""
+    """All runs' metrics (without the per-step history or the model) as one JSON beside the
+    runs."""
     if session.is_main:
-        save_json({k: {kk: vv for kk, vv in v.items() if kk != "history"}
+        save_json({k: {kk: vv for kk, vv in v.items() if kk not in ("history", "model")}
                    for k, v in results.items()}, session.output_root / f"{name}.json")
 
 
@@ -420,8 +454,10 @@ class Variant:
     model_kwargs: dict = field(default_factory=dict)     # changes to Model1(...)
     recipe_changes: dict = field(default_factory=dict)   # changes to the base Recipe
 
-    def recipe(self, base: Recipe) -> Recipe:
-        return dataclasses.replace(base, **self.recipe_changes)
+    def plan(self, base: Recipe) -> tuple:
+        """(run, model, recipe, model_kwargs): the variant as setup() plans it."""
+        return self.name, "model1", dataclasses.replace(base, **self.recipe_changes), \
+            self.model_kwargs
 
 
 def add_study_options(parser: argparse.ArgumentParser, variants: dict):
@@ -449,12 +485,13 @@ def select_variants(variants: dict, spec: str | None) -> list:
     return [variants[n] for n in names]
 
 
-def run_study(session: Session, variants: list[Variant], base: Recipe, *, study: str,
-              baseline_dir=None, table_note: str = "") -> dict:
-    """Train every variant (the baseline may be loaded from a finished run, read before
-    anything trains), then write the comparison table (CSV + printed) and the study's figure
-    (Figure 4 when the variants are exactly the baseline and TanH). A diverging variant is a
-    result, not a crash."""
+def run_study(session: Session, variants: list[Variant], *, study: str, baseline_dir=None,
+              table_note: str = "") -> dict:
+    """Train every variant the session plans (the baseline may be loaded from a finished run,
+    read before anything trains), then write the comparison table (CSV + printed) and the
+    study's figure (Figure 4 when the variants are exactly the baseline and TanH). A diverging
+    variant is a result, not a crash."""
+    variants = [v for v in variants if v.name in session.configs]
     results = {}
     if baseline_dir and any(v.name == "baseline" for v in variants):
         try:
@@ -467,9 +504,7 @@ def run_study(session: Session, variants: list[Variant], base: Recipe, *, study:
         if v.name in results:
             continue
         try:
-            results[v.name] = train_recipe(session, v.name,
-                                           functools.partial(Model1, **v.model_kwargs),
-                                           v.recipe(base))
+            results[v.name] = train(session, v.name)
         except DivergenceError as err:
             if session.is_main:
                 print(f"{v.name}: diverged: {err}")
@@ -566,8 +601,11 @@ def exits_cleanly(main):
     def wrapper(argv=None):
         argv = list(sys.argv[1:] if argv is None else argv)
         main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun every rank raises alike
+        for stream in (sys.stdout, sys.stderr):  # a path the locale cannot spell is still printed
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
-            with system.signals_raise_interrupted():
+            with signals_raise_interrupted():
                 try:
                     return main(argv)
                 finally:
@@ -590,10 +628,16 @@ def exits_cleanly(main):
             # the reader went away (`| head`): say nothing more, on a stdout that cannot fail
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
+        finally:
+            after_main()
 
     return wrapper
 
 
 def _say(line: str, show: bool, error: bool = True):
-    if show:  # an error is one line, whatever a path in it holds
+    if not show:
+        return
+    try:  # an error is one line, whatever a path in it holds
         print(f"error: {line}".replace("\n", "\\n") if error else line, file=sys.stderr)
+    except OSError:  # the terminal is gone (SIGHUP): the exit code still says what happened
+        pass

@@ -23,7 +23,6 @@ the divergence check, the log line, evaluation and the run folder's format are t
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
                    CIFAR10Splits, TensorLoader, normalize)
+from .config import RunConfig
 from .errors import UserError
 from .files import RunDir, save_json
 from .recipes import SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
@@ -364,45 +364,46 @@ def _score(model, test, cfg, *, device, precision, seed, run_name, history, time
         "precision": precision,
         "device": str(device),
         "seed": seed,
-        "recipe": cfg.describe(),
         "history": history,
         "confusion": confusion_rows(confusion),
     }
 
 
 # ---------------------------------------------------------------------------- several seeds
-def run_seeds(splits: CIFAR10Splits, cfg: SpeedrunConfig, seeds: list[int], *, root: Path,
-              device, precision: str, identity: dict, record: dict | None = None,
-              progress: bool = False, on_finished=None) -> dict:
-    """Train the recipe once per seed under root/seed<N>/; a seed finished earlier with the
-    same `identity` (the recipe, precision, device, and what the caller adds: the data's
-    digest, the subset) is loaded, not retrained: an interrupted study loses at most the seed
-    it was on. `record`: more to write into each seed's metrics (how it was started).
-    `on_finished(run_dir, result)` is called after each newly trained seed (its figure).
-    Returns {"runs": {seed: result}, "summary"}."""
-    identity = json.loads(json.dumps({"recipe": cfg.describe(), "precision": precision,
-                                      "device": str(device)} | identity))  # as read back
+def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, root: Path,
+              device, precision: str, facts: dict | None = None, progress: bool = False,
+              on_finished=None) -> dict:
+    """Train the run `config` describes once per seed under root/seed<N>/; a seed finished
+    earlier with the same configuration, precision and device is loaded, not retrained: an
+    interrupted study loses at most the seed it was on. `facts`: what each seed's metrics.json
+    says about how it ran. `on_finished(run_dir, result)` is called after each newly trained
+    seed (its figure). Returns {"runs": {seed: result}, "summary", "precision"}."""
     runs = {}
     for seed in seeds:
+        seed_config = config.with_settings(seed=seed)
         run_dir = RunDir(root / f"seed{seed}")
         result = run_dir.load_finished() if run_dir.is_finished() else None
-        if result is not None and all(result.get(k) == v for k, v in identity.items()):
+        if result is not None and result["precision"] == precision \
+                and result["device"] == str(device) and not RunConfig.from_dict(
+                    result["config"], run_dir.path).differences(seed_config, ("device",)):
             print(f"{root.name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
-            result, model = train_speedrun(splits, cfg, device=device, precision=precision,
-                                           seed=seed, progress=progress,
+            result, model = train_speedrun(splits, seed_config.recipe, device=device,
+                                           precision=precision, seed=seed, progress=progress,
                                            run_name=f"{root.name} seed {seed}")
             run_dir.create()
-            run_dir.save_checkpoint({"model": model.state_dict(), "args": identity}, best=True)
+            seed_config.save(run_dir.path)
+            run_dir.save_checkpoint({"model": model.state_dict(),
+                                     "config": seed_config.to_dict()}, best=True)
             run_dir.write_history(result["history"])
             run_dir.write_confusion(result.pop("confusion"))
-            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"} | identity
-                                  | (record or {}))
+            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
+                                  | {"config": seed_config.to_dict()} | (facts or {}))
             if on_finished is not None:
                 on_finished(run_dir, result)
         runs[seed] = result
     summary = summarize(runs)
-    save_json({"summary": summary, "recipe": cfg.describe(), "data_source": splits.source,
+    save_json({"summary": summary, "config": config.to_dict(), "data_source": splits.source,
                "runs": {s: {k: v for k, v in r.items() if k != "history"}
                         for s, r in runs.items()}}, root / "results.json")
     return {"runs": runs, "summary": summary, "precision": precision}

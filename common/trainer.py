@@ -25,9 +25,11 @@ from tqdm import tqdm
 
 from . import system
 from .data import CLASSES, NUM_CLASSES, user_cache_dir
-from .errors import DivergenceError, OutputError
+from .config import MAY_CHANGE_ON_RESUME, RunConfig
+from .errors import DivergenceError, OutputError, UserError
 from .files import RunDir, save_json
 from .recipes import change_schedule
+from .errors import StopRequest
 from .system import autocast, cpu_has_bf16, cpu_name, resolve_precision
 
 # a checkpoint is a sound place to resume from when its validation loss is below twice that
@@ -174,17 +176,6 @@ def log_epoch(run_name: str, row: dict, seconds_key: str = "wall_time_s"):
 
 # ---------------------------------------------------------------- the Trainer
 
-@dataclass
-class TrainerConfig:
-    epochs: int
-    checks_per_epoch: int
-    patience: int | None               # checks without a lower validation loss; None: off
-    precision: str = "fp32"
-    progress: bool = True
-    run_name: str = "run"
-    record: dict = field(default_factory=dict)  # what the run is: kept in every file it writes
-
-
 class Stopwatch:
     """Seconds spent in fit(), over every resume."""
 
@@ -202,8 +193,10 @@ class Stopwatch:
 
 
 def _rng_state() -> dict:
+    """Every generator's state in plain types (torch.load's weights_only reads them back)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+             "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -213,17 +206,65 @@ def _set_rng_state(state: dict):
     # .cpu(): the checkpoint may be mapped onto a GPU; the generators take CPU byte tensors
     torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def weights_problem(model: nn.Module, weights: dict) -> str | None:
+    """Why a checkpoint's model weights cannot load into `model` (other names or shapes: another
+    architecture), or None."""
+    own = model.state_dict()
+    odd = [k for k in own if k not in weights] + [k for k in weights if k not in own]
+    if odd:
+        return f"the weights' names differ: {', '.join(map(str, odd[:3]))}"
+    for name, tensor in own.items():
+        theirs = weights[name]
+        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
+            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
+            return f"{name} is {shape} in the checkpoint, {tuple(tensor.shape)} in the model"
+    return None
+
+
+def optimizer_problem(optimizer, state: dict) -> str | None:
+    """Why a checkpoint's optimizer state does not fit `optimizer` (other groups, other
+    parameters, buffers of other shapes), or None."""
+    groups, saved = optimizer.param_groups, state.get("param_groups")
+    if not isinstance(saved, list) or not isinstance(state.get("state"), dict) or \
+            [len(g["params"]) for g in groups] != [len(g.get("params", ())) if isinstance(g, dict)
+                                                  else -1 for g in saved]:
+        return "the optimizer's parameter groups differ"
+    params = [p for g in groups for p in g["params"]]
+    ids = [i for g in saved for i in g["params"]]
+    for index, buffers in state["state"].items():
+        if index not in ids or not isinstance(buffers, dict):
+            return f"the optimizer's state names parameter {index!r}, which it does not have"
+        shape = params[ids.index(index)].shape
+        for key, value in buffers.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != shape:
+                return f"the optimizer's {key} of parameter {index} is {tuple(value.shape)}, " \
+                       f"the parameter {tuple(shape)}"
+    return None
+
+
+def _changed(before: RunConfig, now: RunConfig):
+    """(setting, old, new) for each recipe setting a resumed run changed."""
+    for key in MAY_CHANGE_ON_RESUME:
+        old, new = getattr(before.recipe, key, None), getattr(now.recipe, key, None)
+        if old != new:
+            yield key, old, new
+
+
 class Trainer:
-    def __init__(self, model: nn.Module, optimizer, loaders: dict, config: TrainerConfig, *,
-                 scheduler=None, device="cpu", run_dir: RunDir | None = None,
-                 dist: system.DistInfo = system.DistInfo()):
+    def __init__(self, model: nn.Module, optimizer, loaders: dict, config: RunConfig, *,
+                 precision: str = "fp32", facts: dict | None = None, scheduler=None,
+                 device="cpu", run_dir: RunDir | None = None,
+                 dist: system.DistInfo = system.DistInfo(), progress: bool = False):
         """loaders: train, val, test and (for the final table) train_eval; test and
-        train_eval may be None."""
+        train_eval may be None. config: the run's (its recipe sets the loop's length, checks,
+        early stopping and label smoothing); precision: the one chosen for it; facts: what
+        metrics.json says about how it ran, beside the config."""
         self.device = torch.device(device)
         self.raw_model = model.to(self.device, memory_format=torch.channels_last)
         self.model = self.raw_model  # what trains: the DDP wrapper under torchrun
@@ -233,41 +274,38 @@ class Trainer:
             self.model = DDP(self.raw_model, device_ids=ids)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.loaders = {"test": None, "train_eval": None} | loaders
-        self.config, self.dist, self.run_dir = config, dist, run_dir
-        self.early_stopping = EarlyStopping(config.patience)
+        self.config, self.recipe, self.precision = config, config.recipe, precision
+        self.facts, self.dist, self.run_dir, self.progress = facts or {}, dist, run_dir, progress
+        self.early_stopping = EarlyStopping(self.recipe.patience)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_model_state = None
         self.history = {"checks": [], "step_loss": [], "changes": []}
         self.running = RunningScore()
         self.clock = Stopwatch()
         self.pace = {"images": 0, "seconds": 0.0}  # this process's training steps alone
-        group = optimizer.param_groups[0]
-        # what this run was asked for: a resumed run compares it with its checkpoint's
-        self.asked = {"lr": group.get("initial_lr", group["lr"]), "epochs": config.epochs,
-                      "patience": config.patience, "precision": config.precision}
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train until `epochs` or the early stop; restore the best weights; return metrics."""
         train = self.loaders["train"]
         steps_per_epoch = len(train)
-        k = max(1, self.config.checks_per_epoch)
+        k = max(1, self.recipe.checks_per_epoch)
         check_steps = {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
-        with system.StopRequest(self.dist.enabled) as stop:
+        with StopRequest(self.dist.enabled) as stop:
             self.clock.start()
-            while self.epoch < self.config.epochs and not self.early_stopping.should_stop:
+            while self.epoch < self.recipe.epochs and not self.early_stopping.should_stop:
                 self._train_epoch(train, check_steps, stop)
             result = self._finish(steps_per_epoch)
             if stop.requested:  # during the final table: it finished, and is written
                 raise stop.interrupted("the end of training; every result is written")
         return result
 
-    def _train_epoch(self, train, check_steps: set, stop: system.StopRequest):
+    def _train_epoch(self, train, check_steps: set, stop: StopRequest):
         train.set_epoch(self.epoch)
         self.raw_model.train()
-        cfg = self.config
-        bar = progress_bar(len(train), f"{cfg.run_name} epoch {self.epoch + 1}/{cfg.epochs}",
-                           cfg.progress and self.dist.is_main, initial=self.step_in_epoch)
+        name = self.config.run
+        bar = progress_bar(len(train), f"{name} epoch {self.epoch + 1}/{self.recipe.epochs}",
+                           self.progress and self.dist.is_main, initial=self.step_in_epoch)
         with bar:
             started = time.perf_counter()
             for x, y in train.batches(self.step_in_epoch):
@@ -291,11 +329,11 @@ class Trainer:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._save_checkpoint()
         if self.dist.is_main and self.history["checks"]:
-            log_epoch(cfg.run_name, self.history["checks"][-1])
+            log_epoch(name, self.history["checks"][-1])
 
-    def _step(self, x, y, stop: system.StopRequest) -> bool:
+    def _step(self, x, y, stop: StopRequest) -> bool:
         local_loss, correct = train_step(self.model, self.optimizer, x, y, self.device,
-                                         self.config.precision)
+                                         self.precision, self.recipe.label_smoothing)
         if self.scheduler is not None:
             self.scheduler.step()
         self.step_in_epoch += 1
@@ -340,7 +378,7 @@ class Trainer:
         final = self.final_table(confusion)
         best = self.early_stopping.best_check
         result = {
-            "run": self.config.run_name,
+            "run": self.config.run,
             "final": final,
             "epochs_completed": round(self.global_step / steps_per_epoch, 4),
             "stopped_early": self.early_stopping.should_stop,
@@ -348,11 +386,12 @@ class Trainer:
             "best_epoch": self.history["checks"][best]["epoch"] if best >= 0 else None,
             "train_wall_time_s": round(self.clock.read(), 2),
             "train_images_per_s": round(self.images_per_second(), 1),
-            "precision": self.config.precision,
+            "precision": self.precision,
             "device": str(self.device),
             "world_size": self.dist.world_size,
             "changes_on_resume": self.history["changes"],
-            "args": self.config.record,
+            "config": self.config.to_dict(),
+            **self.facts,
         }
         if self.run_dir is not None:
             self.run_dir.write_history(self.history)
@@ -367,7 +406,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, loader, confusion=None) -> tuple[float, float]:
-        return evaluate(self.raw_model, loader, self.device, self.config.precision,
+        return evaluate(self.raw_model, loader, self.device, self.precision,
                         confusion=confusion)
 
     def final_table(self, confusion=None) -> dict:
@@ -395,46 +434,53 @@ class Trainer:
             "running": self.running.state_dict(),
             "wall_time_s": self.clock.read(),
             "rng": _rng_state(),
-            "asked": self.asked,
-            "args": self.config.record,
+            "config": self.config.to_dict(),
+            "precision": self.precision,
         }
 
-    def load_state_dict(self, state: dict):
-        """Raises ValueError when the checkpoint does not fit this run (another architecture,
-        another optimizer, a damaged entry)."""
-        try:
-            self.raw_model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler and state.get("lr_scheduler"):
-                self.scheduler.load_state_dict(state["lr_scheduler"])
-            self.early_stopping.load_state_dict(state["early_stopping"])
-            self.running.load_state_dict(state["running"])
-            rng = state["rng"]
-            if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
-                _set_rng_state(rng)
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
-                OverflowError) as err:  # Overflow: a damaged number in Python's RNG state
-            raise ValueError(" ".join(str(err).split())[:300] or type(err).__name__) from None
+    def load_state_dict(self, state: dict, where=None):
+        """A checkpoint that files.read_checkpoint accepted (`where`: its path, for messages);
+        its weights and optimizer state are checked against this run's first (another
+        architecture is the user's mistake, said in one line), and anything that fails after
+        that is a bug and raises as one."""
+        problem = weights_problem(self.raw_model, state["model"]) or \
+            optimizer_problem(self.optimizer, state["optimizer"])
+        if problem:
+            raise UserError(f"does not fit this run ({problem})", setting="resume", value=where)
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["lr_scheduler"]:
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.running.load_state_dict(state["running"])
+        if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
+            _set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best_model_state = state["best_model"]
         self.history = {"changes": []} | state["history"]
         self.clock.elapsed = state["wall_time_s"]
 
-    def resume(self, state: dict):
-        """Continue from a checkpoint. What this run was asked for and may change mid-run (the
-        rate, the length, the patience, the precision) takes effect from the step reached, and
-        is recorded."""
-        self.load_state_dict(state)
-        before = {"precision": state["args"].get("precision")} | state["asked"]
-        changed = {k: {"from": before[k], "to": v} for k, v in self.asked.items()
-                   if before.get(k) is not None and before[k] != v}
+    def resume(self, state: dict, where=None):
+        """Continue from a checkpoint. What the run may change mid-run (config's
+        MAY_CHANGE_ON_RESUME: the rate, the length, the patience, momentum, weight decay, label
+        smoothing, the precision) takes effect from the step reached, and is recorded."""
+        self.load_state_dict(state, where)
+        before = RunConfig.from_dict(state["config"], where or "the checkpoint")
+        changed = {k: {"from": old, "to": new} for k, old, new in _changed(before, self.config)}
+        if state["precision"] != self.precision:
+            changed["precision"] = {"from": state["precision"], "to": self.precision}
         if not changed:
             return
         steps = len(self.loaders["train"])
         change_schedule(self.optimizer, self.scheduler,
-                        lr=self.asked["lr"] if "lr" in changed else None,
-                        total_steps=self.config.epochs * steps if "epochs" in changed else None)
+                        lr=self.recipe.lr if "lr" in changed else None,
+                        total_steps=self.recipe.epochs * steps if "epochs" in changed else None)
+        for key in ("momentum", "weight_decay"):
+            if key in changed:
+                for group in self.optimizer.param_groups:
+                    if key in group:  # Adam has no momentum: the setting is SGD's
+                        group[key] = getattr(self.recipe, key)
         self.history["changes"].append({"step": self.global_step,
                                         "epoch": round(self.global_step / steps, 4), **changed})
 
@@ -454,7 +500,7 @@ class Trainer:
         check_finite(value, what, self._where(), lr=self.optimizer.param_groups[0]["lr"],
                      checkpoint=self.run_dir.best if sound else None)
 
-    def _interrupt(self, stop: system.StopRequest):
+    def _interrupt(self, stop: StopRequest):
         self._save_checkpoint()
         if self.run_dir is not None:
             self.run_dir.write_history(self.history)

@@ -1,6 +1,10 @@
 """`python -m task1`: print the answers to report task 1 (1.a-1.g) with their working."""
 from __future__ import annotations
 
+from common.errors import while_starting
+
+while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
+
 from common.errors import OutputError, UserError
 from common.files import save_text
 from common.run import Parser, exits_cleanly, path_text

@@ -15,7 +15,9 @@ import pytest
 import torch
 from hypothesis import settings
 
+from common.config import RunConfig
 from common.data import CLASSES
+from common.recipes import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +169,10 @@ def interrupt_in(monkeypatch, owner, name: str, signum=signal.SIGINT, after: int
             signal.raise_signal(signum)
         return original(*a, **k)
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def trainer_config(run: str = "tiny", model: str = "cnn1g", **recipe) -> RunConfig:
+    """A run configuration for a Trainer built by hand: the recipe's loop settings (epochs,
+    checks_per_epoch, patience, ...) as given, the optimizer's whatever the test builds."""
+    recipe = {"opt": "sgd", "lr": 0.05, "batch_size": 16} | recipe
+    return RunConfig("test", run, model, Recipe(**recipe))

@@ -146,6 +146,7 @@ def test_the_classic_pipeline_serves_the_packages_training_split_as_pil_images(f
         "RandomHorizontalFlip", "RandomRotation", "ToTensor", "Normalize"]
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_and_writes_medians_and_per_round_figures(
         tmp_path, fake_image_folder, auto_fp32, capsys):
     path = tmp_path / "speed.json"

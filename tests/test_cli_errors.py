@@ -18,6 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # every case runs task3.py in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 BASE = ["--model", "2", "--quick", "--no-progress"]
@@ -248,7 +250,7 @@ def test_quick_run_exits_0_and_writes_metrics_and_figures(cli):
         metrics = json.loads((out / run / "metrics.json").read_text())
         assert metrics["epochs_completed"] == 1
         assert set(metrics["final"]) == {"train", "validation", "test"}
-        assert metrics["args"]["subset"] == 20 and metrics["args"]["recipe"]["epochs"] == 1
+        assert metrics["config"]["subset"] == 20 and metrics["config"]["recipe"]["epochs"] == 1
         for name in ("history.csv", "steps.csv", "best.pt", "checkpoint.pt"):
             assert (out / run / name).is_file(), (run, name)
     results = json.loads((out / "results.json").read_text())

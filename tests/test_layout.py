@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ROOT / "common"
 PROGRAMS = sorted(ROOT.glob("task*.py")) + [ROOT / "report.py"] + sorted(
     (ROOT / "bench").glob("*.py")) + sorted((ROOT / "task1").glob("*.py"))
-MAX_MODULES = 12
+MAX_MODULES = 13  # 12 layers (config.py: a run's configuration) and __init__.py
 MAX_FUNCTION_LINES = 60
 COMMAND_LINE_LAYER = "run"  # the one module of common/ that speaks the options' names
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
@@ -74,7 +74,7 @@ def test_the_cycle_finder_finds_a_cycle_and_passes_a_chain():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_common_has_at_most_12_modules():
+def test_common_has_at_most_13_modules():
     assert len(list(COMMON.glob("*.py"))) <= MAX_MODULES
 
 

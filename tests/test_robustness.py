@@ -21,7 +21,8 @@ from common.errors import DivergenceError, Interrupted
 from common.data import TensorLoader
 from common.models import Model1
 from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
-from common.trainer import Trainer, TrainerConfig
+from common.trainer import Trainer
+from conftest import trainer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 5  # 40 training images, batch 8; checks after steps 2 and 5 of each epoch
@@ -44,9 +45,9 @@ def tiny_trainer(out: Path, epochs: int) -> Trainer:
                          seed=7)
     val = TensorLoader(images[40:50], labels[40:50], 16, device="cpu", train=False)
     test = TensorLoader(images[50:], labels[50:], 16, device="cpu", train=False)
-    config = TrainerConfig(epochs=epochs, checks_per_epoch=2, patience=4, progress=False,
-                           run_name="tiny")
-    torch.manual_seed(1)  # the augmentation and dropout stream, as train_recipe seeds it
+    config = trainer_config(opt="adamw", lr=3e-3, batch_size=8, epochs=epochs,
+                            checks_per_epoch=2, patience=4)
+    torch.manual_seed(1)  # the augmentation and dropout stream, as common.run.train seeds it
     return Trainer(model, optimizer, {"train": train, "val": val, "test": test}, config,
                    scheduler=scheduler, run_dir=RunDir(out))
 
@@ -273,6 +274,7 @@ def task3_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
             str(out), "--device", "cpu", "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_huge_lr_exits_3_with_one_error_line_and_no_traceback(fake_image_folder, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "task3.py"),
@@ -312,6 +314,7 @@ def interrupt_task3(data_dir: Path, out: Path, signum) -> tuple[int, str]:
     return code, log.read_text()
 
 
+@pytest.mark.slow
 def test_sigint_on_task3_exits_130_and_printed_resume_command_finishes(fake_image_folder,
                                                                        tmp_path):
     code, stderr = interrupt_task3(fake_image_folder, tmp_path, signal.SIGINT)
@@ -350,6 +353,7 @@ def test_sigint_on_task3_exits_130_and_printed_resume_command_finishes(fake_imag
     assert checks_after[:len(checks_before)] == checks_before
 
 
+@pytest.mark.slow
 def test_sigterm_on_task3_exits_143_with_checkpoint_and_history(fake_image_folder, tmp_path):
     code, stderr = interrupt_task3(fake_image_folder, tmp_path, signal.SIGTERM)
     assert code == 143, stderr
@@ -363,6 +367,7 @@ def test_sigterm_on_task3_exits_143_with_checkpoint_and_history(fake_image_folde
 
 # ---------------------------------------------------------------- torchrun / DDP
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_ranks_disjoint_shards_rank0_writes_identical_decisions(
         fake_image_folder, tmp_path):
     out, probes = tmp_path / "out", tmp_path / "probes"
@@ -392,7 +397,7 @@ def test_torchrun_two_gloo_ranks_disjoint_shards_rank0_writes_identical_decision
     assert written[1] == []
     assert {Path(w).name for w in written[0]} >= {"checkpoint.pt", "best.pt", "history.csv",
                                                   "steps.csv", "metrics.json", "results.json"}
-    assert files_in(out / "model2") == ["best.pt", "checkpoint.pt", "confusion.csv",
+    assert files_in(out / "model2") == ["best.pt", "checkpoint.pt", "config.json", "confusion.csv",
                                         "confusion.png", "history.csv", "metrics.json",
                                         "steps.csv"]
     metrics = json.loads((out / "model2" / "metrics.json").read_text())

@@ -127,6 +127,7 @@ def run_task1(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_all_answers_in_report_order(tmp_path):
     out_file = tmp_path / "task1.md"
     result = run_task1("--markdown", str(out_file))
@@ -141,6 +142,7 @@ def test_cli_prints_all_answers_in_report_order(tmp_path):
         assert total in markdown
 
 
+@pytest.mark.slow
 def test_cli_unwritable_markdown_path_is_one_error_line_exit_2(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -150,6 +152,7 @@ def test_cli_unwritable_markdown_path_is_one_error_line_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_help_explains_markdown_option():
     result = run_task1("--help")
     assert result.returncode == 0 and "--markdown PATH" in result.stdout

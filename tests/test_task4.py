@@ -148,6 +148,7 @@ def test_unreadable_cached_imagenet_weights_exit_2_saying_delete(offline, capsys
 
 # ---- task4a.py ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_task4a_random_weights_end_to_end_says_random_everywhere(fake_image_folder, tmp_path,
                                                                  capsys, monkeypatch):
     titles = []
@@ -165,10 +166,11 @@ def test_task4a_random_weights_end_to_end_says_random_everywhere(fake_image_fold
         assert f"\n{row} " in out
     run = tmp_path / "resnet18_random_init"
     metrics = json.loads((run / "metrics.json").read_text())
-    recipe = metrics["args"]["recipe"]
-    assert recipe["weights"] == "random weights, no pretraining"
+    recipe = metrics["config"]["recipe"]
+    assert metrics["config"]["model_kwargs"] == {"weights": "none"}
+    assert metrics["weights"] == "random weights, no pretraining"
     assert (recipe["lr"], recipe["batch_size"], recipe["image_size"]) == (5e-4, 32, 32)
-    assert recipe["trainable_parameters"] == 8_398_858
+    assert metrics["trainable_parameters"] == 8_398_858
     assert metrics["epochs_completed"] == 1.0
     figure = tmp_path / "task4a_figure6_resnet18_random_init.png"
     assert Image.open(figure).size[0] > 500
@@ -201,6 +203,7 @@ def test_task4bc_random_weights_default_to_outputs_never_plots(tmp_path, monkeyp
     assert not (tmp_path / "plots").exists()
 
 
+@pytest.mark.slow
 def test_task4bc_bad_indices_exit_2_from_the_command_line():
     result = subprocess.run([sys.executable, "task4bc.py", "--weights", "none", "--indices", "14",
                              "64", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -40,13 +40,14 @@ def test_task2_writes_figure1_metrics_and_table_2b(fake_image_folder, tmp_path, 
     assert (tmp_path / "task2_figure1.png").stat().st_size > 10_000
     metrics = json.loads((tmp_path / "cnn1g" / "metrics.json").read_text())
     assert set(metrics["final"]) == {"train", "validation", "test"}
-    assert metrics["args"]["recipe"]["optimizer"] == "sgd"
+    assert metrics["config"]["recipe"]["opt"] == "sgd"
     # --precision auto: the choice and its reason in metrics.json and the first log line
-    reason = metrics["args"]["precision_reason"]
+    reason = metrics["precision_reason"]
     assert reason.startswith("auto: ") and metrics["precision"] in reason
     assert err.splitlines()[0] == f"cnn1g: {metrics['precision']} ({reason})"
 
 
+@pytest.mark.slow
 def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder, tmp_path):
     # a run stopped by early stopping, resumed with a larger --epochs: it stays stopped under
     # the recipe's patience and trains on with --patience 0 (no early stopping)
@@ -70,7 +71,7 @@ def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder,
     resumed, checks = resume("--patience", "0")
     assert resumed["stopped_early"] is False and resumed["epochs_completed"] == 3
     assert len(checks) == 6
-    assert resumed["args"]["recipe"]["patience"] is None
+    assert resumed["config"]["recipe"]["patience"] is None
     assert resumed["changes_on_resume"] == [{"step": 5, "epoch": 1.0,
                                             "epochs": {"from": 1, "to": 3},
                                             "patience": {"from": 4, "to": None}}]
@@ -80,6 +81,7 @@ def test_patience_0_continues_a_run_that_early_stopping_ended(fake_image_folder,
     (task3cd, "baseline,tanh", "task3d_figure4_relu_vs_tanh.png"),
     (task3e, "baseline,silu", "task3e_figure5_improvements.png"),
 ])
+@pytest.mark.slow
 def test_study_scripts_write_their_figure_and_one_table_row_per_variant(
         script, variants, figure, fake_image_folder, tmp_path, capsys):
     script.main(tiny_args(fake_image_folder, tmp_path) + ["--variants", variants])
@@ -101,6 +103,7 @@ def test_unknown_variant_is_a_one_line_error(fake_image_folder, tmp_path, capsys
     assert "unknown variant(s) gelu" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_variant_trained_alone_repeats_the_same_variant_trained_after_another(
         fake_image_folder, tmp_path):
     # the initial weights come from --seed alone, not from the runs before (a study's order)

@@ -12,7 +12,8 @@ from common.data import TensorLoader
 from common.models import CNN1g
 from common.trainer import evaluate
 from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
-from common.trainer import Trainer, TrainerConfig
+from common.trainer import Trainer
+from conftest import trainer_config
 
 
 def as_tensors(arrays):
@@ -60,8 +61,8 @@ def test_early_stopping_stops_after_4_checks_without_improvement_and_restores_be
     model = tiny_model()
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05),
                       {"train": train, "val": val},
-                      TrainerConfig(epochs=50, checks_per_epoch=checks_per_epoch, patience=4,
-                                    progress=False), run_dir=RunDir(tmp_path))
+                      trainer_config(epochs=50, checks_per_epoch=checks_per_epoch, patience=4),
+                      run_dir=RunDir(tmp_path))
     weights_at_check = {}
 
     def scripted_evaluate(loader, confusion=None):
@@ -93,7 +94,7 @@ def test_without_patience_runs_every_epoch_and_keeps_best_weights(monkeypatch):
     model = tiny_model()
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05),
                       {"train": train, "val": val},
-                      TrainerConfig(epochs=7, checks_per_epoch=1, patience=None, progress=False))
+                      trainer_config(epochs=7, checks_per_epoch=1, patience=None))
     weights_at_check = {}
 
     def scripted_evaluate(loader, confusion=None):
@@ -129,8 +130,7 @@ def trained(fake_arrays, tmp_path_factory):
     model = CNN1g()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
-    config = TrainerConfig(epochs=1, checks_per_epoch=2, patience=4, progress=False,
-                           run_name="tiny", record={"lr": 2e-3, "batch_size": 16})
+    config = trainer_config(opt="adamw", lr=2e-3, epochs=1, checks_per_epoch=2, patience=4)
     trainer = Trainer(model, optimizer, loaders, config, scheduler=scheduler,
                       run_dir=RunDir(out))
     return trainer, trainer.fit(), out
@@ -177,11 +177,11 @@ def test_run_writes_metrics_history_steps_and_checkpoints(trained):
 
 def test_best_pt_is_one_dict_with_the_torchvision_checkpoint_keys_and_resumable(trained):
     trainer, result, out = trained
-    best = torch.load(out / BEST_NAME, weights_only=False)
-    assert {"model", "optimizer", "lr_scheduler", "epoch", "args"} <= set(best)
+    best = torch.load(out / BEST_NAME)  # plain types: weights_only, torch's default
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "config"} <= set(best)
     assert set(best) == set(read_checkpoint(out / BEST_NAME))  # a checkpoint to resume from
     assert best["global_step"] == trainer.history["checks"][result["best_check"]]["step"]
-    assert best["args"] == {"lr": 2e-3, "batch_size": 16}
+    assert best["config"]["recipe"]["lr"] == 2e-3 and best["config"]["run"] == "tiny"
     assert best["lr_scheduler"] is not None and "step_size" in best["lr_scheduler"]
     assert same_weights(best["model"], trainer.raw_model.state_dict())  # best weights restored
     best_loss = min(c["val_loss"] for c in trainer.history["checks"])
@@ -191,7 +191,7 @@ def test_best_pt_is_one_dict_with_the_torchvision_checkpoint_keys_and_resumable(
 def test_checkpoint_pt_holds_the_resumable_state_after_the_epoch(trained):
     trainer, _, out = trained
     ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=False)
-    assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "early_stopping",
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "config", "early_stopping",
             "history", "rng"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 0 and ckpt["global_step"] == 22
     assert ckpt["lr_scheduler"]["last_epoch"] == 22  # stepped after every training step

@@ -72,6 +72,7 @@ def test_a_signal_while_the_data_cache_is_loaded_stops_the_script(fake_image_fol
     assert not (tmp_path / "out" / "cnn1g").exists()  # nothing trained after the signal
 
 
+@pytest.mark.slow
 def test_a_signal_while_a_checkpoint_is_loaded_stops_instead_of_calling_it_unreadable(
         first_epoch, fake_image_folder, tmp_path, capsys, monkeypatch):
     interrupt_in(monkeypatch, torch, "load")
@@ -82,6 +83,7 @@ def test_a_signal_while_a_checkpoint_is_loaded_stops_instead_of_calling_it_unrea
 
 
 @pytest.mark.parametrize("phase, after", [("train_step", 0), ("evaluate", 0)])
+@pytest.mark.slow
 def test_a_signal_at_the_first_step_or_in_a_check_writes_a_checkpoint_that_resumes(
         fake_image_folder, tmp_path, capsys, monkeypatch, phase, after):
     original = getattr(common.trainer, phase)
@@ -241,11 +243,12 @@ def test_paths_are_read_as_a_shell_user_means_them(fake_image_folder, tmp_path, 
     private_copy(fake_image_folder, tmp_path / "cifar")
     code, err = run(task2, args("~/cifar", "~/out"), capsys)
     assert code == 0, err
-    assert metrics(tmp_path / "out" / "cnn1g")["args"]["data"] == f"image-folder:{tmp_path}/cifar"
+    assert metrics(tmp_path / "out" / "cnn1g")["data_source"] == f"image-folder:{tmp_path}/cifar"
 
 
 # ---------------------------------------------------------------- 3. identity by content
 
+@pytest.mark.slow
 def test_a_finished_run_is_reused_by_a_resumed_script_only_with_the_same_settings(
         fake_image_folder, tmp_path, capsys):
     """Model 2 finished by the same command is loaded when Model 1 resumes; an older command's
@@ -263,11 +266,12 @@ def test_a_finished_run_is_reused_by_a_resumed_script_only_with_the_same_setting
     assert run(task3, base + ["--model", "2", "--seed", "5", "--lr", "0.01"], capsys)[0] == 0
     code, err = run(task3, base + resume, capsys)
     assert code == 0, err
-    assert "model2: the finished run" in err and "seed 5 (checkpoint) vs 0 (now)" in err
+    assert "model2: the finished run" in err and "seed 5 (finished) vs 0 (now)" in err
     retrained = metrics(out / "model2")
-    assert retrained["args"]["seed"] == 0 and retrained["args"]["recipe"]["lr"] == 0.001
+    assert retrained["config"]["seed"] == 0 and retrained["config"]["recipe"]["lr"] == 0.001
 
 
+@pytest.mark.slow
 def test_a_seed_is_used_whole(fake_image_folder, tmp_path, capsys):
     for seed, folder in (("0", "zero"), (str(2**70), "large"), (str(2**70), "again")):
         assert run(task2, args(fake_image_folder, tmp_path / folder, "--seed", seed),
@@ -294,9 +298,10 @@ def test_quick_fills_in_only_what_was_not_given(fake_image_folder, tmp_path, cap
                             "--no-progress"], capsys)
     assert code == 0, err
     m = metrics(tmp_path / "cnn1g")
-    assert m["epochs_completed"] == 2 and m["args"]["subset"] == 60
+    assert m["epochs_completed"] == 2 and m["config"]["subset"] == 60
 
 
+@pytest.mark.slow
 def test_a_precision_switched_on_resume_is_recorded(first_epoch, fake_image_folder, tmp_path,
                                                     capsys):
     before = metrics(first_epoch.parent)["precision"]  # what auto chose on this machine
@@ -381,6 +386,7 @@ OPTIONS = {"--epochs": NUMBERS, "--batch-size": NUMBERS, "--lr": NUMBERS, "--see
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chosen=st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.just(None), max_size=3)
        .flatmap(lambda keys: st.fixed_dictionaries({k: OPTIONS[k] for k in keys})))
+@pytest.mark.slow
 def test_generated_options_end_in_a_documented_code_and_one_line(chosen, fake_image_folder,
                                                                   tmp_path_factory, capsys,
                                                                   monkeypatch):
@@ -414,8 +420,9 @@ def test_a_damaged_number_in_the_saved_random_state_ends_in_one_line(resumable, 
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.0, 1.0), flip=st.integers(0, 10**6), key=st.sampled_from(
-    ["model", "optimizer", "epoch", "history", "running", "rng", "asked", "args",
+    ["model", "optimizer", "epoch", "history", "running", "rng", "config", "precision",
      "early_stopping", "wall_time_s"]), junk=st.sampled_from([None, "x", 3, [], {}, -1.5]))
+@pytest.mark.slow
 def test_generated_damage_to_a_checkpoint_ends_in_exit_0_or_one_line(
         resumable, tmp_path_factory, capsys, cut, flip, key, junk):
     """A checkpoint truncated, with a byte changed, or with one entry replaced: the resume
