@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import results as figures
+from common.config import RunConfig
 from common.data import CLASSES
 from common.errors import UserError
 from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS, RunDir,
-                          read_csv, read_json, record_of, save_json, save_text, shape_problem)
+                          read_csv, read_json, save_json, save_text, shape_problem)
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
 from common.results import budget, test_acc
 from common.run import Parser, exits_cleanly, path_text
@@ -135,6 +136,7 @@ class Results:
         or, with shape None, either."""
         if name not in self._runs:
             self._runs[name] = RunDir(self.dir / name, writer=False).load_finished()
+            RunConfig.from_dict(self._runs[name]["config"], self.dir / name / METRICS_NAME)
         problem = shape and shape_problem(self._runs[name], shape)
         if problem:
             raise UserError(f"{self.dir / name / METRICS_NAME}: {problem}")
@@ -204,18 +206,16 @@ def source_line(runs: list[dict]) -> str:
         values = sorted({str(get(r)) for r in runs})
         return f"{key} {' / '.join(values)}"
     return ", ".join([
-        one("data", lambda r: f"`{record_of(r).get('data_source')}`"),
+        one("data", lambda r: f"`{r['data_source']}`"),
         one("device", lambda r: r["device"]), one("precision", lambda r: r["precision"])])
 
 
 def data_of(run: dict) -> str:
-    """The data a run recorded (older records: data_source)."""
-    record = record_of(run)
-    return f"`{record.get('data') or record.get('data_source')}`"
+    return f"`{run['data_source']}`"
 
 
 def command(run: dict) -> str:
-    return record_of(run).get("command")
+    return run.get("command")
 
 
 # ---------------------------------------------------------------- the tables
@@ -251,7 +251,7 @@ class Table:
 
 def machine_cell(run: dict) -> str:
     """Where a run trained, from its record (runs from before the record say so)."""
-    machine = record_of(run).get("machine")
+    machine = run.get("machine")
     if not machine:
         return "not recorded"
     flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)] or ["no avx512_bf16"]
@@ -317,7 +317,7 @@ def run_commands(r: Results) -> Table:
 
 
 def report_vs_ours_before(runs: dict, seeds: list[dict]) -> str:
-    seeds_used = sorted({str(record_of(x)["seed"]) for x in runs.values()})
+    seeds_used = sorted({str(x["config"]["seed"]) for x in runs.values()})
     return (f"From `results/`: data {' / '.join(sorted({data_of(x) for x in runs.values()}))}, "
             f"device cpu, seed {' / '.join(seeds_used)} (the speed-run: seeds "
             f"{', '.join(str(s['seed']) for s in seeds)}), one run each. Time: training plus "
@@ -520,7 +520,7 @@ def machine_text(machine) -> str:
     if isinstance(machine, str):
         return machine
     flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
-    return (f"{machine['cpu']}, {machine.get('cores', machine.get('threads'))} cores, "
+    return (f"{machine['cpu']}, {machine['threads']} cores, "
             f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
 
 

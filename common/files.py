@@ -230,7 +230,7 @@ class RunDir:
         problem = metrics_problem(result)
         if problem:
             raise UserError(f"{path}: {problem}", value=self.path)
-        trainer = not _record_problem(result)[1]
+        trainer = result["config"]["model"] != "speedrun"  # common.config.SPEEDRUN_MODEL
         result["history"] = load_history(self.path, TRAINER_HISTORY if trainer
                                          else SPEEDRUN_HISTORY)
         checks = len(result["history"]["checks"])
@@ -248,18 +248,18 @@ class RunDir:
 # {str: shape}: any keys, at least one); [shape] a list of at least one.
 SPLIT = {"loss": float, "accuracy": float}
 MACHINE = {"cpu": str, "threads": int, "torch": str, "avx512_bf16?": bool, "amx?": bool}
-# the record of how a run was started (record_of): its "config" (common.config, which checks
-# it whole), or in the runs from before it, "args" (the Trainer's) or the entries of the
-# speed-run's metrics themselves, with its settings, command and machine
-CONFIG = {"schema_version": int, "model": str, "seed": int, "recipe": dict}
-RECORD = {"seed": int, "recipe": dict, "command?": str, "data?": str, "data_source?": str,
-          "machine?": MACHINE}
+# the run's configuration (common.config.RunConfig checks it whole where it is used; files.py
+# sits below it) and the facts of how it ran
+CONFIG = {"schema_version": int, "task": str, "run": str, "model": str, "seed": int,
+          "recipe": dict}
 # metrics.json of every finished run, then what each writer adds: the Trainer and the
 # speed-run; history.csv's columns
 METRICS = {"run": str, "final": {str: SPLIT}, "epochs_completed": float, "precision": str,
-           "device": str}
+           "device": str, "config": CONFIG, "data_source?": str, "command?": str,
+           "machine?": MACHINE, "precision_reason?": str}
 TRAINER_METRICS = METRICS | {
     "final": {"train": SPLIT, "validation": SPLIT, "test": SPLIT}, "stopped_early": bool,
+    "data_source": str,
     "best_check": int, "best_epoch": float, "train_wall_time_s": float}
 SPEEDRUN_METRICS = METRICS | {
     "final": {"test": SPLIT, "test_tta": SPLIT}, "whiten_time_s": float, "train_time_s": float,
@@ -271,33 +271,15 @@ TRAINER_HISTORY = HISTORY + ("val_loss", "val_accuracy")
 SPEEDRUN_HISTORY = HISTORY + ("train_time_s",)
 
 
-def record_of(metrics: dict) -> dict:
-    """A finished run's record of how it was started (its settings): metrics.json's "config";
-    in runs from before it, "args" (the Trainer's) or the speed-run's metrics themselves."""
-    return next((metrics[key] for key in ("config", "args") if key in metrics), metrics)
-
-
-def _record_problem(metrics: dict) -> tuple[str | None, bool]:
-    """Why a finished run's record is missing or damaged (or None), and whether it is a
-    speed-run's: the record's one check, for every layout it has had."""
-    if "config" in metrics:
-        return (shape_problem(metrics["config"], CONFIG, "config"),
-                isinstance(metrics["config"], dict)
-                and metrics["config"].get("model") == "speedrun")  # common.config's
-    if "args" in metrics:
-        return shape_problem(metrics["args"], RECORD, "args"), False
-    if "recipe" in metrics or "seed" in metrics:  # a speed-run's, among its metrics
-        return shape_problem(metrics, RECORD), True
-    return "it lacks the record of how the run was started (\"config\" or \"args\")", False
-
-
 def metrics_problem(metrics) -> str | None:
     """Why `metrics` is not a finished run's metrics.json, or None."""
     if not isinstance(metrics, dict):
         return f"it holds {_shown(metrics)}, not the metrics of a finished run"
-    problem, speedrun = _record_problem(metrics)
-    return (shape_problem(metrics, METRICS) or problem
-            or shape_problem(metrics, SPEEDRUN_METRICS if speedrun else TRAINER_METRICS))
+    problem = shape_problem(metrics, METRICS)
+    if problem:
+        return problem
+    speedrun = metrics["config"]["model"] == "speedrun"  # common.config.SPEEDRUN_MODEL
+    return shape_problem(metrics, SPEEDRUN_METRICS if speedrun else TRAINER_METRICS)
 
 
 def _shown(value) -> str:

@@ -11,12 +11,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
 from . import plotting
 from .data import CLASSES
-from .files import record_of
 
 # The report's studies: figure file and title (tasks 3c, 3d and 3e).
 STUDY_FIGURES = {
@@ -28,17 +28,17 @@ STUDY_FIGURES = {
 @dataclass
 class Figure:
     name: str            # the file name, in whichever folder it is drawn into
-    kind: str            # a function of common.plotting
+    plot: Callable       # the common.plotting function that draws it
     args: dict = field(default_factory=dict)
 
     def digest(self) -> str:
         code = Path(plotting.__file__).read_bytes()
-        spec = json.dumps([self.kind, self.args, hashlib.sha256(code).hexdigest()])
+        spec = json.dumps([self.plot.__name__, self.args, hashlib.sha256(code).hexdigest()])
         return "sha256:" + hashlib.sha256(spec.encode()).hexdigest()
 
     def draw(self, folder) -> Path:
         path = Path(folder) / self.name
-        getattr(plotting, self.kind)(path=path, **self.args, metadata={"Source": self.digest()})
+        self.plot(path=path, **self.args, metadata={"Source": self.digest()})
         return path
 
     def is_current(self, folder) -> bool:
@@ -62,18 +62,10 @@ def test_acc(run: dict) -> float:
     return 100 * run["final"]["test"]["accuracy"]
 
 
-def budget(run: dict, default_epochs: int = 10, default_patience: int = 4) -> str:
-    """The epochs and early stopping a run was allowed (not what it used); the defaults are
-    those of the recipes when the earliest runs, which do not record them, were trained."""
-    args = record_of(run)
-    recipe = args.get("recipe", {})
-    epochs = args.get("epochs") or recipe.get("epochs") or default_epochs
-    early = default_patience
-    for key in ("early_stop_count", "patience"):  # the recipe's name for it, older and newer
-        if key in recipe:
-            early = recipe[key]
-    if args.get("patience") is not None:
-        early = args["patience"] or None
+def budget(run: dict) -> str:
+    """The epochs and early stopping a run was allowed (not what it used)."""
+    recipe = run["config"]["recipe"]
+    epochs, early = recipe["epochs"], recipe["patience"]
     return (f"up to {epochs} epochs, early stop after {early} checks" if early
             else f"{epochs} epochs, no early stopping")
 
@@ -86,7 +78,7 @@ def _curve(history: dict, seconds_key: str) -> tuple[list, list]:
 # ---------------------------------------------------------------- the figures
 
 def figure1(cnn: dict) -> Figure:
-    return Figure("task2_figure1.png", "plot_run", {
+    return Figure("task2_figure1.png", plotting.plot_run, {
         "history": checks_only(cnn),
         "title": f"Figure 1: the 1.g CNN, final test accuracy {test_acc(cnn):.2f}%"})
 
@@ -94,21 +86,21 @@ def figure1(cnn: dict) -> Figure:
 def figure2(run: dict, name: str) -> Figure:
     """Figure 2 is Model 1's; Model 2 gets the same plot."""
     prefix = "Figure 2: " if name == "model1" else ""
-    return Figure(f"task3_figure2_{name}.png", "plot_run", {
+    return Figure(f"task3_figure2_{name}.png", plotting.plot_run, {
         "history": checks_only(run),
         "title": f"{prefix}{name.replace('model', 'Model ')}, final test accuracy "
                  f"{test_acc(run):.2f}%"})
 
 
 def figure3(model1: dict, model2: dict) -> Figure:
-    return Figure("task3_figure3_models.png", "plot_runs", {
+    return Figure("task3_figure3_models.png", plotting.plot_runs, {
         "histories": {"Model 1": checks_only(model1), "Model 2": checks_only(model2)},
         "title": f"Figure 3: Model 1 vs Model 2 (test accuracy Model 1 {test_acc(model1):.2f}%, "
                  f"Model 2 {test_acc(model2):.2f}%)"})
 
 
 def figure4(relu: dict, tanh: dict) -> Figure:
-    return Figure("task3d_figure4_relu_vs_tanh.png", "plot_runs", {
+    return Figure("task3d_figure4_relu_vs_tanh.png", plotting.plot_runs, {
         "histories": {"ReLU (Model 1)": checks_only(relu), "TanH": checks_only(tanh)},
         "title": f"Figure 4: Model 1 with ReLU vs TanH, {budget(relu)} (test accuracy ReLU "
                  f"{test_acc(relu):.2f}%, TanH {test_acc(tanh):.2f}%)",
@@ -116,7 +108,7 @@ def figure4(relu: dict, tanh: dict) -> Figure:
 
 
 def figure4_continued(relu: dict, tanh: dict) -> Figure:
-    return Figure("task3d_figure4_tanh_13_epochs.png", "plot_runs", {
+    return Figure("task3d_figure4_tanh_13_epochs.png", plotting.plot_runs, {
         "histories": {"ReLU (Model 1)": checks_only(relu), "TanH": checks_only(tanh)},
         "title": f"TanH continued: {budget(tanh)} ({test_acc(tanh):.2f}%) vs ReLU "
                  f"(Model 1): {budget(relu)}, stopped after {relu['epochs_completed']:g} "
@@ -133,10 +125,10 @@ def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str]
     longest = max(r["epochs_completed"] for r in runs.values())
     if longest <= 1:
         accuracies = {descriptions.get(k, k): test_acc(r) for k, r in runs.items()}
-        return Figure(name, "plot_study_bars", {
+        return Figure(name, plotting.plot_study_bars, {
             "accuracies": accuracies, "reference": descriptions.get(reference, reference),
             "title": f"{title}: test accuracy after {longest:g} epoch"})
-    return Figure(name, "plot_runs", {
+    return Figure(name, plotting.plot_runs, {
         "histories": {k: checks_only(r) for k, r in runs.items()},
         "title": title, "splits": ["train", "val"]})
 
@@ -152,7 +144,7 @@ def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
         note += "; Model 1: validation and test sets at each of its checks"
     runs = seeds + ([model1] if model1 else [])
     where = sorted({f"{r['device']}, {r['precision']}" for r in runs})
-    return Figure("task3e_speedrun_accuracy_vs_time.png", "plot_accuracy_vs_time", {
+    return Figure("task3e_speedrun_accuracy_vs_time.png", plotting.plot_accuracy_vs_time, {
         "curves": curves, "title": "Speed-run recipe vs Model 1: test accuracy against time",
         "xlabel": "seconds since the run began (training + evaluations so far)",
         "note": f"{note}). {'; '.join(where)}."})
@@ -166,7 +158,7 @@ def speedrun_vs_published(side: dict) -> Figure:
                  "label": f"{r['epochs']:g} ep" + (f", {r['n']} seeds" if who else "")}
                 for r in runs]
     machine = side["machine"]
-    return Figure("task3e_speedrun_vs_published.png", "plot_frontier", {
+    return Figure("task3e_speedrun_vs_published.png", plotting.plot_frontier, {
         "series": {"published airbench94_muon, CPU port (1 run each)":
                    points(side["frontier"]["published"], False),
                    "ours, the speed-run recipe (mean +- std over seeds)":
@@ -181,14 +173,14 @@ def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -
     total = sum(int(float(row[row["class"]])) for row in rows)
     count = sum(int(float(row[c])) for row in rows for c in CLASSES)
     scored = "with TTA" if "test_tta" in run["final"] else "best weights"
-    return Figure(name, "plot_confusion", {
+    return Figure(name, plotting.plot_confusion, {
         "rows_or_matrix": rows,
         "title": f"{run['run']}: test set, {scored} ({100 * total / max(count, 1):.2f} % "
                  "correct)"})
 
 
 def figure6(run: dict, name: str, weights: str, image_size: int) -> Figure:
-    return Figure(f"task4a_figure6_{name}.png", "plot_run", {
+    return Figure(f"task4a_figure6_{name}.png", plotting.plot_run, {
         "history": checks_only(run),
         "title": f"Figure 6: ResNet18 with {weights}, layer4 + fc trained, {image_size} px, "
                  f"final test accuracy {test_acc(run):.2f}%"})

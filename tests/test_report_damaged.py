@@ -52,7 +52,7 @@ PUBLISHED_LOG = f"{report.PUBLISHED_LOGS}/epochs{report.PUBLISHED_EPOCHS}.log"
 DAMAGE = {
     "metrics_accuracy_is_text": (MODEL1, lambda p: edit_json(
         p, lambda m: m["final"]["test"].update(accuracy="high"))),
-    "metrics_without_its_record": (MODEL1, lambda p: edit_json(p, lambda m: m.pop("args"))),
+    "metrics_without_its_record": (MODEL1, lambda p: edit_json(p, lambda m: m.pop("config"))),
     "metrics_truncated": (MODEL1, lambda p: p.write_text(p.read_text()[:200])),
     "metrics_best_check_past_the_history": (MODEL1, lambda p: edit_json(
         p, lambda m: m.update(best_check=99))),
