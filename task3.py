@@ -10,9 +10,9 @@ from common.errors import while_starting
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
 from common import results, run
-from common.recipes import MODEL1, MODEL2
+from common.recipes import PLANS, planned
 
-RUNS = {"model1": MODEL1, "model2": MODEL2}  # report 3.a: each model with its recipe
+RUNS = PLANS["task3"]  # report 3.a: each model with its recipe (MODEL1, MODEL2)
 
 
 def get_args_parser():
@@ -30,8 +30,7 @@ def label(name: str) -> str:
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     names = [n for n in RUNS if args.model in (n[-1], "both")]
-    session = run.setup("task3", [(n, n, RUNS[n], {}) for n in names],
-                        **run.script_options(args, argv))
+    session = run.setup("task3", planned("task3", names), **run.script_options(args, argv))
     finished = {n: run.train(session, n) for n in session.configs}
     if not session.is_main:
         return

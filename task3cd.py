@@ -12,30 +12,11 @@ from common.errors import while_starting
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
 from common import run
-from common.data import AugmentConfig
-from common.recipes import MODEL1
+from common.recipes import TASK3CD_VARIANTS, planned
 
-V = run.Variant
-VARIANTS = {v.name: v for v in [
-    V("baseline", "Model 1 as in report 3.a (ReLU)"),
-    # report 3.d: "TanH activation with Xavier weight initialization instead of ReLU"
-    V("tanh", "TanH with Xavier initialisation", {"activation": "tanh", "init": "xavier"}),
-    # report 3.c "better" list, reverted one at a time
-    V("batch64", "batch 64 instead of 32", recipe_changes={"batch_size": 64}),
-    V("filters_32_64_128", "filters [32, 64, 128] instead of [64, 64, 64]",
-      {"filters": (32, 64, 128)}),
-    V("no_augment", "no data augmentation", recipe_changes={"augment": AugmentConfig()}),
-    V("no_batchnorm", "no BatchNorm2d after the convolutions", {"batchnorm": False}),
-    V("sgd", "SGD (lr 5e-2, the starter's) instead of AdamW",
-      recipe_changes={"opt": "sgd", "lr": 5e-2, "weight_decay": 0.0}),
-    # report 3.c "worse" list
-    V("rotate90", "rotation in [-90, 90] degrees (excessive augmentation)",
-      recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=90)}),
-    V("adam_lr5e-2", "Adam with a high learning rate (5e-2)",
-      recipe_changes={"opt": "adam", "lr": 5e-2, "weight_decay": 0.0}),
-    V("dropout", "dropout 0.5 in the classifier", {"dropout": 0.5}),
-    V("batchnorm1d", "BatchNorm1d in the classifier", {"batchnorm1d": True}),
-]}
+# Model 1 (report 3.a) against each change of report 3.c-3.d: the variants, each with the
+# report's words, are in common/recipes.py
+VARIANTS = TASK3CD_VARIANTS
 
 
 def get_args_parser():
@@ -48,7 +29,7 @@ def get_args_parser():
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     variants = run.select_variants(VARIANTS, args.variants)
-    session = run.setup("task3cd", [v.plan(MODEL1) for v in variants],
+    session = run.setup("task3cd", planned("task3cd", [v.name for v in variants]),
                         **run.script_options(args, argv))
     recipe = next(iter(session.configs.values())).recipe
     budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"

@@ -17,26 +17,13 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 import sys
 
 from common import results, run
-from common.data import AugmentConfig
 from common.errors import UserError
-from common.files import RunDir, claim_folder
-from common.config import SPEEDRUN_MODEL
-from common.recipes import FILTER_OPTIMIZERS, MODEL1, SPEEDRUN
-from common.speedrun import check_batch_size, run_seeds
+from common.files import RunDir
+from common.recipes import FILTER_OPTIMIZERS, SPEEDRUN, TASK3E_VARIANTS, planned
 
-NOISE_STD = 0.03  # our choice: report 3.e names Gaussian noise without a level; 3 % of the range
-V = run.Variant
-VARIANTS = {v.name: v for v in [
-    V("baseline", "Model 1 as in report 3.a (ReLU)"),
-    V("leaky_relu", "LeakyReLU (slope 0.01) instead of ReLU", {"activation": "leaky_relu"}),
-    V("silu", "SiLU instead of ReLU", {"activation": "silu"}),
-    V("gaussian_noise", f"plus Gaussian-noise augmentation (std {NOISE_STD})",
-      recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=3,
-                                               noise_std=NOISE_STD)}),
-    # a schedule needs a fixed length: cosine decay over the whole run, no early stop
-    V("cosine", "cosine learning-rate decay over 10 epochs (no early stopping)",
-      recipe_changes={"lr_scheduler": "cosine", "patience": None}),
-]}
+# Model 1 (report 3.a) against each attempt of report 3.e: the variants, each with the
+# report's words, are in common/recipes.py
+VARIANTS = TASK3E_VARIANTS
 SPEEDRUN_SEEDS = "0,1,2"
 SPEEDRUN_RUN = "speedrun"  # its seeds' folders: speedrun/seed<N>
 MODEL1_RUNS = ("outputs/task3/model1", "results/task3/model1")  # for the accuracy-vs-time figure
@@ -46,7 +33,7 @@ RECIPES = ("variants", "speedrun")
 def get_args_parser(recipe: str = "variants"):
     if recipe == "speedrun":  # a fixed schedule on every training image, several seeds
         p = run.make_parser(__doc__, exclude=("patience", "seed", "resume", "opt",
-                                              "lr_scheduler"))
+                                              "lr_scheduler", "tensorboard"))
         g = p.add_argument_group("speed-run recipe")
         g.add_argument("--seeds", metavar="A,B,...", default=SPEEDRUN_SEEDS,
                        help=f"one run per seed, reported as mean and spread (default: "
@@ -99,7 +86,7 @@ def model1_run(args) -> dict | None:
 def main_speedrun(args, argv):
     seeds = list(dict.fromkeys(run.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
     model1 = model1_run(args)
-    session = run.setup("task3e", [(SPEEDRUN_RUN, SPEEDRUN_MODEL, SPEEDRUN, {})],
+    session = run.setup("task3e", planned("task3e", [SPEEDRUN_RUN]),
                         **run.script_options(args, argv, speedrun_settings(args)),
                         data_seed=0)  # every seed trains on all training images, in one order
     if session.dist.enabled:
@@ -108,17 +95,7 @@ def main_speedrun(args, argv):
     config = session.configs[SPEEDRUN_RUN]
     if args.config:  # a seed's config.json: that seed
         seeds = [config.seed]
-    check_batch_size(session.splits, config.recipe)
-    claim_folder(session.output_root, session.task)
-    choice = run.choose_run_precision(session, config)
-    print(f"speedrun: {choice.precision} ({choice.reason})", file=sys.stderr)
-
-    def confusion(run_dir, result):
-        results.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
-    out = run_seeds(session.splits, config, seeds, root=session.output_root / SPEEDRUN_RUN,
-                    device=session.device, precision=choice.precision,
-                    progress=session.progress, on_finished=confusion,
-                    facts=run.facts(session, precision_reason=choice.reason))
+    out = run.train_speedrun(session, SPEEDRUN_RUN, seeds)
     cfg = config.recipe
     path = results.speedrun_vs_time(list(out["runs"].values()), model1).draw(session.figure_dir)
     print_speedrun(out, seeds, cfg, session)
@@ -135,7 +112,7 @@ def print_speedrun(out: dict, seeds: list[int], cfg, session):
         print(f"{seed:<6}{100 * r['final']['test']['accuracy']:>9.2f}%"
               f"{100 * r['final']['test_tta']['accuracy']:>9.2f}%{r['recipe_time_s']:>10.0f}")
     print(f"mean  {acc['mean']:>9.2f}%{tta['mean']:>9.2f}%{t['mean']:>10.0f}   "
-          f"(spread: std {tta['std']:.2f}, range {tta['min']:.2f}-{tta['max']:.2f} with TTA)")
+          f"(with TTA: {results.seed_spread(tta, s['n'])})")
 
 
 @run.exits_cleanly
@@ -147,7 +124,7 @@ def main(argv=None):
     if recipe == "speedrun":
         return main_speedrun(args, argv)
     variants = run.select_variants(VARIANTS, args.variants)
-    session = run.setup("task3e", [v.plan(MODEL1) for v in variants],
+    session = run.setup("task3e", planned("task3e", [v.name for v in variants]),
                         **run.script_options(args, argv))
     run.run_study(session, variants, study="task3e", baseline_dir=args.reuse_baseline)
 

@@ -13,9 +13,10 @@ from common.errors import while_starting
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
 from common import models, results, run
-from common.recipes import RESNET18_TRANSFER
+from common.recipes import PLANS, RESNET18_TRANSFER
 
-RUN_NAMES = {"imagenet": "resnet18_imagenet", "none": "resnet18_random_init"}
+RUNS = PLANS["task4a"]  # report 4.a: ImageNet's weights; and the same recipe without transfer
+RUN_NAMES = {kwargs["weights"]: name for name, (_, _, kwargs) in RUNS.items()}
 
 
 def get_args_parser():
@@ -38,8 +39,8 @@ def main(argv=None):
     trainable = models.count_parameters(model)
     frozen = sum(p.numel() for p in model.parameters()) - trainable
     # figures from random weights stay out of plots/
-    session = run.setup("task4a", [(name, "resnet18", RESNET18_TRANSFER,
-                                    {"weights": args.weights})],
+    model_name, recipe, _ = RUNS["resnet18_imagenet"]  # a weights file: the same recipe
+    session = run.setup("task4a", [(name, model_name, recipe, {"weights": args.weights})],
                         **run.script_options(args, argv, {"image_size": args.image_size}),
                         figures_to_plots=not models.is_random(args.weights))
     if session.is_main:

@@ -457,7 +457,8 @@ def get_args_parser():
     p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "output_dir", "subset", "quick", "resume",
                                           "no_progress", "opt", "momentum", "weight_decay",
-                                          "lr_scheduler", "label_smoothing", "config"))
+                                          "lr_scheduler", "label_smoothing", "config",
+                                          "tensorboard"))
     p.add_argument("--json", metavar="PATH", default=None, type=run.path_text,
                    help="also write the results here")
     p.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS),

@@ -229,7 +229,7 @@ def _files_below(folder: Path) -> list[Path]:
     return files
 
 
-def _rgb(im: Image.Image, path: Path) -> np.ndarray:
+def decoded_rgb(im: Image.Image, path: Path) -> np.ndarray:
     """(H, W, 3) uint8 by the image's sample width: convert("RGB") is exact for 8-bit (and
     1-bit) samples but clips wider ones, so a 16-bit greyscale PNG would come out white.
     16-bit greyscale keeps its top byte (65535 -> 255), as Pillow itself reduces 16-bit RGB
@@ -254,7 +254,7 @@ def read_image(path: Path) -> torch.Tensor:
             if im.size != (32, 32):
                 raise UserError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images "
                                 "must be 32x32", value=path)
-            pixels = _rgb(im, path)
+            pixels = decoded_rgb(im, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         text = " ".join(str(err).split())[:200]
         raise UserError(f"cannot read image {path}: {text}", value=path) from None

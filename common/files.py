@@ -72,8 +72,8 @@ def _umask() -> int:
     return mask
 
 
-# mkstemp creates 0600 files, and the rename kept that mode: metrics and checkpoints were
-# unreadable to anyone else (a shared results folder); give them what open() would
+# mkstemp creates 0600 files and a rename keeps the mode: give them what open() would, so that
+# others can read a shared results folder
 _FILE_MODE = 0o666 & ~_umask()
 
 
@@ -115,6 +115,11 @@ def _atomic(path, data: bytes) -> Path:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_bytes(data: bytes, path) -> Path:
+    """Any file the package writes whole (an ONNX export), atomically."""
+    return _atomic(path, data)
 
 
 def save_torch(obj, path) -> Path:

@@ -7,12 +7,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .data import CLASSES  # noqa: E402
 from .files import save_figure  # noqa: E402
 
 STEP_CURVE = "training loss: per step, smoothed"
 CHECK_CURVE = "training loss: mean over the steps between two checks"
+LINE_STYLES = {"train": "-", "val": "--", "test": ":"}
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
 
 def _save(fig, path, metadata: dict | None):
@@ -40,24 +43,23 @@ def _plot_into(ax_loss, ax_acc, history, label_prefix="", color=None,
                splits=("train", "val", "test"), per_step=False):
     checks = history["checks"]
     epochs = [c["epoch"] for c in checks]
-    styles = {"train": "-", "val": "--", "test": ":"}
-    names = {"train": "training", "val": "validation", "test": "test"}
     for split in splits:
-        kw = {"linestyle": styles[split], "color": color}
+        kw = {"linestyle": LINE_STYLES[split], "color": color}
         if split == "train" and per_step:
             spe = _steps_per_epoch(history)
             window = max(1, int(spe // 20))
             smooth = _smooth(history["step_loss"], window)
             x = (np.arange(len(smooth)) + window) / spe
-            ax_loss.plot(x, smooth, label=f"{label_prefix}{names[split]} loss", alpha=0.8, **kw)
+            ax_loss.plot(x, smooth, label=f"{label_prefix}{SPLIT_NAMES[split]} loss", alpha=0.8,
+                         **kw)
         else:
             ax_loss.plot(epochs, [c[f"{split}_loss"] for c in checks], marker=".",
-                         label=f"{label_prefix}{names[split]} loss", **kw)
+                         label=f"{label_prefix}{SPLIT_NAMES[split]} loss", **kw)
         ax_acc.plot(epochs, [100 * c[f"{split}_accuracy"] for c in checks], marker=".",
-                    label=f"{label_prefix}{names[split]} accuracy", **kw)
+                    label=f"{label_prefix}{SPLIT_NAMES[split]} accuracy", **kw)
 
 
-def _finish(fig, ax_loss, ax_acc, title, per_step: bool, splits):
+def _finish(fig, ax_loss, ax_acc, title, per_step: bool, splits, legend: bool = True):
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_acc.set_xlabel("epoch")
@@ -66,13 +68,22 @@ def _finish(fig, ax_loss, ax_acc, title, per_step: bool, splits):
         ax_loss.set_title(STEP_CURVE if per_step else CHECK_CURVE, fontsize=9)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    if len(ax_acc.get_lines()) > 12:  # a study: one legend beside the plots, not over them
-        ax_acc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    else:
-        for ax in (ax_loss, ax_acc):
+        if legend:
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
+
+
+def _runs_legend(fig, colors: dict, splits):
+    """The key of a figure of several runs, below its panels, off the curves: a colour per run
+    and a line style per split (five runs would otherwise list ten curves in each panel)."""
+    runs = [Line2D([], [], color=c, marker=".", label=name) for name, c in colors.items()]
+    styles = [Line2D([], [], color="black", linestyle=LINE_STYLES[s], label=SPLIT_NAMES[s])
+              for s in splits]
+    fig.legend(handles=runs, loc="upper right", bbox_to_anchor=(0.58, 0.0), fontsize=8,
+               ncol=1 if len(runs) <= 6 else 2, title="run (colour)", title_fontsize=8)
+    fig.legend(handles=styles, loc="upper left", bbox_to_anchor=(0.6, 0.0), fontsize=8,
+               title="curve (line style)", title_fontsize=8)
 
 
 def plot_run(history: dict, path, title: str, *, per_step: bool | None = None,
@@ -95,29 +106,32 @@ def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "va
         per_step = all(h.get("step_loss") for h in histories.values())
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 5))
     # the default cycle has 10 colours: a study of 11 variants would draw two runs alike
-    colors = (plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(histories) <= 10
-              else [plt.get_cmap("tab20")(i) for i in range(20)])
-    for i, (name, history) in enumerate(histories.items()):
-        _plot_into(ax_loss, ax_acc, history, label_prefix=f"{name}: ",
-                   color=colors[i % len(colors)], splits=splits, per_step=per_step)
-    _finish(fig, ax_loss, ax_acc, title, per_step, splits)
+    cycle = (plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(histories) <= 10
+             else [plt.get_cmap("tab20")(i) for i in range(20)])
+    colors = {name: cycle[i % len(cycle)] for i, name in enumerate(histories)}
+    for name, history in histories.items():
+        _plot_into(ax_loss, ax_acc, history, label_prefix=f"{name}: ", color=colors[name],
+                   splits=splits, per_step=per_step)
+    _finish(fig, ax_loss, ax_acc, title, per_step, splits, legend=False)
+    _runs_legend(fig, colors, splits)
     return _save(fig, path, metadata)
 
 
 def _accuracy_bars(ax, labels: list, values: list, reference: float, reference_label: str,
                    colors, notes: list, xlabel: str, xlim: float):
     """Horizontal accuracy bars (%), top to bottom in the given order, each with its note,
-    and a dashed line at the reference value."""
+    and a dashed line at the reference value, named above the plot where no bar is."""
     y = np.arange(len(labels))[::-1]
     ax.barh(y, values, color=colors, alpha=0.8)
-    ax.axvline(reference, color="black", linestyle="--", linewidth=1, label=reference_label)
+    ax.axvline(reference, color="black", linestyle="--", linewidth=1)
+    ax.annotate(f"dashed: {reference_label}", (reference, 1), xycoords=("data", "axes fraction"),
+                xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     for yi, v, note in zip(y, values, notes):
         ax.text(max(v, reference) + 1, yi, note, va="center", fontsize=8)
     ax.set_yticks(y, labels)
     ax.set_xlim(0, xlim)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_study_bars(accuracies: dict[str, float], reference: str, path, title: str, *,
@@ -134,7 +148,7 @@ def plot_study_bars(accuracies: dict[str, float], reference: str, path, title: s
              for n, v in zip(names, values)]
     _accuracy_bars(ax, names, values, ref, f"{reference}: {ref:.2f} %", colors, notes,
                    "test accuracy (%)", max(100.0, max(values) + 15))
-    ax.set_title(title)
+    ax.set_title(title, pad=16)  # above the reference line's name
     fig.tight_layout()
     return _save(fig, path, metadata)
 
@@ -161,16 +175,22 @@ def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str
 def plot_frontier(series: dict[str, list[dict]], path, title: str, *,
                   note: str | None = None, metadata: dict | None = None):
     """Accuracy against seconds, one line per method through its budgets: {label: [{"seconds",
-    "accuracy", "std" (error bar, optional), "label" (written beside the point)}]}."""
+    "accuracy", "std" (error bar, optional), "label" (written beside the point)}]}. The first
+    series' labels sit below and right of its points, the second's above and left (beside the
+    vertical error bars, off the lines that rise to the right): list the series so that the
+    second lies up and left of the first, as a faster method's does."""
     fig, ax = plt.subplots(figsize=(8, 5.4 if note else 5))
     for index, (name, points) in enumerate(series.items()):
         points = sorted(points, key=lambda p: p["seconds"])
         xs, ys = [p["seconds"] for p in points], [p["accuracy"] for p in points]
         ax.errorbar(xs, ys, yerr=[p.get("std", 0.0) for p in points], marker="o", capsize=3,
                     label=name)
+        side = -1 if index % 2 else 1
         for p in points:
             ax.annotate(p["label"], (p["seconds"], p["accuracy"]), textcoords="offset points",
-                        xytext=(4, -11 if index % 2 else 6), fontsize=7.5)
+                        xytext=(8 * side, -3 * side), ha="left" if side > 0 else "right",
+                        va="top" if side > 0 else "bottom", fontsize=7.5)
+    ax.margins(x=0.18)  # room for the outermost labels inside the frame
     ax.set_xlabel("seconds: whitening fit, training and final scoring")
     ax.set_ylabel("test accuracy with TTA (%)")
     ax.grid(alpha=0.3)

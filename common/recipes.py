@@ -7,7 +7,10 @@ starter code (the report does not restate it); "our choice" is ours, with the re
 2024" is "94% on CIFAR-10 in 3.29 seconds on a single GPU" (arXiv 2404.00498), whose
 published values are sized for a GPU; "airbench94_muon" is the same author's later published
 script (KellerJordan/cifar10-airbench), which trains the convolution filters with Muon (Jordan
-et al. 2024, "Muon: an optimizer for hidden layers")."""
+et al. 2024, "Muon: an optimizer for hidden layers").
+
+What each script trains is registered here too (PLANS: task -> run -> model, recipe, switches),
+so that the library trains any script's run by name (common.api) without importing a script."""
 from __future__ import annotations
 
 import math
@@ -118,6 +121,90 @@ RESNET18_TRANSFER = Recipe(opt="adam", lr=5e-4, batch_size=32, epochs=5, image_s
 SPEEDRUN = SpeedrunConfig(widths=(64, 128, 256), batch_size=512, epochs=11, lr=0.75,
                           weight_decay=1e-3, filter_optimizer="muon", muon_lr=0.06,
                           warmup=0.0, lr_start=1.0, lr_end=0.0, translate_reflect=True)
+
+
+# ---------------------------------------------------------------- the studies' variants
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of a study (tasks 3c-3e): Model 1 with one change, to its switches or its
+    recipe."""
+    name: str
+    description: str
+    model_kwargs: dict = field(default_factory=dict)     # changes to Model1(...)
+    recipe_changes: dict = field(default_factory=dict)   # changes to the base Recipe
+
+    def plan(self, base: Recipe) -> tuple:
+        """(run, model, recipe, model_kwargs): the variant as common.run.setup() plans it."""
+        return self.name, "model1", replace(base, **self.recipe_changes), self.model_kwargs
+
+
+def _by_name(*variants: Variant) -> dict[str, Variant]:
+    return {v.name: v for v in variants}
+
+
+# report 3.c-3.d (task3cd.py): Model 1 against each single change the report lists
+TASK3CD_VARIANTS = _by_name(
+    Variant("baseline", "Model 1 as in report 3.a (ReLU)"),
+    # report 3.d: "TanH activation with Xavier weight initialization instead of ReLU"
+    Variant("tanh", "TanH with Xavier initialisation", {"activation": "tanh", "init": "xavier"}),
+    # report 3.c "better" list, reverted one at a time
+    Variant("batch64", "batch 64 instead of 32", recipe_changes={"batch_size": 64}),
+    Variant("filters_32_64_128", "filters [32, 64, 128] instead of [64, 64, 64]",
+            {"filters": (32, 64, 128)}),
+    Variant("no_augment", "no data augmentation", recipe_changes={"augment": AugmentConfig()}),
+    Variant("no_batchnorm", "no BatchNorm2d after the convolutions", {"batchnorm": False}),
+    Variant("sgd", "SGD (lr 5e-2, the starter's) instead of AdamW",
+            recipe_changes={"opt": "sgd", "lr": 5e-2, "weight_decay": 0.0}),
+    # report 3.c "worse" list
+    Variant("rotate90", "rotation in [-90, 90] degrees (excessive augmentation)",
+            recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=90)}),
+    Variant("adam_lr5e-2", "Adam with a high learning rate (5e-2)",
+            recipe_changes={"opt": "adam", "lr": 5e-2, "weight_decay": 0.0}),
+    Variant("dropout", "dropout 0.5 in the classifier", {"dropout": 0.5}),
+    Variant("batchnorm1d", "BatchNorm1d in the classifier", {"batchnorm1d": True}),
+)
+
+# report 3.e (task3e.py): attempts to improve Model 1 further
+NOISE_STD = 0.03  # our choice: report 3.e names Gaussian noise without a level; 3 % of the range
+TASK3E_VARIANTS = _by_name(
+    Variant("baseline", "Model 1 as in report 3.a (ReLU)"),
+    Variant("leaky_relu", "LeakyReLU (slope 0.01) instead of ReLU", {"activation": "leaky_relu"}),
+    Variant("silu", "SiLU instead of ReLU", {"activation": "silu"}),
+    Variant("gaussian_noise", f"plus Gaussian-noise augmentation (std {NOISE_STD})",
+            recipe_changes={"augment": AugmentConfig(hflip=True, rotate_degrees=3,
+                                                     noise_std=NOISE_STD)}),
+    # a schedule needs a fixed length: cosine decay over the whole run, no early stop
+    Variant("cosine", "cosine learning-rate decay over 10 epochs (no early stopping)",
+            recipe_changes={"lr_scheduler": "cosine", "patience": None}),
+)
+
+
+# ---------------------------------------------------------------- what each script trains
+
+def _study(variants: dict[str, Variant], base: Recipe) -> dict[str, tuple]:
+    return {name: v.plan(base)[1:] for name, v in variants.items()}
+
+
+# task -> run -> (model: a name of common.run.MODELS, recipe, model_kwargs): every run a script
+# trains by name. The scripts take their runs from here, and common.api trains any of them.
+PLANS: dict[str, dict[str, tuple]] = {
+    "task2": {"cnn1g": ("cnn1g", CNN1G, {})},
+    "task3": {"model1": ("model1", MODEL1, {}), "model2": ("model2", MODEL2, {})},
+    "task3cd": _study(TASK3CD_VARIANTS, MODEL1),
+    # "speedrun" is common.config.SPEEDRUN_MODEL (config imports this module, not the reverse)
+    "task3e": {**_study(TASK3E_VARIANTS, MODEL1), "speedrun": ("speedrun", SPEEDRUN, {})},
+    # report 4.a with ImageNet's weights, and the same recipe without transfer; a weights file
+    # given to task4a.py trains a third run, resnet18_weights_file
+    "task4a": {"resnet18_imagenet": ("resnet18", RESNET18_TRANSFER, {"weights": "imagenet"}),
+               "resnet18_random_init": ("resnet18", RESNET18_TRANSFER, {"weights": "none"})},
+}
+
+
+def planned(task: str, runs) -> list[tuple]:
+    """common.run.setup()'s plans, (run, model, recipe, model_kwargs), for these runs of
+    `task`."""
+    return [(run, *PLANS[task][run]) for run in runs]
 
 
 # ---------------------------------------------------------------- optimizers

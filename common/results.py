@@ -66,8 +66,44 @@ def budget(run: dict) -> str:
     """The epochs and early stopping a run was allowed (not what it used)."""
     recipe = run["config"]["recipe"]
     epochs, early = recipe["epochs"], recipe["patience"]
-    return (f"up to {epochs} epochs, early stop after {early} checks" if early
-            else f"{epochs} epochs, no early stopping")
+    epochs = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    return (f"up to {epochs}, early stop after {early} checks" if early
+            else f"{epochs}, no early stopping")
+
+
+def format_epochs(epochs: float) -> str:
+    """An epoch count as the checks say it: a run stopped at step 5,273 of 703 per epoch is at
+    epoch 7.5, not 7.5007 (metrics.json keeps step / steps per epoch to 4 places)."""
+    return f"{round(epochs, 2):g}"
+
+
+def trial(run: dict) -> str | None:
+    """What a trial run (--quick, --subset) trained on, "1,000 images per split, 1 epoch"; None
+    for a run on every image."""
+    config = run["config"]
+    if config["subset"] is None:
+        return None
+    epochs = config["recipe"]["epochs"]
+    return f"{config['subset']:,} images per split, {epochs:g} epoch{'' if epochs == 1 else 's'}"
+
+
+def trial_title(title: str, runs: list[dict]) -> str:
+    """A figure's title, and a second line when its runs are trial runs: a figure of 1,000
+    images is never mistaken for the report's. A full run's title is left as it is."""
+    trials = sorted({t for t in map(trial, runs) if t})
+    if not trials:
+        return title
+    beside = "; other runs on every image" if any(trial(r) is None for r in runs) else ""
+    return f"{title}\ntrial run: {'; '.join(trials)}{beside} (not a full run)"
+
+
+def seed_spread(stats: dict, n: int) -> str:
+    """The spread over n seeds of one statistic (speedrun.summarize's mean, std, min, max), in
+    words: a sample standard deviation needs two seeds."""
+    if n < 2:
+        return "one seed: no spread"
+    return (f"sample sd {stats['std']:.2f} over {n} seeds, range {stats['min']:.2f}-"
+            f"{stats['max']:.2f}")
 
 
 def _curve(history: dict, seconds_key: str) -> tuple[list, list]:
@@ -80,7 +116,8 @@ def _curve(history: dict, seconds_key: str) -> tuple[list, list]:
 def figure1(cnn: dict) -> Figure:
     return Figure("task2_figure1.png", plotting.plot_run, {
         "history": checks_only(cnn),
-        "title": f"Figure 1: the 1.g CNN, final test accuracy {test_acc(cnn):.2f}%"})
+        "title": trial_title(f"Figure 1: the 1.g CNN, final test accuracy {test_acc(cnn):.2f}%",
+                             [cnn])})
 
 
 def figure2(run: dict, name: str) -> Figure:
@@ -88,38 +125,43 @@ def figure2(run: dict, name: str) -> Figure:
     prefix = "Figure 2: " if name == "model1" else ""
     return Figure(f"task3_figure2_{name}.png", plotting.plot_run, {
         "history": checks_only(run),
-        "title": f"{prefix}{name.replace('model', 'Model ')}, final test accuracy "
-                 f"{test_acc(run):.2f}%"})
+        "title": trial_title(f"{prefix}{name.replace('model', 'Model ')}, final test accuracy "
+                             f"{test_acc(run):.2f}%", [run])})
 
 
 def figure3(model1: dict, model2: dict) -> Figure:
     return Figure("task3_figure3_models.png", plotting.plot_runs, {
         "histories": {"Model 1": checks_only(model1), "Model 2": checks_only(model2)},
-        "title": f"Figure 3: Model 1 vs Model 2 (test accuracy Model 1 {test_acc(model1):.2f}%, "
-                 f"Model 2 {test_acc(model2):.2f}%)"})
+        "title": trial_title(f"Figure 3: Model 1 vs Model 2 (test accuracy Model 1 "
+                             f"{test_acc(model1):.2f}%, Model 2 {test_acc(model2):.2f}%)",
+                             [model1, model2])})
 
 
 def figure4(relu: dict, tanh: dict) -> Figure:
     return Figure("task3d_figure4_relu_vs_tanh.png", plotting.plot_runs, {
         "histories": {"ReLU (Model 1)": checks_only(relu), "TanH": checks_only(tanh)},
-        "title": f"Figure 4: Model 1 with ReLU vs TanH, {budget(relu)} (test accuracy ReLU "
-                 f"{test_acc(relu):.2f}%, TanH {test_acc(tanh):.2f}%)",
+        "title": trial_title(f"Figure 4: Model 1 with ReLU vs TanH, {budget(relu)} (test "
+                             f"accuracy ReLU {test_acc(relu):.2f}%, TanH {test_acc(tanh):.2f}%)",
+                             [relu, tanh]),
         "splits": ["train", "val"]})
 
 
 def figure4_continued(relu: dict, tanh: dict) -> Figure:
     return Figure("task3d_figure4_tanh_13_epochs.png", plotting.plot_runs, {
         "histories": {"ReLU (Model 1)": checks_only(relu), "TanH": checks_only(tanh)},
-        "title": f"TanH continued: {budget(tanh)} ({test_acc(tanh):.2f}%) vs ReLU "
-                 f"(Model 1): {budget(relu)}, stopped after {relu['epochs_completed']:g} "
-                 f"({test_acc(relu):.2f}%)",
+        "title": trial_title(f"TanH continued: {budget(tanh)} ({test_acc(tanh):.2f}%) vs ReLU "
+                             f"(Model 1): {budget(relu)}, stopped after "
+                             f"{format_epochs(relu['epochs_completed'])} ({test_acc(relu):.2f}%)",
+                             [relu, tanh]),
         "splits": ["train", "val"]})
 
 
 def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str]) -> Figure:
     """A study's runs ({variant name: run}, the reference first: the baseline when there is
     one): test accuracy bars labelled with each change when every run is at most an epoch long
-    (a bundle of two-point curves reads worse), else training and validation curves."""
+    (a bundle of two-point curves reads worse), else training and validation curves, each run
+    labelled with its final test accuracy (the curves show none: the test set is not what a
+    study chooses by)."""
     name, title = STUDY_FIGURES[study]
     reference = next(iter(runs))
     longest = max(r["epochs_completed"] for r in runs.values())
@@ -127,27 +169,38 @@ def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str]
         accuracies = {descriptions.get(k, k): test_acc(r) for k, r in runs.items()}
         return Figure(name, plotting.plot_study_bars, {
             "accuracies": accuracies, "reference": descriptions.get(reference, reference),
-            "title": f"{title}: test accuracy after {longest:g} epoch"})
+            "title": trial_title(f"{title}: test accuracy after {longest:g} epoch",
+                                 list(runs.values()))})
     return Figure(name, plotting.plot_runs, {
-        "histories": {k: checks_only(r) for k, r in runs.items()},
-        "title": title, "splits": ["train", "val"]})
+        "histories": {f"{k}: final test accuracy {test_acc(r):.2f} %": checks_only(r)
+                      for k, r in runs.items()},
+        "title": trial_title(title, list(runs.values())), "splits": ["train", "val"]})
 
 
 def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
     """The speed-run's seeds (and a finished Model 1 run) on one time basis: seconds since the
-    run began, training plus the evaluations made so far."""
+    run began, training plus the evaluations made so far. A Model 1 run on other images than
+    the seeds (a full run beside a --quick try) is left out, and the note says so."""
     curves = {f"speed-run, seed {s['seed']}": _curve(s["history"], "wall_time_s") for s in seeds}
     note = ("Seconds since the run began, training plus the evaluations made so far (speed-run: "
             "the test set after each epoch, accuracy without test-time augmentation")
+    images = {s["config"]["subset"] for s in seeds}
+    left_out = ""
+    if model1 is not None and {model1["config"]["subset"]} != images:
+        left_out = (f" Model 1 ({model1['run']}) left out: it trained on "
+                    f"{trial(model1) or 'every image'}, the speed-run on "
+                    f"{trial(seeds[0]) or 'every image'}.")
+        model1 = None
     if model1 is not None:
         curves["Model 1, report recipe"] = _curve(model1["history"], "wall_time_s")
         note += "; Model 1: validation and test sets at each of its checks"
     runs = seeds + ([model1] if model1 else [])
     where = sorted({f"{r['device']}, {r['precision']}" for r in runs})
+    title = "Speed-run recipe vs Model 1" if model1 else "Speed-run recipe"
     return Figure("task3e_speedrun_accuracy_vs_time.png", plotting.plot_accuracy_vs_time, {
-        "curves": curves, "title": "Speed-run recipe vs Model 1: test accuracy against time",
+        "curves": curves, "title": trial_title(f"{title}: test accuracy against time", runs),
         "xlabel": "seconds since the run began (training + evaluations so far)",
-        "note": f"{note}). {'; '.join(where)}."})
+        "note": f"{note}). {'; '.join(where)}.{left_out}"})
 
 
 def speedrun_vs_published(side: dict) -> Figure:
@@ -155,35 +208,43 @@ def speedrun_vs_published(side: dict) -> Figure:
     accuracy with TTA against the time both count (the side-by-side's `frontier`)."""
     def points(runs, who):
         return [{"seconds": r["seconds"], "accuracy": r["test_acc_tta"], "std": r.get("std", 0),
-                 "label": f"{r['epochs']:g} ep" + (f", {r['n']} seeds" if who else "")}
+                 "label": f"{r['epochs']:g} ep"
+                          + (f", {r['n']} seed{'s' if r['n'] > 1 else ''}" if who else "")}
                 for r in runs]
-    machine = side["machine"]
+    machine, ours = side["machine"], side["frontier"]["ours"]
+    seeds = sorted({r["n"] for r in ours})
+    spread = ("one seed each: no spread" if seeds == [1] else
+              f"mean ± sample sd over {seeds[0]} seeds" if len(seeds) == 1 else
+              "mean ± sample sd over the seeds beside each point")
     return Figure("task3e_speedrun_vs_published.png", plotting.plot_frontier, {
         "series": {"published airbench94_muon, CPU port (1 run each)":
                    points(side["frontier"]["published"], False),
-                   "ours, the speed-run recipe (mean +- std over seeds)":
-                   points(side["frontier"]["ours"], True)},
+                   f"ours, the speed-run recipe ({spread})": points(ours, True)},
         "title": "Speed-run recipe vs the published airbench94_muon, one machine, in turn",
         "note": f"{machine['cpu']}, {machine['threads']} threads, {side['precision']}; JPEG copy "
                 "of CIFAR-10; per-epoch evaluations not counted."})
 
 
 def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -> Figure:
-    """The test set's confusion matrix of a finished run (its confusion.csv rows)."""
+    """The test set's confusion matrix of a finished run (its confusion.csv rows), titled with
+    the script and run, the precision and the images it trained on: the fp32 and bf16 runs
+    of one model differ by more than a number."""
     total = sum(int(float(row[row["class"]])) for row in rows)
     count = sum(int(float(row[c])) for row in rows for c in CLASSES)
     scored = "with TTA" if "test_tta" in run["final"] else "best weights"
+    trained = f"trial run: {trial(run)}" if trial(run) else "full run"
     return Figure(name, plotting.plot_confusion, {
         "rows_or_matrix": rows,
-        "title": f"{run['run']}: test set, {scored} ({100 * total / max(count, 1):.2f} % "
-                 "correct)"})
+        "title": f"{run['config']['task']} {run['run']}, {run['precision']}, {trained}: test "
+                 f"set, {scored} ({100 * total / max(count, 1):.2f} % correct)"})
 
 
 def figure6(run: dict, name: str, weights: str, image_size: int) -> Figure:
     return Figure(f"task4a_figure6_{name}.png", plotting.plot_run, {
         "history": checks_only(run),
-        "title": f"Figure 6: ResNet18 with {weights}, layer4 + fc trained, {image_size} px, "
-                 f"final test accuracy {test_acc(run):.2f}%"})
+        "title": trial_title(f"Figure 6: ResNet18 with {weights}, layer4 + fc trained, "
+                             f"{image_size} px, final test accuracy {test_acc(run):.2f}%",
+                             [run])})
 
 
 # ---------------------------------------------------------------- printed tables

@@ -5,6 +5,7 @@ for a person (with the option names) and gives each its exit code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -12,7 +13,7 @@ import os
 import shlex
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,9 +27,11 @@ from .errors import (DivergenceError, Interrupted, OutputError, UserError, after
 from .files import (METRICS_NAME, FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
-from .speedrun import SpeedrunNet
-from .recipes import OPTIMIZERS, SCHEDULES, Recipe, make_optimizer, make_scheduler
-from .trainer import PrecisionChoice, Trainer, choose_precision, review_precision
+from .speedrun import SpeedrunNet, check_batch_size, run_seeds
+from .recipes import (OPTIMIZERS, SCHEDULES, Recipe, Variant, make_optimizer,
+                      make_scheduler)
+from .trainer import (PrecisionChoice, Trainer, choose_precision, review_precision,
+                      tensorboard_writer)
 
 QUICK_SUBSET = 1000  # --quick: 1,000 images per split and one epoch (about a minute on CPU)
 
@@ -148,9 +151,18 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
                 "--precision, which take effect from the step reached; in "
                 "scripts with several runs, runs already finished in the output folder with "
                 "the same settings are loaded instead of retrained")
+    add_watch_options(option)
+    return p
+
+
+def add_watch_options(option):
+    """How a run shows itself while it trains."""
+    option("--tensorboard", action="store_true",
+           help="write the losses and accuracies as they happen (every step's training loss, "
+                "every check's splits) to <run folder>/tensorboard/; watch with "
+                "tensorboard --logdir <output folder>")
     option("--no-progress", action="store_true",
            help="no progress bars (they are also off when output is not a terminal)")
-    return p
 
 
 def add_recipe_options(option):
@@ -226,6 +238,7 @@ def script_options(args: argparse.Namespace, argv=None, extra: dict | None = Non
     return dict(settings=settings, config_file=getattr(args, "config", None),
                 output_dir=args.output_dir, resume=getattr(args, "resume", None),
                 progress=not args.no_progress and sys.stderr.isatty(),
+                tensorboard=getattr(args, "tensorboard", False),
                 command=" ".join(shlex.quote(a) for a in typed))
 
 
@@ -243,6 +256,7 @@ class Session:
     figure_dir: Path
     splits: CIFAR10Splits
     progress: bool = False
+    tensorboard: bool = False           # scalars in each run folder's tensorboard/
     command: str = ""
     resume: str | None = None
     resume_state: dict | None = None
@@ -253,7 +267,7 @@ class Session:
 
 
 def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, output_dir=None,
-          resume=None, progress: bool = False, command: str = "",
+          resume=None, progress: bool = False, tensorboard: bool = False, command: str = "",
           figures_to_plots: bool = True, data_seed: int | None = None) -> Session:
     """Each planned run's configuration (plans: (run, model, recipe, model_kwargs)), built by
     precedence: the recipe, the --config file (which then selects its own run), the settings
@@ -290,7 +304,7 @@ def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, ou
                             progress=progress and dist.is_main)
     configs = {n: dataclasses.replace(c, data_digest=splits.digest) for n, c in configs.items()}
     return Session(task, configs, device, dist, output_root, figure_dir, splits, progress,
-                   command, resume, resume_state)
+                   tensorboard, command, resume, resume_state)
 
 
 def _check_target(task: str, their_task: str, run: str, configs: dict, setting: str, value):
@@ -419,22 +433,42 @@ def train(session: Session, name: str, **more_facts) -> dict:
     optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(recipe.lr_scheduler, optimizer,
                                recipe.epochs * len(loaders["train"]))
-    trainer = Trainer(model, optimizer, loaders, config, precision=choice.precision,
-                      facts=facts(session, precision_reason=choice.reason, **more_facts),
-                      scheduler=scheduler,
-                      device=session.device, run_dir=run_dir.create(), dist=session.dist,
-                      progress=session.progress)
-    if resumed is not None:
-        trainer.resume(resumed, session.resume)
-    if session.is_main:
-        config.save(run_dir.path)
-    result = trainer.fit()
+    board = (tensorboard_writer(run_dir.create().path) if session.tensorboard and session.is_main
+             else contextlib.nullcontext())
+    with board as scalars:
+        trainer = Trainer(model, optimizer, loaders, config, precision=choice.precision,
+                          facts=facts(session, precision_reason=choice.reason, **more_facts),
+                          scheduler=scheduler, device=session.device, run_dir=run_dir.create(),
+                          dist=session.dist, progress=session.progress, scalars=scalars)
+        if resumed is not None:
+            trainer.resume(resumed, session.resume)
+        if session.is_main:
+            config.save(run_dir.path)
+        result = trainer.fit()
     if session.is_main and review_precision(choice, trainer.images_per_second()):
         print(f"{name}: trained faster than its cached precision probe measured; the probe "
               "is forgotten and runs again next time", file=sys.stderr)
     if session.is_main and "test" in result["final"]:
         figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
     return result | {"history": trainer.history, "model": trainer.raw_model}
+
+
+def train_speedrun(session: Session, name: str, seeds: list[int]) -> dict:
+    """The speed-run recipe's run `name` once per seed, by its own loop (common.speedrun:
+    run_seeds' folders name/seed<N>/, seeds finished earlier loaded), each new seed with its
+    confusion figure; the precision chosen as for any run. Returns run_seeds' record."""
+    config = session.configs[name]
+    check_batch_size(session.splits, config.recipe)
+    claim_folder(session.output_root, session.task)
+    choice = choose_run_precision(session, config)
+    print(f"{name}: {choice.precision} ({choice.reason})", file=sys.stderr)
+
+    def confusion(run_dir, result):
+        figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
+    return run_seeds(session.splits, config, seeds, root=session.output_root / name,
+                     device=session.device, precision=choice.precision,
+                     progress=session.progress, on_finished=confusion,
+                     facts=facts(session, precision_reason=choice.reason))
 
 
 def save_results(session: Session, results: dict[str, dict], name: str = "results"):
@@ -446,19 +480,6 @@ def save_results(session: Session, results: dict[str, dict], name: str = "result
 
 
 # ---------------------------------------------------------------- studies (tasks 3c-3e)
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    model_kwargs: dict = field(default_factory=dict)     # changes to Model1(...)
-    recipe_changes: dict = field(default_factory=dict)   # changes to the base Recipe
-
-    def plan(self, base: Recipe) -> tuple:
-        """(run, model, recipe, model_kwargs): the variant as setup() plans it."""
-        return self.name, "model1", dataclasses.replace(base, **self.recipe_changes), \
-            self.model_kwargs
-
 
 def add_study_options(parser: argparse.ArgumentParser, variants: dict):
     """The options of a study script (task3cd, task3e): --variants and --reuse-baseline."""

@@ -397,8 +397,9 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
                                      "config": seed_config.to_dict()}, best=True)
             run_dir.write_history(result["history"])
             run_dir.write_confusion(result.pop("confusion"))
+            result["config"] = seed_config.to_dict()  # as a seed loaded back has it
             run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
-                                  | {"config": seed_config.to_dict()} | (facts or {}))
+                                  | (facts or {}))
             if on_finished is not None:
                 on_finished(run_dir, result)
         runs[seed] = result

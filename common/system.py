@@ -56,18 +56,22 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
 def _cpuinfo() -> dict:
-    """model name and flags of the first processor in /proc/cpuinfo (empty elsewhere)."""
+    """The first processor's entries in /proc/cpuinfo ("vendor_id", "cpu family", "model",
+    "model name", "stepping", "flags", ...); empty where there is no such file."""
     info = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(CPUINFO) as f:
             for line in f:
+                if not line.strip():
+                    if info:
+                        break  # the first processor's block: every core of one CPU says the same
+                    continue
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "flags") and key not in info:
-                    info[key] = value.strip()
-                if len(info) == 2:
-                    break
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     return info
@@ -84,10 +88,27 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def _whole_number(text: str | None) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def machine_record(device: torch.device) -> dict:
-    """What a run records about where it ran: the numbers of a run mean little without it."""
-    flags = set(_cpuinfo().get("flags", "").split())
-    record = {"cpu": cpu_name(), "avx512_bf16": "avx512_bf16" in flags,
+    """What a run records about where it ran: the numbers of a run mean little without it.
+    The model name alone ("Intel(R) Xeon(R) Processor" on a cloud VM) does not tell two CPUs
+    apart, so the record adds /proc/cpuinfo's vendor, family, model and stepping numbers (None
+    where the file lacks one) and the instruction sets that decide the speed: avx2, avx512f,
+    avx512_bf16, amx (False where no flags are listed)."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    record = {"cpu": cpu_name(), "vendor": info.get("vendor_id") or None,
+              "family": _whole_number(info.get("cpu family")),
+              "model": _whole_number(info.get("model")),
+              "stepping": _whole_number(info.get("stepping")),
+              "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+              "avx512_bf16": "avx512_bf16" in flags,
               "amx": bool(flags & {"amx_bf16", "amx_tile"}), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":

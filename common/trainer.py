@@ -4,6 +4,7 @@ resumable from its checkpoint, stoppable by a signal, single process or DDP), an
 that chooses fp32 or bf16 on a CPU by measuring both."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -15,7 +16,8 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -174,6 +176,26 @@ def log_epoch(run_name: str, row: dict, seconds_key: str = "wall_time_s"):
                f"{row[seconds_key]:.0f} s", file=sys.stderr)
 
 
+Scalars = Callable[[str, float, int], None]  # (tag, value, global step): a Trainer's `scalars`
+CHECK_SCALARS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+                 "test_accuracy", "lr")  # of each check's history row, as tags "train/loss", ...
+
+
+@contextlib.contextmanager
+def tensorboard_writer(run_dir) -> Iterator[Scalars]:
+    """A Trainer's `scalars` that TensorBoard shows as it trains (`tensorboard --logdir
+    outputs`), written into run_dir/tensorboard; the file is flushed and closed when the block
+    ends, however it ends (an interrupt, a divergence). A resumed run appends a second file
+    beside the first; TensorBoard reads them as one run."""
+    # imported when asked for: tensorboard costs most scripts a second to load and nothing else
+    from torch.utils.tensorboard import SummaryWriter
+    writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), flush_secs=10)
+    try:
+        yield writer.add_scalar
+    finally:
+        writer.close()
+
+
 # ---------------------------------------------------------------- the Trainer
 
 class Stopwatch:
@@ -260,11 +282,15 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer, loaders: dict, config: RunConfig, *,
                  precision: str = "fp32", facts: dict | None = None, scheduler=None,
                  device="cpu", run_dir: RunDir | None = None,
-                 dist: system.DistInfo = system.DistInfo(), progress: bool = False):
+                 dist: system.DistInfo = system.DistInfo(), progress: bool = False,
+                 scalars: Scalars | None = None):
         """loaders: train, val, test and (for the final table) train_eval; test and
         train_eval may be None. config: the run's (its recipe sets the loop's length, checks,
         early stopping and label smoothing); precision: the one chosen for it; facts: what
-        metrics.json says about how it ran, beside the config."""
+        metrics.json says about how it ran, beside the config. scalars(tag, value, step):
+        given each step's training loss ("train/step_loss") and, at each check, every
+        split's loss and accuracy and the rate (CHECK_SCALARS), on the main process only
+        (tensorboard_writer makes one)."""
         self.device = torch.device(device)
         self.raw_model = model.to(self.device, memory_format=torch.channels_last)
         self.model = self.raw_model  # what trains: the DDP wrapper under torchrun
@@ -276,6 +302,7 @@ class Trainer:
         self.loaders = {"test": None, "train_eval": None} | loaders
         self.config, self.recipe, self.precision = config, config.recipe, precision
         self.facts, self.dist, self.run_dir, self.progress = facts or {}, dist, run_dir, progress
+        self.scalars = scalars if dist.is_main else None
         self.early_stopping = EarlyStopping(self.recipe.patience)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_model_state = None
@@ -344,6 +371,8 @@ class Trainer:
         loss, stop_now = system.mean_and_any(local_loss, stop.requested, self.device)
         self._check_finite(loss, "training loss")
         self.history["step_loss"].append(loss)
+        if self.scalars is not None:
+            self.scalars("train/step_loss", loss, self.global_step)
         self.running.add(local_loss, correct, len(y))
         return stop_now
 
@@ -355,14 +384,19 @@ class Trainer:
         val_loss, val_acc = self.evaluate(self.loaders["val"])
         test_loss, test_acc = (self.evaluate(self.loaders["test"])
                                if self.loaders["test"] is not None else (math.nan, math.nan))
-        self.history["checks"].append({
+        row = {
             "epoch": round(self.global_step / steps_per_epoch, 4), "step": self.global_step,
             "train_loss": train_loss, "train_accuracy": train_acc,
             "val_loss": val_loss, "val_accuracy": val_acc,
             "test_loss": test_loss, "test_accuracy": test_acc,
             "wall_time_s": round(self.clock.read(), 2),
             "lr": self.optimizer.param_groups[0]["lr"],
-        })
+        }
+        self.history["checks"].append(row)
+        if self.scalars is not None:  # a split without a loader (nan) has no curve
+            for key in CHECK_SCALARS:
+                if math.isfinite(row[key]):
+                    self.scalars(key.replace("_", "/"), row[key], self.global_step)
         # weights broken by a step whose own loss was finite: stop before they are saved
         self._check_finite(val_loss, "validation loss")
         if self.early_stopping.update(val_loss, len(self.history["checks"]) - 1):

@@ -11,9 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ROOT / "common"
-PROGRAMS = sorted(ROOT.glob("task*.py")) + [ROOT / "report.py"] + sorted(
+PROGRAMS = sorted(ROOT.glob("task*.py")) + [ROOT / "report.py", ROOT / "predict.py"] + sorted(
     (ROOT / "bench").glob("*.py")) + sorted((ROOT / "task1").glob("*.py"))
-MAX_MODULES = 13  # 12 layers (config.py: a run's configuration) and __init__.py
+MAX_MODULES = 14  # 13 layers (config.py: a run's configuration; api.py: the package from
+#                   Python, above run.py) and __init__.py
 MAX_FUNCTION_LINES = 60
 COMMAND_LINE_LAYER = "run"  # the one module of common/ that speaks the options' names
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
@@ -74,7 +75,7 @@ def test_the_cycle_finder_finds_a_cycle_and_passes_a_chain():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_common_has_at_most_13_modules():
+def test_common_has_at_most_14_modules():
     assert len(list(COMMON.glob("*.py"))) <= MAX_MODULES
 
 

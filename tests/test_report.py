@@ -108,7 +108,7 @@ def test_the_generated_tables_state_the_numbers_of_results(repo_copy):
     plain, tta = ([100 * m["final"][k]["accuracy"] for m in seeds] for k in ("test", "test_tta"))
     rows = report.speedrun_table(r).rows
     assert len(seeds) == 3 and rows[3][:3] == [
-        "**mean ± std**", f"**{statistics.mean(plain):.2f} ± {statistics.stdev(plain):.2f} %**",
+        f"**{report.SD}**", f"**{statistics.mean(plain):.2f} ± {statistics.stdev(plain):.2f} %**",
         f"**{statistics.mean(tta):.2f} ± {statistics.stdev(tta):.2f} %**"]
     tanh = report.tanh_table(r).rows
     assert [row[1] for row in tanh] == ["up to 10 epochs, early stop after 4 checks"] * 2 + [
