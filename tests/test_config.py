@@ -100,6 +100,7 @@ def test_a_resume_honours_momentum_and_weight_decay_and_refuses_another_optimize
     assert metrics(out / "cnn1g")["config"]["recipe"]["momentum"] == 0.8
 
 
+@pytest.mark.slow
 def test_a_bug_during_resume_is_not_reworded_as_a_users_mistake(fake_image_folder, tmp_path,
                                                                 capsys, monkeypatch):
     out = tmp_path / "out"

@@ -45,6 +45,7 @@ def test_committed_figures_and_tables_match_the_committed_results():
     assert report.regenerate(report.ROOT, check=True) == []
 
 
+@pytest.mark.slow
 def test_check_names_a_changed_number_and_a_missing_confusion_figure_then_regenerating_mends_both(
         repo_copy, capsys):
     readme = (repo_copy / "README.md").read_text()
@@ -212,6 +213,7 @@ def test_the_published_side_is_read_from_its_committed_logs(repo_copy):
         report.published_run(log)
 
 
+@pytest.mark.slow
 def test_a_script_draws_the_figure_the_report_draws_from_the_same_run(fake_image_folder,
                                                                       repo_copy, capsys):
     """One definition per figure: task2's Figure 1 after its run is current for the report

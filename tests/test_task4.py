@@ -184,6 +184,7 @@ def test_task4a_image_size_below_32_is_refused(capsys):
 
 # ---- task4bc.py -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_task4bc_writes_both_figures_with_a_weights_file(random_state_file, photo, tmp_path,
                                                          capsys):
     out = tmp_path / "figs"
