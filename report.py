@@ -469,6 +469,9 @@ def published_runs(r: Results) -> list[dict]:
             raise UserError(f"cannot read {path} ({err.strerror or err})") from None
         except ValueError as err:  # published_run's: not a complete log; it names the file
             raise UserError(str(err)) from None
+        beside = path.with_suffix(".machine.json")  # bench.machine_record's, when it ran
+        if beside.is_file():
+            runs[-1]["machine"] = read_json(beside, MACHINE)
     if not any(p["epochs"] == PUBLISHED_EPOCHS for p in runs):
         raise UserError(f"{r.dir / PUBLISHED_LOGS}: no log of the published script's own "
                         f"{PUBLISHED_EPOCHS} epochs (epochs{PUBLISHED_EPOCHS}.log)")
@@ -482,6 +485,14 @@ def one_machine(seeds: list[dict], where: Path) -> dict:
         raise UserError(f"{where}: the seeds ran on {len(machines)} machines; their times are "
                         "compared on one")
     return json.loads(machines.pop())
+
+
+def same_cpu(a: dict, b: dict) -> bool:
+    """Two machine records of one CPU kind (name, and vendor/family/model/stepping where both
+    record them) and thread count."""
+    keys = ["cpu", "threads"] + [k for k in ("vendor", "family", "model", "stepping")
+                                  if k in a and k in b]
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def budgets(r: Results) -> dict[int, list[dict]]:
@@ -504,8 +515,13 @@ def side_by_side(r: Results) -> dict:
     at_budget = budgets(r)
     s["machine"] = one_machine([x for seeds in at_budget.values() for x in seeds],
                                r.dir / FRONTIER)
-    s["published"] = s["published"] | next(p for p in published
-                                           if p["epochs"] == PUBLISHED_EPOCHS)
+    elsewhere = [p["log"] for p in published
+                 if "machine" in p and not same_cpu(p["machine"], s["machine"])]
+    if elsewhere:
+        raise UserError(f"{', '.join(elsewhere)}: the published script's machine record is not "
+                        "our seeds' (the side-by-side compares times on one machine)")
+    s["published"] = s["published"] | {k: v for k, v in next(
+        p for p in published if p["epochs"] == PUBLISHED_EPOCHS).items() if k != "machine"}
     ours = r.seeds(SPEEDRUN, RECIPE_SEED)
     s["ours"] = s["ours"] | seeds_summary(ours) | {
         "precision_reason": sorted({x["precision_reason"] for x in ours})}

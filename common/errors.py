@@ -6,8 +6,9 @@ common.run words them for a person.
   2    bad input: an option, a path, the data, a checkpoint that does not fit
   3    training diverged (NaN or infinite loss); the best checkpoint is kept
   4    an output could not be written (disk full, folder turned read-only); older files are intact
-  130  SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP (the terminal closed): a run in training writes
-       a checkpoint first
+  128+N  signal N: 130 SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP (the terminal closed), 152
+       SIGXCPU, 138/140 SIGUSR1/SIGUSR2 (batch systems' warnings): a run in training writes a
+       checkpoint first
   141  the output pipe closed (e.g. `| head`): files are written before anything is printed
 Bugs still raise."""
 from __future__ import annotations
@@ -72,7 +73,11 @@ class Interrupted(BaseException):
 # This module imports nothing heavy: a program calls while_starting(__name__) before it imports
 # torch, so that a Ctrl-C in those first seconds is one line, not a traceback.
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Every signal whose default would end the script without a word: Ctrl-C, kill, a closed
+# terminal, and what batch systems send before their limits (SIGXCPU at a CPU-time limit;
+# SIGUSR1/SIGUSR2, e.g. Slurm's --signal). SIGQUIT (Ctrl-\) keeps its core dump: it asks for one.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU, signal.SIGUSR1,
+           signal.SIGUSR2)
 
 
 def _ignored_by_launcher(sig) -> bool:

@@ -537,6 +537,9 @@ def claim_folder(folder, task: str):
     scripts write files of the same names (results.csv, a run called baseline/), and the
     second would replace the first's without a word."""
     path = Path(folder) / OWNER_NAME
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not the file this package writes there; remove it",
+                        setting="output_dir", value=Path(folder))
     try:
         owner = path.read_text().strip() if path.is_file() else None
     except (OSError, UnicodeDecodeError) as err:

@@ -35,7 +35,8 @@ def default_hangup():
 # ---------------------------------------------------------------- start-up and shut-down
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                    signal.SIGXCPU, signal.SIGUSR1])
 def test_a_signal_while_torch_is_imported_is_one_line_and_its_exit_code(tmp_path, signum):
     # importing torch takes seconds; half a second in, the script is inside those imports
     proc = subprocess.Popen([sys.executable, str(ROOT / "task2.py"), "--quick", "--data-dir",
@@ -137,6 +138,14 @@ def test_a_second_script_into_the_same_output_folder_is_refused_and_the_first_is
     assert line.startswith(f"error: --output-dir {out}: holds the results of task3cd")
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_an_owner_mark_that_is_not_a_file_is_one_line_exit_2(fake_image_folder, tmp_path,
+                                                             capsys):
+    (tmp_path / "out" / ".task").mkdir(parents=True)
+    code, err = run(task2, args(fake_image_folder, tmp_path / "out", "--precision", "fp32"),
+                    capsys)
+    assert code == 2 and "is not the file this package writes there" in one_error_line(err)
 
 
 @pytest.mark.slow
