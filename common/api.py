@@ -181,8 +181,8 @@ def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
     subset=, epochs=, batch_size=, lr=, opt=, momentum=, weight_decay=, lr_scheduler=,
     label_smoothing=, patience= (0: off), seed=, precision=, device=, any other field of the
     run's recipe (image_size=, ...), and output_dir= (default outputs/TASK), quick=True (1,000
-    images per split, one epoch), progress=True, tensorboard=True, config= (a run's config.json), resume= (a
-    checkpoint). Writes the usual run folder and returns the run with its trained model in
+    images per split, one epoch), progress=True, tensorboard=True, config= (a run's
+    config.json), resume= (a checkpoint). Writes the usual run folder and returns the run with its trained model in
     eval mode; like the scripts, it trains again from the start when called again (the
     speed-run loads a seed finished earlier with the same settings, as task3e.py does). The
     output folder is locked while this trains (another process writing there is refused) and
