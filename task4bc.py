@@ -22,11 +22,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from matplotlib import cbook  # noqa: E402
-from PIL import Image  # noqa: E402
 from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
 from common import models, run  # noqa: E402
-from common.data import IMAGENET_NORMALIZATION  # noqa: E402
+from common.data import IMAGENET_NORMALIZATION, read_image  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.files import ensure_writable_dir, save_figure  # noqa: E402
 from common.system import seed_everything  # noqa: E402
@@ -45,20 +44,11 @@ def default_image() -> Path:
 
 
 def load_image(path) -> torch.Tensor:
-    """(3, IMAGE_SIZE, IMAGE_SIZE) in [0, 1]: shorter side resized, then the centre cropped,
-    ImageNet's evaluation preprocessing that keeps the photograph's proportions."""
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > Image.MAX_IMAGE_PIXELS:  # checked before decoding
-                raise UserError(f"declares {img.width}x{img.height} pixels, more than a "
-                                "photograph needs", setting="image", value=path)
-            img = img.convert("RGB")
-    # missing, a folder, not an image, truncated, a header beyond PIL's limit
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot be read as an image ({' '.join(str(err).split())[:200]})",
-                        setting="image", value=path) from None
-    img = TF.center_crop(TF.resize(img, IMAGE_SIZE), IMAGE_SIZE)
-    return TF.to_tensor(img)
+    """(3, IMAGE_SIZE, IMAGE_SIZE) in [0, 1], decoded by its mode as the data's images are:
+    shorter side resized, then the centre cropped, ImageNet's evaluation preprocessing that
+    keeps the photograph's proportions."""
+    pixels = read_image(path, size=None, setting="image")
+    return TF.center_crop(TF.resize(pixels, IMAGE_SIZE, antialias=True), IMAGE_SIZE).float() / 255
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import CONFIG_NAME, SPEEDRUN_MODEL, RunConfig, load_config
+from . import data
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
 from .errors import UserError
 from .files import BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, save_bytes
@@ -84,15 +85,9 @@ def pixels(image: Image.Image, name="the image") -> torch.Tensor:
 
 
 def read_image(path) -> torch.Tensor:
-    """An image file of any size and mode as (3, H, W) uint8; a file that cannot be read as one
-    is one UserError line."""
-    try:
-        with Image.open(path) as image:
-            return pixels(image, path)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        text = err.strerror if isinstance(err, OSError) and err.strerror else \
-            " ".join(str(err).split())[:200]  # not the path again
-        raise UserError(f"cannot read image {path}: {text}", value=path) from None
+    """An image file of any size and mode as (3, H, W) uint8, decoded as the data's images are;
+    a file that cannot be read as one is one UserError line."""
+    return data.read_image(path, size=None)
 
 
 def preprocessing(config: RunConfig) -> Preprocess:

@@ -1,6 +1,6 @@
 """What defines a run, in one frozen record: the script and run, the model, every recipe
 setting, the data, the subset, the seed, the precision and device asked for. It is built in one
-place (`RunConfig.build`), by precedence: the recipe's values, then a config.json given with
+place (`RunConfig.build`, which common.run.setup calls for every run), by precedence: the recipe's values, then a config.json given with
 --config, then the options typed; each run writes it once as config.json in its folder, and its
 checkpoint and metrics.json hold the same record under "config". A config.json read back is
 checked entry by entry before anything uses it."""

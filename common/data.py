@@ -235,9 +235,9 @@ def decoded_rgb(im: Image.Image, path: Path) -> np.ndarray:
     16-bit greyscale keeps its top byte (65535 -> 255), as Pillow itself reduces 16-bit RGB
     PNGs (it opens them as 8-bit RGB); float images or values past 16 bits have no honest
     0-255 scale and are refused."""
-    samples = np.asarray(im)
-    if samples.dtype.itemsize == 1:
+    if not im.mode.startswith(("I", "F")):  # 1- or 8-bit samples (L, P, RGB, RGBA, CMYK, ...)
         return np.array(im.convert("RGB"))
+    samples = np.asarray(im)  # read as they are only here: the 60,000 8-bit images are not
     if samples.ndim == 2 and samples.dtype.kind in "iu" and samples.min() >= 0 \
             and samples.max() <= 0xFFFF:
         return np.repeat((samples >> 8).astype(np.uint8)[..., None], 3, axis=2)
@@ -246,21 +246,33 @@ def decoded_rgb(im: Image.Image, path: Path) -> np.ndarray:
                     "per channel", value=path)
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """One 32x32 image file -> (3, 32, 32) uint8; the size is checked from the header, before
-    any pixel is decoded (a header may declare an enormous image)."""
+def read_image(path, size: tuple[int, int] | None = (32, 32),
+               setting: str | None = None) -> torch.Tensor:
+    """An image file -> (3, H, W) uint8, decoded by its mode (decoded_rgb). With `size` (a
+    CIFAR-10 image's 32x32 by default) the size is checked from the header, before any pixel
+    is decoded; with None (a photograph: predict.py, task4bc.py) any size up to PIL's limit is
+    read, also checked before decoding. `setting`: the option that named the file, for the
+    error's words."""
+    def refused(problem: str) -> UserError:
+        if setting is not None:
+            return UserError(f"cannot be read as an image ({problem})", setting=setting,
+                             value=path)
+        return UserError(f"cannot read image {path}: {problem}", value=path)
     try:
         with warnings.catch_warnings():
-            # PIL warns of a large header on its own; the size check below refuses it in words
+            # PIL warns of a large header on its own; the checks below refuse it in words
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.size != (32, 32):
+                if size is not None and im.size != size:
                     raise UserError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 "
-                                    "images must be 32x32", value=path)
+                                    f"images must be {size[0]}x{size[1]}", value=path)
+                if im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                    raise refused(f"it declares {im.width}x{im.height} pixels, more than a "
+                                  "photograph needs")
                 pixels = decoded_rgb(im, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        text = " ".join(str(err).split())[:200]
-        raise UserError(f"cannot read image {path}: {text}", value=path) from None
+        raise refused(err.strerror if isinstance(err, OSError) and err.strerror
+                      else " ".join(str(err).split())[:200]) from None  # not the path again
     return _uint8_pixels(pixels, f"image {path} holds", path).permute(2, 0, 1)
 
 

@@ -38,13 +38,6 @@ METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.csv"
 STEPS_NAME = "steps.csv"
 CONFUSION_NAME = "confusion.csv"
-# what a resumable checkpoint holds (common.trainer.Trainer.state_dict), with the types its
-# entries must have before anything uses them (None allowed where a run may have none)
-CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "lr_scheduler": (dict, type(None)),
-                   "epoch": int, "step_in_epoch": int, "global_step": int,
-                   "early_stopping": dict, "best_model": (dict, type(None)), "history": dict,
-                   "running": dict, "wall_time_s": (int, float), "rng": dict, "config": dict,
-                   "precision": str}
 # what torch.load raises for a file that is not a (complete, readable) torch file; a damaged
 # pickle can declare an object of any size (MemoryError, OverflowError: found by generated tests)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError, TypeError,
@@ -294,14 +287,20 @@ def _shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _is_a(value, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def _finite(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_a(value, (int, float)):
         return False
     return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
 
 
-_NAMES = {float: "a finite number", int: "a whole number", str: "a string", bool: "true or false",
-          None: "null", dict: "an object", list: "a list"}
+NUMBER = "a number"  # an int or a float, infinite too (a best score before any check), not NaN
+_NAMES = {NUMBER: NUMBER, float: "a finite number", int: "a whole number", str: "a string", bool: "true or false",
+          None: "null", dict: "an object", list: "a list", tuple: "a tuple",
+          torch.Tensor: "a tensor"}
 
 
 def shape_problem(value, shape, where: str = "") -> str | None:
@@ -349,7 +348,9 @@ def shape_problem(value, shape, where: str = "") -> str | None:
     if shape is float:
         ok = _finite(value)
     elif shape is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = _is_a(value, int)
+    elif shape is NUMBER:
+        ok = _is_a(value, (int, float)) and value == value
     elif shape is None:
         ok = value is None
     else:
@@ -453,45 +454,27 @@ def load_history(run_dir, columns=HISTORY) -> dict:
     return {"checks": checks, "step_loss": steps}
 
 
+# what a resumable checkpoint holds (common.trainer.Trainer.state_dict), in shape_problem's
+# terms: every entry is checked before anything uses it
+LR_SCHEDULER = {"last_epoch": int, "base_lrs": [float], "lr_lambdas?": [({str: float}, None)]}
+CHECKPOINT = {
+    "model": dict, "optimizer": dict, "lr_scheduler": (LR_SCHEDULER, None), "epoch": int,
+    "step_in_epoch": int, "global_step": int, "best_model": (dict, None),
+    "early_stopping": {"best_score": NUMBER, "best_check": int, "wait_count": int},
+    "running": {"loss_sum": NUMBER, "correct": NUMBER, "count": NUMBER},
+    "history": {"checks": list, "step_loss": list}, "wall_time_s": NUMBER,
+    "rng": {"torch": torch.Tensor, "python": tuple, "numpy": list}, "config": dict,
+    "precision": str}
+
+
 def _checkpoint_problem(state) -> str | None:
     """Why `state` is not a resumable checkpoint, or None."""
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not a dict"
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        return f"it lacks {', '.join(missing[:4])}"
-    wrong = [k for k, kind in CHECKPOINT_KEYS.items()
-             if not isinstance(state[k], kind) or isinstance(state[k], bool)]
-    if wrong:
-        return f"its {', '.join(wrong[:4])} {'is' if len(wrong) == 1 else 'are'} damaged"
-    history = state["history"]
-    if not (isinstance(history.get("checks"), list) and isinstance(history.get("step_loss"), list)
-            and all(isinstance(c, dict) for c in history["checks"])):
+    problem = shape_problem(state, CHECKPOINT)
+    if problem:
+        return problem
+    if not all(isinstance(c, dict) for c in state["history"]["checks"]):
         return "its history is damaged"
-    for name, entry, fields in (("early_stopping", state["early_stopping"],
-                                 {"best_score": _NUMBER, "best_check": int, "wait_count": int}),
-                                ("running", state["running"],
-                                 {"loss_sum": _NUMBER, "correct": _NUMBER, "count": _NUMBER})):
-        if any(not _is_a(entry.get(k), kind) for k, kind in fields.items()):
-            return f"its {name} is damaged"
-    scheduler = state["lr_scheduler"]
-    if scheduler is not None and not (
-            _is_a(scheduler.get("last_epoch"), int)
-            and isinstance(scheduler.get("base_lrs"), list)
-            and all(_is_a(v, _NUMBER) for v in scheduler["base_lrs"])
-            and (isinstance(scheduler.get("lr_lambdas", []), list)  # LambdaLR's (CosineToZero)
-                 and all(f is None or (isinstance(f, dict) and all(_is_a(v, _NUMBER)
-                                                                    for v in f.values()))
-                         for f in scheduler.get("lr_lambdas", [])))):
-        return "its lr_scheduler is damaged"
     return _rng_problem(state["rng"])
-
-
-_NUMBER = (int, float)
-
-
-def _is_a(value, kind) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _rng_problem(rng: dict) -> str | None:
@@ -500,7 +483,7 @@ def _rng_problem(rng: dict) -> str | None:
     python, numpy = rng.get("python"), rng.get("numpy")
     words = lambda values, n: (isinstance(values, (list, tuple)) and len(values) == n  # noqa: E731
                                and all(_is_a(v, int) and 0 <= v < 2**32 for v in values))
-    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8):
+    if rng["torch"].dtype != torch.uint8:
         return "its rng (torch) is damaged"
     if not (isinstance(python, tuple) and len(python) == 3 and python[0] == 3
             and words(python[1][:-1] if isinstance(python[1], tuple) else None, 624)

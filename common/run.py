@@ -276,19 +276,17 @@ def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, ou
     the runs' seed (or `data_seed`, for a script whose seeds leave its data alone). Figures of
     full runs go to plots/ unless figures_to_plots is False."""
     file = load_config(config_file) if config_file else None
-    configs = {run: RunConfig(task, run, model, recipe, dict(kwargs or {}))
-               for run, model, recipe, kwargs in plans}
     if file is not None:
-        _check_target(task, file.task, file.run, configs, "config", config_file)
-        configs = {file.run: file}
-    configs = {name: c.with_settings(**settings) for name, c in configs.items()}
+        _check_target(task, file.task, file.run, [p[0] for p in plans], "config", config_file)
+        plans = [p for p in plans if p[0] == file.run]
+    configs = {run: RunConfig.build(task, run, model, recipe, model_kwargs=kwargs, file=file,
+                                    **settings) for run, model, recipe, kwargs in plans}
     resume_state = None
     if resume:
         resume_state = read_checkpoint(resume)
         saved = RunConfig.from_dict(resume_state["config"], resume)
         _check_target(task, saved.task, saved.run, configs, "resume", resume)
-    first = next(iter(configs.values()), None) or RunConfig(task, "", "", None).with_settings(
-        **settings)
+    first = next(iter(configs.values()))  # the runs share their data, device and precision
     device = system.pick_device(first.device)
     dist, device = system.init_distributed(device)
     system.resolve_precision(first.precision, device)  # an impossible one fails before data
@@ -307,15 +305,15 @@ def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, ou
                    tensorboard, command, resume, resume_state)
 
 
-def _check_target(task: str, their_task: str, run: str, configs: dict, setting: str, value):
+def _check_target(task: str, their_task: str, run: str, runs, setting: str, value):
     """A --resume checkpoint or --config file must be of this script and of a run it trains."""
     what = "checkpoint" if setting == "resume" else "configuration"
     if their_task != task:
         raise UserError(f"a {what} of {their_task}'s run {run}, not of {task}; give it to "
                         f"{their_task}", setting=setting, value=value)
-    if run not in configs:
+    if run not in runs:
         raise UserError(f"a {what} of run {run}, which this command does not train (it "
-                        f"trains {', '.join(configs) or 'no such run'})", setting=setting,
+                        f"trains {', '.join(runs) or 'no such run'})", setting=setting,
                         value=value)
 
 

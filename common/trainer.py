@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,10 +28,9 @@ from tqdm import tqdm
 from . import system
 from .data import CLASSES, NUM_CLASSES, user_cache_dir
 from .config import MAY_CHANGE_ON_RESUME, RunConfig
-from .errors import DivergenceError, OutputError, UserError
+from .errors import DivergenceError, OutputError, StopRequest, UserError
 from .files import RunDir, save_json
 from .recipes import change_schedule
-from .errors import StopRequest
 from .system import autocast, cpu_has_bf16, cpu_name, resolve_precision
 
 # a checkpoint is a sound place to resume from when its validation loss is below twice that
@@ -271,11 +270,11 @@ def optimizer_problem(optimizer, state: dict) -> str | None:
 
 
 def _changed(before: RunConfig, now: RunConfig):
-    """(setting, old, new) for each recipe setting a resumed run changed."""
+    """(setting, old, new) for each recipe setting a resumed run changed (the others that may
+    change, precision, device and the data's path, are the run's, not the recipe's)."""
     for key in MAY_CHANGE_ON_RESUME:
-        old, new = getattr(before.recipe, key, None), getattr(now.recipe, key, None)
-        if old != new:
-            yield key, old, new
+        if hasattr(now.recipe, key) and getattr(before.recipe, key) != getattr(now.recipe, key):
+            yield key, getattr(before.recipe, key), getattr(now.recipe, key)
 
 
 class Trainer:

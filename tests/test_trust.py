@@ -174,3 +174,24 @@ def test_data_and_output_folders_whose_names_are_not_utf8_train(fake_arrays, tmp
     code, err = run(task2, args(data, out, "--precision", "fp32"), capsys)
     assert code == 0, err
     assert (out / "cnn1g" / "metrics.json").is_file()
+
+
+def test_a_16_bit_photograph_for_task4bc_keeps_its_brightness(tmp_path):
+    import numpy as np
+    from PIL import Image
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((40, 60), 32768, dtype=np.uint16)).save(path)  # mid-grey, 16 bits
+    image = load_script("task4bc").load_image(path)
+    assert image.shape == (3, 224, 224)
+    assert float(image.mean()) == pytest.approx(128 / 255, abs=1e-3)  # not clipped to white
+
+
+def test_an_image_too_large_for_predict_is_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+    from common.api import read_image
+    from common.errors import UserError
+    path = tmp_path / "large.png"
+    Image.new("RGB", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+    with pytest.raises(UserError, match="declares 100x100 pixels"):
+        read_image(path)
