@@ -69,6 +69,13 @@ CANDIDATES = "task3e/speedrun_candidates"  # bench.speedrun_candidates: <candida
 CANDIDATE_EPOCHS = 6                       # the candidates' budget, the recipe's row beside them
 SECOND_ROUND = "recipe_"                   # the second round's candidates: changes to the recipe
 TTA = "task3e/speedrun_tta.json"           # bench.speedrun_tta on the recipe's seeds
+# issue 33's bracket, on another machine: the published script's 8 epochs before and after
+# ours (epochs8_before.log, epochs8_after.log, each with its machine record), our seeds at the
+# budget the recipe's rule gives there (epochs<N>/seed<S>/), and the third round's
+# candidates beside them (speedrun_candidates/<candidate>/seed<S>/)
+BRACKET_LOGS = "task3e/published_zen4"
+BRACKET = "task3e/speedrun_zen4"
+BRACKET_CANDIDATES = f"{BRACKET}/speedrun_candidates"
 BENCH = "bench/train_speed_cpu.json"
 # the README's commands re-run at the default precision on the current code
 # the README's commands re-run at the default precision on the current code, on two machines:
@@ -458,20 +465,25 @@ def published_run(path: Path) -> dict:
             "log": path.relative_to(path.parents[3]).as_posix()}
 
 
+def read_published(path: Path, machine_required: bool = False) -> dict:
+    """published_run's, with the machine record beside the log (bench.machine_record's, when
+    it ran); a log that cannot be read or is incomplete is one line naming it."""
+    try:
+        run = published_run(path)
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+    except ValueError as err:  # published_run's: not a complete log; it names the file
+        raise UserError(str(err)) from None
+    beside = path.with_suffix(".machine.json")
+    if beside.is_file() or machine_required:
+        run["machine"] = read_json(beside, MACHINE)
+    return run
+
+
 def published_runs(r: Results) -> list[dict]:
     """The published script's runs from their logs, by epochs; the one of PUBLISHED_EPOCHS
     among them."""
-    runs = []
-    for path in sorted((r.dir / PUBLISHED_LOGS).glob("epochs*.log")):
-        try:
-            runs.append(published_run(path))
-        except OSError as err:
-            raise UserError(f"cannot read {path} ({err.strerror or err})") from None
-        except ValueError as err:  # published_run's: not a complete log; it names the file
-            raise UserError(str(err)) from None
-        beside = path.with_suffix(".machine.json")  # bench.machine_record's, when it ran
-        if beside.is_file():
-            runs[-1]["machine"] = read_json(beside, MACHINE)
+    runs = [read_published(path) for path in sorted((r.dir / PUBLISHED_LOGS).glob("epochs*.log"))]
     if not any(p["epochs"] == PUBLISHED_EPOCHS for p in runs):
         raise UserError(f"{r.dir / PUBLISHED_LOGS}: no log of the published script's own "
                         f"{PUBLISHED_EPOCHS} epochs (epochs{PUBLISHED_EPOCHS}.log)")
@@ -570,6 +582,82 @@ def speedrun_vs_published(r: Results) -> Table:
                  f"**{'met' if met else 'not met'}** "
                  f"({ours['test_acc_tta_mean'] - pub['test_acc_tta']:+.2f} points in "
                  f"{ours['seconds_mean'] / pub['seconds']:.2f}x the time).")
+
+
+def bracket(r: Results) -> dict:
+    """Issue 33's bracket from its files: the published script's 8 epochs before and after
+    ours, each with its machine record, which must be our seeds' CPU; our one budget's seeds;
+    the candidates trained beside them."""
+    logs = r.dir / BRACKET_LOGS
+    published = {when: read_published(logs / f"epochs{PUBLISHED_EPOCHS}_{when}.log",
+                                       machine_required=True) for when in ("before", "after")}
+    budget = [f for f in r.folders(BRACKET) if re.fullmatch(r"epochs\d+", f.name)]
+    if len(budget) != 1:
+        raise UserError(f"{r.dir / BRACKET}: {len(budget)} budget folders (epochs<N>); the "
+                        "bracket has one")
+    folder = budget[0]
+    ours = r.seeds(str(folder.relative_to(r.dir)), RECIPE_SEED)
+    candidates = {f.name: r.seeds(str(f.relative_to(r.dir)), CANDIDATE_SEED)
+                  for f in (r.folders(BRACKET_CANDIDATES)
+                            if (r.dir / BRACKET_CANDIDATES).is_dir() else [])}
+    machine = one_machine(ours + [s for seeds in candidates.values() for s in seeds],
+                          r.dir / BRACKET)
+    elsewhere = [p["log"] for p in published.values() if not same_cpu(p["machine"], machine)]
+    if elsewhere:
+        raise UserError(f"{', '.join(elsewhere)}: the published script's machine record is not "
+                        "our seeds' (the bracket compares times on one machine)")
+    return {"published": published, "ours": ours, "folder": folder, "machine": machine,
+            "candidates": candidates}
+
+
+def speedrun_bracket(r: Results) -> Table:
+    """The published script's 8 epochs run before and after our seeds on one machine (issue 33),
+    its mean the measure; ours at the budget the recipe's rule gives on that machine, and the
+    third round's candidates at the same budget."""
+    b = bracket(r)
+    pub = b["published"]
+    mean = {k: statistics.fmean(p[k] for p in pub.values())
+            for k in ("test_acc_tta", "test_acc", "seconds")}
+
+    def published_row(label, p):
+        return [label, num(PUBLISHED_EPOCHS), f"{p['test_acc_tta']:.2f} %",
+                f"{p['test_acc']:.2f} %", secs(p["seconds"]),
+                f"{p['seconds'] / mean['seconds']:.2f}"]
+
+    def our_row(label, seeds):
+        x = seeds_summary(seeds)
+        return [f"{label} (seeds {', '.join(map(str, x['seeds']))})",
+                num(seeds[0]["epochs_completed"]),
+                f"{x['test_acc_tta_mean']:.2f}" + (f" ± {x['test_acc_tta_std']:.2f}"
+                                                   if len(seeds) > 1 else "") + " %",
+                f"{x['test_acc_mean']:.2f} %", secs(x["seconds_mean"]),
+                f"{x['seconds_mean'] / mean['seconds']:.2f}"]
+
+    ours = seeds_summary(b["ours"])
+    rows = [published_row(f"1. published airbench94_muon (`{pub['before']['log']}`)",
+                          pub["before"]),
+            our_row(f"2. ours, `task3e.py --recipe speedrun` "
+                    f"(`results/{b['folder'].relative_to(r.dir).as_posix()}/`)", b["ours"]),
+            published_row(f"3. published airbench94_muon again (`{pub['after']['log']}`)",
+                          pub["after"]),
+            published_row("published airbench94_muon, mean of 1 and 3", mean)]
+    rows += [our_row(f"{i}. candidate `{name}`: {seeds[0]['description']}", seeds)
+             for i, (name, seeds) in enumerate(b["candidates"].items(), start=4)]
+    met = (ours["test_acc_tta_mean"] >= mean["test_acc_tta"]
+           and ours["seconds_mean"] <= 0.75 * mean["seconds"])
+    m = b["machine"]
+    precisions = sorted({s["precision"] for s in b["ours"]})
+    return Table(["run", "epochs", f"test acc. with TTA ({SD})", "without (mean)",
+                  "whitening + training + scoring (mean)", "time / published mean"], rows,
+                 f"{machine_text(m)} (family {m.get('family', '?')}, model {m.get('model', '?')}"
+                 f"), ours in {', '.join(precisions)} (what `auto` measured faster), the "
+                 f"published port in bf16, one after the other in the order of the numbers; "
+                 f"`results/{BRACKET_LOGS}/` and `results/{BRACKET}/`.",
+                 f"Target on this machine: our recipe at least the published accuracy with TTA "
+                 f"(the mean of its two runs) in at most 0.75x its mean time: "
+                 f"**{'met' if met else 'not met'}** "
+                 f"({ours['test_acc_tta_mean'] - mean['test_acc_tta']:+.2f} points in "
+                 f"{ours['seconds_mean'] / mean['seconds']:.2f}x the time).")
 
 
 def candidates_table(r: Results, second_round: bool = False) -> Table:
@@ -729,6 +817,7 @@ TABLES = {
     "speedrun-seeds": speedrun_table,
     "speedrun-vs-model1": speedrun_vs_model1,
     "speedrun-vs-published": speedrun_vs_published,
+    "speedrun-bracket": speedrun_bracket,
     "speedrun-seed0-epochs": speedrun_epochs,
     "speedrun-candidates": candidates_table,
     "speedrun-candidates-2": second_round_table,

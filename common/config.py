@@ -39,6 +39,8 @@ LIMITS = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16"), "must be auto, fp32 or bf16"),
     "device": (lambda v: v in ("auto", "cpu", "cuda", "mps"), "must be auto, cpu, cuda or mps"),
     "image_size": (lambda v: v >= 32, "must be at least 32 (CIFAR-10's own size)"),
+    "ema_epochs": (lambda v: v >= 0, "must be a number >= 0"),
+    "ema_decay": (lambda v: 0 < v < 1, "must be in (0, 1)"),
 }
 # what a resumed run may change from the step it reached; everything else must match
 MAY_CHANGE_ON_RESUME = ("lr", "epochs", "patience", "momentum", "weight_decay",

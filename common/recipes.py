@@ -79,6 +79,10 @@ class SpeedrunConfig:
     low_res_epochs: int = 0          # progressive resizing (our choice, a classic of fast
     low_res_px: int = 24             #   training): the first epochs on images this size
     activation: str = "gelu"         # "gelu" (Jordan 2024) or "relu"
+    ema_epochs: int = 0              # weight averaging (our choice, issue 33; hlb-CIFAR10 had
+    ema_decay: float = 0.99          #   one): scored on an exponential moving average, per step
+    #                                  at this decay, of the weights and BatchNorm statistics of
+    #                                  the last epochs (torch.optim.swa_utils.AveragedModel)
 
     def with_batch_size(self, batch_size: int) -> "SpeedrunConfig":
         """Another batch, with the rates and the weight decay scaled with it: the published

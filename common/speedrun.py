@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
                    CIFAR10Splits, TensorLoader, normalize)
@@ -271,7 +272,8 @@ def _fit_whitening(model: SpeedrunNet, images: torch.Tensor, cfg: SpeedrunConfig
 
 
 def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, device, precision,
-                 history: dict, bar, lookahead: Lookahead | None) -> RunningScore:
+                 history: dict, bar, lookahead: Lookahead | None,
+                 ema: AveragedModel | None) -> RunningScore:
     if epoch == cfg.whiten_bias_epochs:
         model.whiten.bias.requires_grad_(False)
     score = RunningScore()
@@ -284,6 +286,8 @@ def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, devi
         history["step_loss"].append(loss)
         if lookahead is not None:
             lookahead.step(len(history["step_loss"]))
+        if ema is not None:
+            ema.update_parameters(model)
         check_finite(loss, "training loss", f"epoch {epoch + 1}, step {len(history['step_loss'])}",
                      lr=optimizer.param_groups[0]["lr"])
         score.add(loss, correct, len(y))
@@ -311,16 +315,22 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
     multiplier = WarmupLinear(cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
     lookahead = Lookahead(model, cfg.epochs * len(batches)) if cfg.lookahead else None
-    history, train_time = {"checks": [], "step_loss": []}, 0.0
+    history, train_time, ema = {"checks": [], "step_loss": []}, 0.0, None
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
+        if cfg.ema_epochs and epoch == max(cfg.epochs - cfg.ema_epochs, 0):
+            # BatchNorm's statistics averaged with the weights (use_buffers): no extra pass
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                use_buffers=True)
         with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
                           progress) as bar:
             score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg=cfg,
                                  device=device, precision=precision, history=history, bar=bar,
-                                 lookahead=lookahead)
+                                 lookahead=lookahead, ema=ema)
         if lookahead is not None and epoch == cfg.epochs - 1:
             lookahead.finish()
+        if ema is not None and epoch == cfg.epochs - 1:
+            model.load_state_dict(ema.module.state_dict())
         train_time += time.perf_counter() - t0
         train_loss, train_acc = score.means()
         row = {"epoch": epoch + 1, "step": len(history["step_loss"]), "train_loss": train_loss,

@@ -32,3 +32,27 @@ def test_a_published_log_from_another_machine_is_refused(tmp_path, capsys):
     assert exit_.value.code == 2
     line, = capsys.readouterr().err.strip().splitlines()[-1:]
     assert "epochs8.log" in line and "not our seeds'" in line
+
+
+@pytest.mark.slow
+def test_the_bracket_needs_both_published_records_and_both_of_our_machine(tmp_path, capsys):
+    """Issue 33's bracket: the published runs before and after ours each keep a machine record;
+    one from another CPU, or none, is one line naming the log, exit 2."""
+    for name in ("results", "docs", "plots"):
+        shutil.copytree(report.ROOT / name, tmp_path / name)
+    shutil.copy(report.ROOT / "README.md", tmp_path)
+    assert report.main(["--check", "--root", str(tmp_path)]) == 0
+    logs = tmp_path / "results" / report.BRACKET_LOGS
+    after = logs / "epochs8_after.machine.json"
+    record = json.loads(after.read_text())
+    after.write_text(json.dumps(record | {"model": record["model"] + 1}))
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--check", "--root", str(tmp_path)])
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "epochs8_after.log" in line and "not our seeds'" in line
+    after.unlink()
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--check", "--root", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "epochs8_after.machine.json" in capsys.readouterr().err.strip().splitlines()[-1]

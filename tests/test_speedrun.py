@@ -300,6 +300,34 @@ def test_progressive_resizing_and_lookahead_inside_the_training_function(fake_of
     assert result["history"]["checks"][-1]["train_accuracy"] > 0.3
 
 
+def test_weight_averaging_scores_the_moving_average_of_the_last_epochs(fake_official,
+                                                                      monkeypatch):
+    """With ema_epochs, the run ends on an exponential moving average of the weights and
+    BatchNorm statistics after each step of its last epochs, and only those."""
+    from torch.optim.swa_utils import AveragedModel
+    splits = cifar10_splits(fake_official, seed=0, subset=100)
+    seen, update = [], AveragedModel.update_parameters
+
+    def recording_update(self, model):
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        seen.append((model.head.weight.detach().clone(), bn.running_mean.clone(), bn))
+        update(self, model)
+    monkeypatch.setattr(AveragedModel, "update_parameters", recording_update)
+    decay = 0.8
+    cfg = SpeedrunConfig(widths=(8, 8, 8), batch_size=25, epochs=3, whiten_images=50,
+                         whiten_bias_epochs=1, ema_epochs=2, ema_decay=decay)
+    _, model = train_speedrun(splits, cfg, device="cpu", monitor=False)
+    steps = (len(splits.train) + len(splits.val)) // 25
+    assert len(seen) == 2 * steps                      # the last 2 of 3 epochs, every step
+    head, mean = seen[0][0], seen[0][1]
+    for w, m, _ in seen[1:]:
+        head, mean = decay * head + (1 - decay) * w, decay * mean + (1 - decay) * m
+    bn = seen[-1][2]
+    assert torch.allclose(model.head.weight, head, atol=1e-6)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6)
+    assert not torch.allclose(model.head.weight, seen[-1][0], atol=1e-4)
+
+
 def test_training_freezes_the_whitening_bias_after_its_epochs(fake_official, monkeypatch):
     """Inside the real training function: the bias moves in epoch 1 and never after it (the
     freeze must stop momentum and weight decay too)."""
