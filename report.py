@@ -549,10 +549,14 @@ def side_by_side(r: Results) -> dict:
 
 
 def machine_text(machine) -> str:
+    """The CPU (with its family and model where recorded: two CPUs of one name differ by them),
+    cores, the flags the precision depends on, torch."""
     if isinstance(machine, str):
         return machine
     flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
-    return (f"{machine['cpu']}, {machine['threads']} cores, "
+    kind = (f" (family {machine['family']}, model {machine['model']})"
+            if "family" in machine and "model" in machine else "")
+    return (f"{machine['cpu']}{kind}, {machine['threads']} cores, "
             f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
 
 
@@ -645,12 +649,10 @@ def speedrun_bracket(r: Results) -> Table:
              for i, (name, seeds) in enumerate(b["candidates"].items(), start=4)]
     met = (ours["test_acc_tta_mean"] >= mean["test_acc_tta"]
            and ours["seconds_mean"] <= 0.75 * mean["seconds"])
-    m = b["machine"]
     precisions = sorted({s["precision"] for s in b["ours"]})
     return Table(["run", "epochs", f"test acc. with TTA ({SD})", "without (mean)",
                   "whitening + training + scoring (mean)", "time / published mean"], rows,
-                 f"{machine_text(m)} (family {m.get('family', '?')}, model {m.get('model', '?')}"
-                 f"), ours in {', '.join(precisions)} (what `auto` measured faster), the "
+                 f"{machine_text(b['machine'])}, ours in {', '.join(precisions)} (what `auto` measured faster), the "
                  f"published port in bf16, one after the other in the order of the numbers; "
                  f"`results/{BRACKET_LOGS}/` and `results/{BRACKET}/`.",
                  f"Target on this machine: our recipe at least the published accuracy with TTA "
