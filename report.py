@@ -142,8 +142,12 @@ class Results:
         """A finished run: one a task script trained (TRAINER_METRICS), a speed-run seed (SEED)
         or, with shape None, either."""
         if name not in self._runs:
-            self._runs[name] = RunDir(self.dir / name, writer=False).load_finished()
-            RunConfig.from_dict(self._runs[name]["config"], self.dir / name / METRICS_NAME)
+            run = RunDir(self.dir / name, writer=False).load_finished()
+            # the configuration as validated, not as read: a missing entry is its default,
+            # which the tables then show (stale), never a KeyError
+            run["config"] = RunConfig.from_dict(run["config"],
+                                                self.dir / name / METRICS_NAME).to_dict()
+            self._runs[name] = run
         problem = shape and shape_problem(self._runs[name], shape)
         if problem:
             raise UserError(f"{self.dir / name / METRICS_NAME}: {problem}")

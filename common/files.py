@@ -261,7 +261,7 @@ TRAINER_METRICS = METRICS | {
     "best_check": int, "best_epoch": float, "train_wall_time_s": float}
 SPEEDRUN_METRICS = METRICS | {
     "final": {"test": SPLIT, "test_tta": SPLIT}, "whiten_time_s": float, "train_time_s": float,
-    "tta_time_s": float, "recipe_time_s": float, "wall_time_s": float,
+    "tta_time_s": float, "recipe_time_s": float, "wall_time_s": float, "seed": int,
     "precision_reason?": str, "description?": str}
 HISTORY = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
            "wall_time_s")

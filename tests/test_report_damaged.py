@@ -58,6 +58,8 @@ DAMAGE = {
         p, lambda m: m.update(best_check=99))),
     "seed_accuracy_is_a_bool": (f"{SEED0}/metrics.json", lambda p: edit_json(
         p, lambda m: m["final"]["test_tta"].update(accuracy=True))),
+    "seed_without_its_seed": (f"{SEED0}/metrics.json", lambda p: edit_json(
+        p, lambda m: m.pop("seed"))),
     "seed_without_its_machine": (f"{SEED0}/metrics.json", lambda p: edit_json(
         p, lambda m: m.pop("machine"))),
     "confusion_row_of_an_unknown_class": (CONFUSION, lambda p: replace_text(
@@ -113,6 +115,18 @@ def test_a_damaged_file_is_one_line_naming_it_and_exit_2_with_and_without_check(
         line = one_error_line([*check, "--root", str(root)], capsys)
         assert str(path) in line, line
     assert snapshot(root) == before  # nothing written: everything is read before any write
+
+
+def test_a_recorded_config_missing_an_entry_is_stale_never_a_traceback(root, capsys):
+    """The generated test's find: a run's recorded recipe without its epochs (the tables read
+    the configuration as validated, a missing entry its default)."""
+    edit_json(root / "results" / report.IMPROVEMENTS / "silu" / "metrics.json",
+              lambda m: m["config"]["recipe"].pop("epochs"))
+    try:
+        code = report.main(["--check", "--root", str(root)])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 1  # no plots/ here: the figures are missing, so stale
 
 
 @pytest.mark.parametrize("make_root", [
