@@ -23,7 +23,7 @@ def get_args_parser():
 def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     session = run.setup("task2", planned("task2", [RUN]), **run.script_options(args, argv))
-    result = run.train(session, RUN)
+    result = run.train_run(session, RUN)
     if not session.is_main:
         return
     run.save_results(session, {RUN: result})

@@ -31,7 +31,7 @@ def main(argv=None):
     args = run.parse_args(get_args_parser(), argv)
     names = [n for n in RUNS if args.model in (n[-1], "both")]
     session = run.setup("task3", planned("task3", names), **run.script_options(args, argv))
-    finished = {n: run.train(session, n) for n in session.configs}
+    finished = {n: run.train_run(session, n) for n in session.configs}
     if not session.is_main:
         return
     run.save_results(session, finished)

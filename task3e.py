@@ -74,11 +74,7 @@ def speedrun_settings(args) -> dict:
 def model1_run(args) -> dict | None:
     """The finished Model 1 run drawn beside the speed-run, read before anything trains."""
     if args.model1_run:
-        try:
-            return RunDir(args.model1_run).load_finished()
-        except UserError as err:
-            err.setting, err.value = "model1_run", args.model1_run
-            raise
+        return RunDir(args.model1_run, setting="model1_run").load_finished()
     found = next((d for d in MODEL1_RUNS if RunDir(d).is_finished()), None)
     return RunDir(found).load_finished() if found else None
 
@@ -95,7 +91,7 @@ def main_speedrun(args, argv):
     config = session.configs[SPEEDRUN_RUN]
     if args.config:  # a seed's config.json: that seed
         seeds = [config.seed]
-    out = run.train_speedrun(session, SPEEDRUN_RUN, seeds)
+    out = run.train_seeds(session, SPEEDRUN_RUN, seeds)
     cfg = config.recipe
     path = results.speedrun_vs_time(list(out["runs"].values()), model1).draw(session.figure_dir)
     print_speedrun(out, seeds, cfg, session)

@@ -46,7 +46,7 @@ def main(argv=None):
     if session.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "
               f"({' + '.join(models.TRAINABLE)}), {frozen:,} frozen")
-    result = run.train(session, name, weights=label, trainable="+".join(models.TRAINABLE),
+    result = run.train_run(session, name, weights=label, trainable="+".join(models.TRAINABLE),
                        trainable_parameters=trainable, frozen_parameters=frozen)
     image_size = session.configs[name].recipe.image_size
     if not session.is_main:

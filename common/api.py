@@ -19,9 +19,8 @@ from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
 from .errors import UserError
 from .files import BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, save_bytes
 from .recipes import PLANS, SpeedrunConfig
-from .run import MODELS, QUICK_SUBSET, build_model, setup, train_speedrun
-from .run import train as train_run
-from .trainer import weights_problem
+from .models import weights_problem
+from .run import MODELS, QUICK_SUBSET, build_model, setup, train_run, train_seeds
 
 # train()'s own settings, beside the run's (the recipe's fields, seed, subset, precision, device)
 CALL_SETTINGS = ("output_dir", "config", "resume", "progress", "quick", "tensorboard")
@@ -198,7 +197,7 @@ def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
                         figures_to_plots=False, data_seed=0 if speedrun else None)
         if speedrun:  # its own loop, one seed: the run's
             seed = session.configs[run].seed
-            train_speedrun(session, run, [seed])
+            train_seeds(session, run, [seed])
             return load(session.output_root / run / f"seed{seed}")
         result = train_run(session, run)
     except UserError as err:
@@ -206,11 +205,12 @@ def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
     finally:
         for lock in FolderLock.held - locks_before:
             lock.release()
-    if "model" not in result:  # run.train's word for a run loaded, not trained
+    if "model" not in result:  # run.train_run's word for a run loaded, not trained
         return load(session.output_root / run)
     metrics = {k: v for k, v in result.items() if k != "model"}
-    return TrainedRun(result["model"].eval(), preprocessing(session.configs[run]),
-                      session.configs[run], metrics, session.output_root / run)
+    ran = RunConfig.from_dict(result["config"], "the run's record")  # what ran: auto resolved
+    return TrainedRun(result["model"].eval(), preprocessing(ran), ran, metrics,
+                      session.output_root / run)
 
 
 def _split_settings(task: str, run: str, recipe, settings: dict) -> tuple[dict, dict]:

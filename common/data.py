@@ -12,15 +12,17 @@ import tarfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
+from pydantic import ConfigDict, Field, Strict
 from torch import nn
 
-from .errors import OutputError, UserError
-from .files import load_torch, save_torch
+from .errors import UserError
+from .files import load_cache, save_torch
 from .system import epoch_generator, generator
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -345,12 +347,7 @@ def _cache_is_valid(data, fingerprint: str) -> bool:
 
 
 def _load_cache(path: Path, fingerprint: str) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = load_torch(path, weights_only=True)
-    except UserError:  # corrupt or foreign file: rebuild rather than trust it
-        return None
+    data = load_cache(path)
     return data if _cache_is_valid(data, fingerprint) else None
 
 
@@ -375,10 +372,8 @@ def load_cifar10(root: Path, download: bool = True, progress: bool = True) -> tu
     if data is None:
         data = _decode_official(root) if source == "official" else _decode_image_folder(root, progress)
         data["fingerprint"], data["digest"] = fingerprint, content_digest(data)
-        try:
-            save_torch(data, cache)
-        except OutputError as err:  # a cache is an optimisation: a full disk never fails a run
-            warnings.warn(f"could not write the CIFAR-10 cache: {err}")
+        # an optimisation: a full disk never fails a run
+        save_torch(data, cache, if_unwritable="could not write the CIFAR-10 cache")
     return {k: v for k, v in data.items() if k != "fingerprint"}, f"{source}:{root}"
 
 
@@ -434,15 +429,29 @@ def cifar10_splits(data_dir, seed: int = 0, subset: int | None = None,
 
 # ---------------------------------------------------------------- augmentation
 
+# The kinds of value a setting takes, with their limits: common.config validates every record
+# (a config.json, a checkpoint's, the options typed, api.train's keywords) against the fields'
+# annotations, so a limit is stated once, beside the field it limits. Strict: "1" is no number
+# and True no count (a JSON file or a keyword argument is taken as written).
+Flag = Annotated[bool, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+WholeAtLeast0 = Annotated[int, Strict(), Field(ge=0)]
+Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+AtLeast0 = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]  # [0, 1): momentum, smoothing
+RECORD = ConfigDict(extra="forbid")  # an entry no field names is a mistake, not a comment
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    hflip: bool = False           # horizontal flip with probability 0.5
-    rotate_degrees: float = 0.0   # rotation by a uniform angle in [-d, d]
-    translate_px: int = 0         # shift by a uniform whole number of pixels in [-t, t], x and y
-    translate_reflect: bool = False  # fill what a shift uncovers by mirroring (default: black)
-    hue: float = 0.0              # colour jitter, torchvision semantics (kornia ColorJitter)
-    saturation: float = 0.0
-    noise_std: float = 0.0        # additive Gaussian noise (image in [0, 1]), then clamped
+    __pydantic_config__ = RECORD
+    hflip: Flag = False                 # horizontal flip with probability 0.5
+    rotate_degrees: Annotated[float, Strict(), Field(ge=0, le=180)] = 0.0  # uniform in [-d, d]
+    translate_px: WholeAtLeast0 = 0     # shift by a uniform whole number in [-t, t], x and y
+    translate_reflect: Flag = False     # fill what a shift uncovers by mirroring (default: black)
+    hue: Annotated[float, Strict(), Field(ge=0, le=0.5)] = 0.0  # colour jitter, torchvision's
+    saturation: AtLeast0 = 0.0          #   semantics (kornia ColorJitter)
+    noise_std: AtLeast0 = 0.0           # additive Gaussian noise (image in [0, 1]), then clamped
 
     @property
     def active(self) -> bool:

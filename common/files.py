@@ -2,9 +2,10 @@
 lock on an output folder. Everything a run writes goes through here; so does everything that
 reads a finished run back.
 
-  checkpoint.pt  everything needed to resume (one dict, torchvision's keys plus the loop's state)
-  best.pt        the same, taken at the best validation check: the weights the final table is
-                 scored with, and a sound place to resume from after a divergence
+  checkpoint.pt  everything needed to resume (one dict, torchvision's keys plus the loop's state;
+                 after a divergence, the state of the best check)
+  best.pt        the best weights (a state_dict under "model", scored by the final table) and
+                 the run's record under "config": what rebuilds the network, in every loop
   metrics.json   the final table and how the run went
   history.csv    one row per validation check;  steps.csv  the training loss of every step
   confusion.csv  the test set's confusion matrix and per-class accuracy
@@ -25,6 +26,7 @@ import pickle
 import struct
 import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -38,6 +40,9 @@ METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.csv"
 STEPS_NAME = "steps.csv"
 CONFUSION_NAME = "confusion.csv"
+# every file a run writes in its folder ("config.json": common.config.CONFIG_NAME)
+RUN_FILES = (METRICS_NAME, CONFUSION_NAME, "confusion.png", HISTORY_NAME, STEPS_NAME, BEST_NAME,
+             CHECKPOINT_NAME, "config.json")
 # what torch.load raises for a file that is not a (complete, readable) torch file; a damaged
 # pickle can declare an object of any size (MemoryError, OverflowError: found by generated tests)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError, TypeError,
@@ -88,7 +93,9 @@ def _sweep_stale(path: Path):
             tmp.unlink(missing_ok=True)
 
 
-def _atomic(path, data: bytes) -> Path:
+def _atomic(path, data: bytes, if_unwritable: str | None = None) -> Path | None:
+    """Write `data` to `path` atomically; a write the disk refuses is an OutputError, or,
+    for a file that is only an optimisation (a cache), the warning `if_unwritable` and None."""
     path = Path(path)
     tmp = None
     try:
@@ -103,7 +110,10 @@ def _atomic(path, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:  # full disk, read-only folder, lost mount: the old file stays
-        raise OutputError(path, err.strerror or str(err)) from None
+        if if_unwritable is None:
+            raise OutputError(path, err.strerror or str(err)) from None
+        warnings.warn(f"{if_unwritable}: cannot write {path}: {err.strerror or err}")
+        return None
     finally:  # an exception, an interrupt included: no temporary stays behind
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -115,20 +125,20 @@ def save_bytes(data: bytes, path) -> Path:
     return _atomic(path, data)
 
 
-def save_torch(obj, path) -> Path:
+def save_torch(obj, path, if_unwritable: str | None = None) -> Path | None:
     # serialised in memory first: torch's file writer reports a full disk as a RuntimeError
     # from its zip container, the plain write below as the OSError it is
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return _atomic(path, buffer.getvalue())
+    return _atomic(path, buffer.getvalue(), if_unwritable)
 
 
 def save_text(text: str, path) -> Path:
     return _atomic(path, text.encode("utf-8"))
 
 
-def save_json(obj, path) -> Path:
-    return _atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+def save_json(obj, path, if_unwritable: str | None = None) -> Path | None:
+    return _atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), if_unwritable)
 
 
 def save_csv(rows: list[dict], path) -> Path:
@@ -163,12 +173,25 @@ def load_torch(path, map_location="cpu", weights_only: bool = False, *,
         raise UserError(f"cannot read {path} ({detail})") from None
 
 
+def load_cache(path):
+    """A cache file the package wrote, or None when it is absent, unreadable or not a torch
+    file: a cache is rebuilt rather than trusted (its content is checked by its reader)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE:
+        return None
+
+
 # ---------------------------------------------------------------- a run's folder
 
 class RunDir:
-    def __init__(self, path, writer: bool = True):
+    """A run's folder. `setting`: the option that named it (e.g. reuse_baseline), which a
+    damaged file's UserError then names."""
+
+    def __init__(self, path, writer: bool = True, setting: str | None = None):
         self.path = Path(path)
         self.writer = writer
+        self.setting = setting
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -186,9 +209,15 @@ class RunDir:
             ensure_writable_dir(self.path)
         return self
 
-    def save_checkpoint(self, state: dict, best: bool = False):
+    def save_checkpoint(self, state: dict):
         if self.writer:
-            save_torch(state, self.best if best else self.checkpoint)
+            save_torch(state, self.checkpoint)
+
+    def save_best(self, weights: dict, config: dict):
+        """best.pt, the one format of both loops: the best weights (a state_dict) under
+        "model" and the run's record under "config", which rebuilds the network."""
+        if self.writer:
+            save_torch({"model": weights, "config": config}, self.best)
 
     def write_history(self, history: dict):
         if not self.writer:
@@ -216,6 +245,17 @@ class RunDir:
             raise UserError(f"{path}: {problem}")
         return rows
 
+    def clear(self):
+        """Remove what a run writes here (a run about to start in its place): a folder holds
+        one run, whole, never one run's weights beside another's metrics."""
+        if not self.writer:
+            return
+        for name in RUN_FILES:
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError as err:  # a read-only folder: the new run could not write either
+                raise OutputError(self.path / name, err.strerror or str(err)) from None
+
     def is_finished(self) -> bool:
         return (self.path / METRICS_NAME).is_file()
 
@@ -223,18 +263,18 @@ class RunDir:
         """metrics.json with the history attached (["history"]: checks and step losses), each
         file checked against what its writer writes before anything uses it: a damaged one is
         one UserError naming it."""
-        path = self.path / METRICS_NAME
-        result = read_json(path, dict)
+        path, named = self.path / METRICS_NAME, dict(setting=self.setting, value=self.path)
+        result = read_json(path, dict, setting=self.setting)
         problem = metrics_problem(result)
         if problem:
-            raise UserError(f"{path}: {problem}", value=self.path)
+            raise UserError(f"{path}: {problem}", **named)
         trainer = result["config"]["model"] != "speedrun"  # common.config.SPEEDRUN_MODEL
         result["history"] = load_history(self.path, TRAINER_HISTORY if trainer
-                                         else SPEEDRUN_HISTORY)
+                                         else SPEEDRUN_HISTORY, setting=self.setting)
         checks = len(result["history"]["checks"])
         if trainer and not 0 <= result["best_check"] < checks:
             raise UserError(f"{path}: best_check {result['best_check']} is not one of the "
-                            f"{checks} rows of {HISTORY_NAME}", value=self.path)
+                            f"{checks} rows of {HISTORY_NAME}", **named)
         return result
 
 
@@ -358,23 +398,23 @@ def shape_problem(value, shape, where: str = "") -> str | None:
     return None if ok else f"{name} is {_shown(value)}, not {_NAMES.get(shape, str(shape))}"
 
 
-def _unreadable(path, err: Exception) -> UserError:
+def _unreadable(path, err: Exception, setting=None) -> UserError:
     reason = (err.strerror if isinstance(err, OSError) and err.strerror
               else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
-    return UserError(f"cannot read {path} ({reason})", value=path)
+    return UserError(f"cannot read {path} ({reason})", setting=setting, value=path)
 
 
-def read_json(path, shape=dict):
+def read_json(path, shape=dict, setting: str | None = None):
     """A JSON file the package wrote, checked against `shape` (shape_problem) before anything
     uses it; a missing, unreadable or damaged one is one UserError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except (OSError, ValueError, RecursionError) as err:  # ValueError: not JSON, not UTF-8
-        raise _unreadable(path, err) from None
+        raise _unreadable(path, err, setting) from None
     problem = shape_problem(value, shape)
     if problem:
-        raise UserError(f"{path}: {problem}", value=path)
+        raise UserError(f"{path}: {problem}", setting=setting, value=path)
     return value
 
 
@@ -386,7 +426,8 @@ def _number(text) -> bool:
     return True
 
 
-def read_csv(path, columns=(), numbers=(), min_rows: int = 0) -> list[dict]:
+def read_csv(path, columns=(), numbers=(), min_rows: int = 0,
+             setting: str | None = None) -> list[dict]:
     """A CSV file's rows (dicts of its cells as written), checked: the header has `columns`,
     at least `min_rows` rows follow it, each with a cell for each header column and no more,
     and the cells of `numbers` (or of every column when numbers is True) parse as numbers; a
@@ -395,25 +436,25 @@ def read_csv(path, columns=(), numbers=(), min_rows: int = 0) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as f:
             lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
     except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8
-        raise _unreadable(path, err) from None
+        raise _unreadable(path, err, setting) from None
     if not lines:  # what save_csv writes for no rows
         lines = [(0, list(columns))]
     header, lines = lines[0][1], lines[1:]
     missing = [c for c in columns if c not in header]
     if missing:
         raise UserError(f"{path}: it lacks the column{'s' * (len(missing) > 1)} "
-                        f"{', '.join(repr(c) for c in missing)}", value=path)
+                        f"{', '.join(repr(c) for c in missing)}", setting=setting, value=path)
     if len(lines) < min_rows:
         raise UserError(f"{path}: {f'only {len(lines)} rows' if lines else 'no rows'} below "
-                        f"its header, at least {min_rows} expected", value=path)
+                        f"its header, at least {min_rows} expected", setting=setting, value=path)
     for n, row in lines:
         if len(row) != len(header):
             raise UserError(f"{path}: line {n} has {len(row)} cells, its header "
-                            f"{len(header)}", value=path)
+                            f"{len(header)}", setting=setting, value=path)
         for column, text in zip(header, row):
             if (numbers is True or column in numbers) and not _number(text):
                 raise UserError(f"{path}: line {n}, {column} is {_shown(text)}, not a "
-                                "number", value=path)
+                                "number", setting=setting, value=path)
     return [dict(zip(header, row)) for _, row in lines]
 
 
@@ -443,13 +484,14 @@ def confusion_problem(rows: list[dict], classes: tuple[str, ...]) -> str | None:
     return None
 
 
-def load_history(run_dir, columns=HISTORY) -> dict:
+def load_history(run_dir, columns=HISTORY, setting: str | None = None) -> dict:
     """history.csv (at least one row, `columns` among its columns, every cell a number) and
     steps.csv when there is one (a number in each row's loss)."""
     run_dir = Path(run_dir)
-    rows = read_csv(run_dir / HISTORY_NAME, columns, numbers=True, min_rows=1)
+    rows = read_csv(run_dir / HISTORY_NAME, columns, numbers=True, min_rows=1, setting=setting)
     checks = [{k: float(v) for k, v in r.items()} for r in rows]
-    steps = ([float(r["loss"]) for r in read_csv(run_dir / STEPS_NAME, ("loss",), ("loss",))]
+    steps = ([float(r["loss"]) for r in read_csv(run_dir / STEPS_NAME, ("loss",), ("loss",),
+                                                  setting=setting)]
              if (run_dir / STEPS_NAME).is_file() else [])
     return {"checks": checks, "step_loss": steps}
 
@@ -505,8 +547,9 @@ def read_checkpoint(path) -> dict:
     state = load_torch(path, weights_only=True, setting="resume")
     problem = _checkpoint_problem(state)
     if problem:
-        raise UserError(f"not a resumable checkpoint ({problem}); use the {CHECKPOINT_NAME} or "
-                        f"{BEST_NAME} of a run's output folder", setting="resume", value=path)
+        raise UserError(f"not a resumable checkpoint ({problem}); use the {CHECKPOINT_NAME} of "
+                        f"a run's output folder ({BEST_NAME} holds the best weights alone)",
+                        setting="resume", value=path)
     return state
 
 
@@ -524,14 +567,27 @@ def claim_folder(folder, task: str):
         raise UserError(f"{path} is not the file this package writes there; remove it",
                         setting="output_dir", value=Path(folder))
     try:
-        owner = path.read_text().strip() if path.is_file() else None
+        owner = path.read_text().strip() if path.is_file() else _recorded_owner(Path(folder))
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path} ({err})", setting="output_dir") from None
     if owner and owner != task:
         raise UserError(f"holds the results of {owner}; {task} writes files of the same names "
                         f"there", setting="output_dir", value=Path(folder))
-    if owner is None:
+    if not path.is_file():
         save_text(task + "\n", path)
+
+
+def _recorded_owner(folder: Path) -> str | None:
+    """The script a folder written before the .task mark belongs to: the task its runs'
+    config.json record (a record that cannot be read names nobody)."""
+    for record in sorted(folder.glob("*/config.json")) + sorted(folder.glob("*/*/config.json")):
+        try:
+            task = json.loads(record.read_text()).get("task")
+        except (OSError, ValueError, AttributeError):  # AttributeError: JSON but no object
+            continue
+        if isinstance(task, str) and task:
+            return task
+    return None
 
 
 class FolderLock:

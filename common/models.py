@@ -19,6 +19,7 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
     "silu": nn.SiLU,
+    "gelu": nn.GELU,  # the speed-run's (Jordan 2024)
 }
 
 
@@ -185,12 +186,27 @@ def load_weights(spec: str, progress: bool = False) -> dict | None:
                             "'none')", setting="weights", value=spec)
         # weights_only: a state_dict is only tensors, and a foreign file runs no code
         state = load_torch(path, weights_only=True, setting="weights")
-    try:
-        resnet18(weights=None).load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError, ValueError) as err:  # other keys, no dict
-        raise UserError(f"is not a resnet18 state_dict: {_one_line(err)}", setting="weights",
-                        value=spec) from None
+    problem = weights_problem(resnet18(weights=None), state)
+    if problem:
+        raise UserError(f"is not a resnet18 state_dict: {problem}", setting="weights", value=spec)
     return state
+
+
+def weights_problem(model: nn.Module, weights: dict) -> str | None:
+    """Why `weights` (a checkpoint's, a state_dict file's) cannot load into `model` (not a
+    dict of tensors, other names or shapes: another architecture), or None."""
+    if not isinstance(weights, dict):
+        return f"it holds {type(weights).__name__}, not a state_dict"
+    own = model.state_dict()
+    odd = [k for k in own if k not in weights] + [k for k in weights if k not in own]
+    if odd:
+        return f"the weights' names differ: {', '.join(map(str, odd[:3]))}"
+    for name, tensor in own.items():
+        theirs = weights[name]
+        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
+            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
+            return f"{name} is {shape} in the checkpoint, {tuple(tensor.shape)} in the model"
+    return None
 
 
 def resnet18_with(state: dict | None) -> nn.Module:

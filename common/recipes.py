@@ -15,72 +15,82 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, Strict
 
-from .data import CIFAR_NORMALIZATION, IMAGENET_NORMALIZATION, AugmentConfig
+from .data import (CIFAR_NORMALIZATION, IMAGENET_NORMALIZATION, RECORD, AtLeast0, AugmentConfig,
+                   Count, Flag, Fraction, Positive, WholeAtLeast0)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 FILTER_OPTIMIZERS = ("sgd", "muon")
 SCHEDULES = ("constant", "cosine")
+Triple = tuple[float, float, float]
+Normalization = tuple[Triple, tuple[Positive, Positive, Positive]]  # (mean, std), per channel
 
 
 @dataclass(frozen=True)
 class Recipe:
     """A recipe's settings carry the command line's names (torchvision's references': --opt,
-    --lr, --momentum, --weight-decay, --lr-scheduler, --label-smoothing, ...)."""
-    opt: str                          # "sgd", "adam" or "adamw"
-    lr: float
-    batch_size: int
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.999)       # Adam/AdamW (torch's default)
-    momentum: float = 0.0             # SGD
+    --lr, --momentum, --weight-decay, --lr-scheduler, --label-smoothing, ...); each field's
+    annotation is its limit (common.config validates a record against it)."""
+    __pydantic_config__ = RECORD
+    opt: Literal[OPTIMIZERS]
+    lr: Positive
+    batch_size: Count
+    weight_decay: AtLeast0 = 0.0
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)  # Adam/AdamW (torch's default)
+    momentum: Fraction = 0.0          # SGD
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    epochs: int = 10                  # starter code: at most 10 epochs
-    patience: int | None = 4          # starter code: stop after 4 checks without a lower
+    epochs: Count = 10                # starter code: at most 10 epochs
+    patience: Count | None = 4        # starter code: stop after 4 checks without a lower
     #                                   validation loss; None trains every epoch
-    checks_per_epoch: int = 2         # starter code: validation twice per epoch
-    lr_scheduler: str = "constant"    # or "cosine": to 0 over the run, stepped every step
-    label_smoothing: float = 0.0      # torch's cross_entropy label_smoothing
-    image_size: int = 32              # images are resized to this on the fly
-    normalization: tuple = CIFAR_NORMALIZATION
-    eval_batch_size: int = 500        # our choice: evaluation only, larger is faster
+    checks_per_epoch: Count = 2       # starter code: validation twice per epoch
+    lr_scheduler: Literal[SCHEDULES] = "constant"  # or "cosine": to 0 over the run, every step
+    label_smoothing: Fraction = 0.0   # torch's cross_entropy label_smoothing
+    image_size: Annotated[int, Strict(), Field(ge=32)] = 32  # resized to this on the fly
+    normalization: Normalization = CIFAR_NORMALIZATION
+    eval_batch_size: Count = 500      # our choice: evaluation only, larger is faster
 
 
 @dataclass(frozen=True)
 class SpeedrunConfig:
-    """The speed-run recipe (common.speedrun); the defaults are Jordan 2024's published values."""
-    widths: tuple = (64, 256, 256)   # channels of the three conv groups
-    epochs: int = 10
-    batch_size: int = 1024
-    lr: float = 1.5                  # peak, for the batch-mean loss
-    bias_lr_scale: float = 64.0      # BatchNorm and whitening biases learn this much faster
-    momentum: float = 0.85           # Nesterov
-    weight_decay: float = 2e-3       # per step at the peak rate, scaled by the schedule
-    label_smoothing: float = 0.2
-    translate_px: int = 2
-    translate_reflect: bool = False  # uncovered border black (ours); True: mirrored (Jordan 2024)
-    whiten_patch: int = 2
-    whiten_eps: float = 5e-4
-    whiten_images: int = 5000        # images the whitening statistics come from
-    whiten_bias_epochs: int = 3
-    bn_momentum: float = 0.4         # PyTorch convention: weight of the newest batch
-    head_scale: float = 1 / 9
-    warmup: float = 0.23             # fraction of steps to the peak rate
-    lr_start: float = 0.2            # schedule multipliers: start, peak 1, end
-    lr_end: float = 0.07
-    tta_level: int = 2               # 0 none, 1 flip, 2 flip and one-pixel shifts
-    filter_optimizer: str = "sgd"    # the conv filters': "sgd" (Jordan 2024) or "muon"
-    muon_lr: float = 0.24            # airbench94_muon (at its batch 2,000): Muon's rate,
-    muon_momentum: float = 0.6       #   momentum (Nesterov) and Newton-Schulz iterations
-    muon_ns_steps: int = 3
-    lookahead: bool = False          # Jordan 2024 (airbench94): weights pulled back every 5 steps
+    """The speed-run recipe (common.speedrun); the defaults are Jordan 2024's published values.
+    Each field's annotation is its limit (common.config validates a record against it)."""
+    __pydantic_config__ = RECORD
+    widths: tuple[Count, Count, Count] = (64, 256, 256)  # channels of the three conv groups
+    epochs: Count = 10
+    batch_size: Count = 1024
+    lr: Positive = 1.5               # peak, for the batch-mean loss
+    bias_lr_scale: Positive = 64.0   # BatchNorm and whitening biases learn this much faster
+    momentum: Fraction = 0.85        # Nesterov
+    weight_decay: AtLeast0 = 2e-3    # per step at the peak rate, scaled by the schedule
+    label_smoothing: Fraction = 0.2
+    translate_px: WholeAtLeast0 = 2
+    translate_reflect: Flag = False  # uncovered border black (ours); True: mirrored (Jordan 2024)
+    whiten_patch: Count = 2
+    whiten_eps: Positive = 5e-4
+    whiten_images: Count = 5000      # images the whitening statistics come from
+    whiten_bias_epochs: WholeAtLeast0 = 3
+    bn_momentum: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.4  # the newest batch's weight
+    head_scale: Positive = 1 / 9
+    warmup: Fraction = 0.23          # fraction of steps to the peak rate
+    lr_start: AtLeast0 = 0.2         # schedule multipliers: start, peak 1, end
+    lr_end: AtLeast0 = 0.07
+    tta_level: Literal[0, 1, 2] = 2  # 0 none, 1 flip, 2 flip and one-pixel shifts
+    filter_optimizer: Literal[FILTER_OPTIMIZERS] = "sgd"  # "sgd" (Jordan 2024) or "muon"
+    muon_lr: Positive = 0.24         # airbench94_muon (at its batch 2,000): Muon's rate,
+    muon_momentum: Fraction = 0.6    #   momentum (Nesterov) and Newton-Schulz iterations
+    muon_ns_steps: Count = 3
+    lookahead: Flag = False          # Jordan 2024 (airbench94): weights pulled back every 5 steps
     #                                  to a slow average (common.speedrun.Lookahead)
-    low_res_epochs: int = 0          # progressive resizing (our choice, a classic of fast
-    low_res_px: int = 24             #   training): the first epochs on images this size
-    activation: str = "gelu"         # "gelu" (Jordan 2024) or "relu"
-    ema_epochs: int = 0              # weight averaging (our choice, issue 33; hlb-CIFAR10 had
-    ema_decay: float = 0.99          #   one): scored on an exponential moving average, per step
+    low_res_epochs: WholeAtLeast0 = 0  # progressive resizing (our choice, a classic of fast
+    low_res_px: Annotated[int, Strict(), Field(ge=8, le=32)] = 24  # training): first epochs' size
+    activation: Literal["gelu", "relu"] = "gelu"  # "gelu" (Jordan 2024) or "relu"
+    ema_epochs: WholeAtLeast0 = 0    # weight averaging (our choice, issue 33; hlb-CIFAR10 had
+    ema_decay: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.99  # one): scored on an
+    #                                  exponential moving average, per step
     #                                  at this decay, of the weights and BatchNorm statistics of
     #                                  the last epochs (torch.optim.swa_utils.AveragedModel)
 

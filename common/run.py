@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import json
+import inspect
 import os
 import shlex
 import signal
@@ -20,11 +20,12 @@ import torch
 
 from . import models, system
 from . import results as figures
-from .config import LIMITS, MAY_CHANGE_ON_RESUME, SPEEDRUN_MODEL, RunConfig, load_config
+from .config import (SPEEDRUN_MODEL, RunConfig, check_setting, load_config,
+                     starting_point)
 from .data import CIFAR10Splits, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
                      signals_raise_interrupted)
-from .files import (METRICS_NAME, FolderLock, RunDir, claim_folder, ensure_writable_dir,
+from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
 from .speedrun import SpeedrunNet, check_batch_size, run_seeds
@@ -49,23 +50,17 @@ def whole_number(minimum: int):
 
 
 def setting_type(name: str):
-    """An option type for a run setting: a number, checked by the rule config.LIMITS gives it
-    (the same rule a config.json's value meets)."""
+    """An option type for a run setting: a number, checked against its field's limit in the
+    record (common.config.check_setting: the same rule a config.json's value meets)."""
     def number(text: str) -> float:
         value = float(text)
-        check, rule = LIMITS[name]
-        if value != value or not check(value):
-            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        try:
+            check_setting(name, value)
+        except UserError as err:
+            raise argparse.ArgumentTypeError(f"{err.message}, got {text}") from None
         return value
     number.__name__ = name.replace("_", " ")
     return number
-
-
-def positive_number(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # POSIX's usual limits: longer names fail every file call
@@ -118,7 +113,7 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
                 "--epochs (default: the recipe's, 4: the starter code's)")
     option("--batch-size", type=whole_number(1), default=None, metavar="N",
            help="training batch size (default: the recipe's)")
-    option("--lr", type=positive_number, default=None, metavar="LR",
+    option("--lr", type=setting_type("lr"), default=None, metavar="LR",
            help="learning rate (default: the recipe's); with --resume, the rate from "
                 "the step reached on (e.g. lower, after a divergence)")
     add_recipe_options(option)
@@ -145,7 +140,7 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
            help=f"a first try in about a minute on CPU: --subset {QUICK_SUBSET} and --epochs 1, "
                 "each unless given")
     option("--resume", metavar="CHECKPOINT", default=None, type=path_text,
-           help="continue the run a checkpoint.pt (or best.pt) belongs to, from any folder; "
+           help="continue the run a checkpoint.pt belongs to, from any folder; "
                 "its script, run, data, subset, seed, model and recipe must match, but --lr, "
                 "--epochs, --patience, --momentum, --weight-decay, --label-smoothing and "
                 "--precision, which take effect from the step reached; in "
@@ -281,6 +276,8 @@ def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, ou
         plans = [p for p in plans if p[0] == file.run]
     configs = {run: RunConfig.build(task, run, model, recipe, model_kwargs=kwargs, file=file,
                                     **settings) for run, model, recipe, kwargs in plans}
+    for run, model, _, _ in plans:  # before anything is read: a record names a buildable model
+        check_model(configs[run], model, config_file)
     resume_state = None
     if resume:
         resume_state = read_checkpoint(resume)
@@ -336,35 +333,25 @@ def build_model(config: RunConfig) -> torch.nn.Module:
     return MODELS[config.model](**config.model_kwargs)
 
 
-def starting_point(session: Session, config: RunConfig, run_dir: RunDir) -> tuple:
-    """Where a run begins, by one rule: (checkpoint state to continue, finished run to load).
+def _say_main(session: Session):
+    """print to stderr, on the main process only."""
+    return lambda text: print(text, file=sys.stderr) if session.is_main else None
 
-    --resume names this run's checkpoint: it continues, and what cannot change mid-run must be
-    as it was. --resume names another run of this script: this one, when it finished in the
-    output folder with this configuration, is loaded instead of trained. Otherwise, and when
-    the finished one differs (said on stderr), it trains from the start."""
-    state = session.resume_state
-    if state is None:
-        return None, None
-    saved = RunConfig.from_dict(state["config"], session.resume)
-    if saved.run == config.run:
-        differ = saved.differences(config, ignore=MAY_CHANGE_ON_RESUME)
-        if differ:
-            raise UserError(f"cannot continue with other settings: {'; '.join(differ)}; "
-                            "these cannot change mid-run",
-                            setting="resume", value=session.resume)
-        return state, None
-    if not run_dir.is_finished():
-        return None, None
-    finished = run_dir.load_finished()
-    differ = RunConfig.from_dict(finished["config"], run_dir.path / METRICS_NAME).differences(
-        config, ignore=("device", "precision"), names=("finished", "now"))
-    if not differ:
-        return None, finished
-    if session.is_main:
-        print(f"{config.run}: the finished run in {run_dir.path} was trained with other "
-              f"settings ({'; '.join(differ[:4])}); training it again", file=sys.stderr)
-    return None, None
+
+def check_model(config: RunConfig, planned: str, config_file=None):
+    """The run's model is the one its script trains (a config.json of another run cannot
+    swap it), and its switches are arguments its builder takes."""
+    if config.model != planned:
+        raise UserError(f"model {config.model!r}, but {config.task}'s run {config.run} trains "
+                        f"{planned!r}", setting="config", value=config_file)
+    speedrun = config.model == SPEEDRUN_MODEL  # built from its recipe alone
+    builder = SpeedrunNet.from_config if speedrun else MODELS[planned]
+    try:
+        inspect.signature(builder).bind(*[config.recipe] * speedrun, **config.model_kwargs)
+    except TypeError as err:  # an argument the builder does not take, or one it lacks
+        raise UserError(f"model_kwargs {dict(config.model_kwargs)}: {err}",
+                        setting="config" if config_file else "model_kwargs",
+                        value=config_file) from None
 
 
 def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
@@ -401,7 +388,7 @@ def choose_run_precision(session: Session, config: RunConfig,
     return choice
 
 
-def train(session: Session, name: str, **more_facts) -> dict:
+def train_run(session: Session, name: str, **more_facts) -> dict:
     """Train run `name` of the session (torchvision's train.py, in order: seed, data, model,
     optimizer, resume, loop, save); returns its metrics with the history attached and the
     trained model under "model" (a finished run loaded instead has no "model"). `more_facts`:
@@ -412,7 +399,10 @@ def train(session: Session, name: str, **more_facts) -> dict:
     config = session.configs[name]
     recipe = config.recipe
     run_dir = RunDir(session.output_root / name, writer=session.is_main)
-    resumed, finished = starting_point(session, config, run_dir)
+    # a script resumed beside its finished runs loads those with this record
+    resumed, finished = starting_point(config, run_dir, resume_state=session.resume_state,
+                                       resume_path=session.resume,
+                                       reuse=session.resume_state is not None, say=_say_main(session))
     if finished is not None:
         if session.is_main:
             print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
@@ -428,6 +418,7 @@ def train(session: Session, name: str, **more_facts) -> dict:
     choice = choose_run_precision(session, config, resumed)  # leaves the seeded stream alone
     if session.is_main:
         print(f"{name}: {choice.precision} ({choice.reason})", file=sys.stderr)
+    config = config.resolved(choice.precision, session.device.type)
     optimizer = make_optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(recipe.lr_scheduler, optimizer,
                                recipe.epochs * len(loaders["train"]))
@@ -451,7 +442,7 @@ def train(session: Session, name: str, **more_facts) -> dict:
     return result | {"history": trainer.history, "model": trainer.raw_model}
 
 
-def train_speedrun(session: Session, name: str, seeds: list[int]) -> dict:
+def train_seeds(session: Session, name: str, seeds: list[int]) -> dict:
     """The speed-run recipe's run `name` once per seed, by its own loop (common.speedrun:
     run_seeds' folders name/seed<N>/, seeds finished earlier loaded), each new seed with its
     confusion figure; the precision chosen as for any run. Returns run_seeds' record."""
@@ -513,17 +504,20 @@ def run_study(session: Session, variants: list[Variant], *, study: str, baseline
     variants = [v for v in variants if v.name in session.configs]
     results = {}
     if baseline_dir and any(v.name == "baseline" for v in variants):
-        try:
-            results["baseline"] = RunDir(baseline_dir).load_finished()
-        except UserError as err:
-            err.setting, err.value = "reuse_baseline", baseline_dir
-            raise
+        finished = RunDir(baseline_dir, setting="reuse_baseline").load_finished()
+        differ = RunConfig.from_dict(finished["config"], baseline_dir).differences(
+            session.configs["baseline"], ignore=("task", "run"), names=("there", "here"))
+        if differ:
+            raise UserError(f"was trained with other settings than this study's baseline "
+                            f"({'; '.join(differ[:4])})", setting="reuse_baseline",
+                            value=baseline_dir)
+        results["baseline"] = finished
         results["baseline"]["note"] = f"loaded from {baseline_dir}"
     for v in variants:
         if v.name in results:
             continue
         try:
-            results[v.name] = train(session, v.name)
+            results[v.name] = train_run(session, v.name)
         except DivergenceError as err:
             if session.is_main:
                 print(f"{v.name}: diverged: {err}")

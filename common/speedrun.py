@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .models import ACTIVATIONS
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
                    CIFAR10Splits, TensorLoader, normalize)
-from .config import RunConfig
+from .config import RunConfig, starting_point
 from .errors import UserError
 from .files import RunDir, save_json
 from .recipes import SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
@@ -106,7 +107,6 @@ class MatrixConv(nn.Module):
 
 # Jordan 2024's GELU; ReLU, whose step a benchmark measured cheaper on a CPU, a candidate
 # that lost (docs/speedrun.md)
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
 class ConvGroup(nn.Sequential):
@@ -389,13 +389,12 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
     says about how it ran. `on_finished(run_dir, result)` is called after each newly trained
     seed (its figure). Returns {"runs": {seed: result}, "summary", "precision"}."""
     runs = {}
+    config = config.resolved(precision, torch.device(device).type)
     for seed in seeds:
         seed_config = config.with_settings(seed=seed)
         run_dir = RunDir(root / f"seed{seed}")
-        result = run_dir.load_finished() if run_dir.is_finished() else None
-        if result is not None and result["precision"] == precision \
-                and result["device"] == str(device) and not RunConfig.from_dict(
-                    result["config"], run_dir.path).differences(seed_config, ("device",)):
+        _, result = starting_point(seed_config, run_dir, reuse=True)
+        if result is not None:
             print(f"{root.name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
             result, model = train_speedrun(splits, seed_config.recipe, device=device,
@@ -403,8 +402,7 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
                                            run_name=f"{root.name} seed {seed}")
             run_dir.create()
             seed_config.save(run_dir.path)
-            run_dir.save_checkpoint({"model": model.state_dict(),
-                                     "config": seed_config.to_dict()}, best=True)
+            run_dir.save_best(model.state_dict(), seed_config.to_dict())
             run_dir.write_history(result["history"])
             run_dir.write_confusion(result.pop("confusion"))
             result["config"] = seed_config.to_dict()  # as a seed loaded back has it

@@ -14,7 +14,6 @@ import signal
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,7 +27,8 @@ from tqdm import tqdm
 from . import system
 from .data import CLASSES, NUM_CLASSES, user_cache_dir
 from .config import MAY_CHANGE_ON_RESUME, RunConfig
-from .errors import DivergenceError, OutputError, StopRequest, UserError
+from .models import weights_problem
+from .errors import DivergenceError, StopRequest, UserError
 from .files import RunDir, save_json
 from .recipes import change_schedule
 from .system import autocast, cpu_has_bf16, cpu_name, resolve_precision
@@ -233,21 +233,6 @@ def _set_rng_state(state: dict):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def weights_problem(model: nn.Module, weights: dict) -> str | None:
-    """Why a checkpoint's model weights cannot load into `model` (other names or shapes: another
-    architecture), or None."""
-    own = model.state_dict()
-    odd = [k for k in own if k not in weights] + [k for k in weights if k not in own]
-    if odd:
-        return f"the weights' names differ: {', '.join(map(str, odd[:3]))}"
-    for name, tensor in own.items():
-        theirs = weights[name]
-        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
-            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
-            return f"{name} is {shape} in the checkpoint, {tuple(tensor.shape)} in the model"
-    return None
-
-
 def optimizer_problem(optimizer, state: dict) -> str | None:
     """Why a checkpoint's optimizer state does not fit `optimizer` (other groups, other
     parameters, buffers of other shapes), or None."""
@@ -304,7 +289,9 @@ class Trainer:
         self.scalars = scalars if dist.is_main else None
         self.early_stopping = EarlyStopping(self.recipe.patience)
         self.epoch = self.step_in_epoch = self.global_step = 0
-        self.best_model_state = None
+        self.best_model_state = None  # the best check's weights: the final table's
+        self.best_state = None  # the best check's whole state, in memory: where a divergence
+        #                         resumes from (written as checkpoint.pt when one happens)
         self.history = {"checks": [], "step_loss": [], "changes": []}
         self.running = RunningScore()
         self.clock = Stopwatch()
@@ -376,8 +363,8 @@ class Trainer:
         return stop_now
 
     def _check(self, steps_per_epoch: int):
-        """Validation check: history row, early stopping, best weights (and a resumable
-        checkpoint of that moment, best.pt)."""
+        """Validation check: history row, early stopping, best weights (best.pt: the weights
+        once, with the record that rebuilds the network)."""
         train_loss, train_acc = self.running.means(self.device)
         self.running = RunningScore()
         val_loss, val_acc = self.evaluate(self.loaders["val"])
@@ -400,8 +387,9 @@ class Trainer:
         self._check_finite(val_loss, "validation loss")
         if self.early_stopping.update(val_loss, len(self.history["checks"]) - 1):
             self.best_model_state = copy.deepcopy(self.raw_model.state_dict())
+            self.best_state = copy.deepcopy(self.state_dict())
             if self.run_dir is not None:
-                self.run_dir.save_checkpoint(self.state_dict(), best=True)
+                self.run_dir.save_best(self.best_model_state, self.config.to_dict())
 
     def _finish(self, steps_per_epoch: int) -> dict:
         self.clock.stop()
@@ -528,10 +516,12 @@ class Trainer:
     def _check_finite(self, value: float, what: str):
         if math.isfinite(value):
             return
-        sound = (self.run_dir is not None and self.run_dir.best.exists()
+        sound = (self.run_dir is not None and self.best_state is not None
                  and self.early_stopping.best_score < SOUND_LOSS)
+        if sound:  # the diverged state is worth nothing: resume from the best check's
+            self.run_dir.save_checkpoint(self.best_state)
         check_finite(value, what, self._where(), lr=self.optimizer.param_groups[0]["lr"],
-                     checkpoint=self.run_dir.best if sound else None)
+                     checkpoint=self.run_dir.checkpoint if sound else None)
 
     def _interrupt(self, stop: StopRequest):
         self._save_checkpoint()
@@ -627,10 +617,9 @@ def _read_cache() -> dict:
 
 
 def _write_cache(probes: dict):
-    try:
-        save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file())
-    except OutputError as err:  # a cache is an optimisation: the next run probes again
-        warnings.warn(f"could not cache the precision probe: {err}")
+    # an optimisation: when it cannot be written, the next run probes again
+    save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file(),
+              if_unwritable="could not cache the precision probe")
 
 
 @dataclass(frozen=True)

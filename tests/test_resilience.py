@@ -141,7 +141,8 @@ def test_after_a_divergence_the_advised_resume_with_a_lower_rate_finishes(
     assert "became nan at epoch 1, step 5" in line
     assert "resume from the best check" in line and " with: python " in line
     advised = line.split(" with: ", 1)[1].split()
-    assert advised[advised.index("--resume") + 1] == str(out / "cnn1g" / "best.pt")
+    # checkpoint.pt now holds the best check's state (best.pt: the best weights alone)
+    assert advised[advised.index("--resume") + 1] == str(out / "cnn1g" / "checkpoint.pt")
     assert advised[-2:] == ["--lr", "0.005"]                # a tenth of the recipe's 0.05
 
     code, err = run(task2, advised[2:], capsys)             # without "python task2.py"
@@ -226,9 +227,13 @@ def test_a_cache_that_cannot_be_written_never_fails_the_run(fake_image_folder, t
     data = shutil.copytree(fake_image_folder, tmp_path / "data",
                            ignore=shutil.ignore_patterns(".cifar10-uint8-cache.pt"))
 
-    def full_disk(obj, path):
-        raise OutputError(path, "No space left on device")
-    monkeypatch.setattr(common.data, "save_torch", full_disk)
+    mkstemp = common.files.tempfile.mkstemp
+
+    def full_disk(*a, prefix="", **k):  # the disk refuses the cache alone
+        if "cifar10" in prefix:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*a, prefix=prefix, **k)
+    monkeypatch.setattr(common.files.tempfile, "mkstemp", full_disk)
     with pytest.warns(UserWarning, match="could not write the CIFAR-10 cache"):
         code, err = run(task2, args(data, tmp_path / "out"), capsys)
     assert code == 0, err

@@ -47,7 +47,7 @@ def tiny_trainer(out: Path, epochs: int) -> Trainer:
     test = TensorLoader(images[50:], labels[50:], 16, device="cpu", train=False)
     config = trainer_config(opt="adamw", lr=3e-3, batch_size=8, epochs=epochs,
                             checks_per_epoch=2, patience=4)
-    torch.manual_seed(1)  # the augmentation and dropout stream, as common.run.train seeds it
+    torch.manual_seed(1)  # the augmentation and dropout stream, as common.run.train_run seeds it
     return Trainer(model, optimizer, {"train": train, "val": val, "test": test}, config,
                    scheduler=scheduler, run_dir=RunDir(out))
 
@@ -233,7 +233,9 @@ def test_nan_training_loss_names_step_suggests_lower_lr_and_keeps_last_good_chec
     assert str(err.value) == "the training loss became nan at epoch 1, step 4"
     # the advice: the best check's resumable checkpoint (the check after step 2), at the rate
     # in effect (StepLR halved 3e-3 after step 3)
-    assert (err.value.checkpoint, err.value.lr) == (tmp_path / BEST_NAME, pytest.approx(1.5e-3))
+    # (checkpoint.pt, rewritten as the best check's state: best.pt holds the weights alone)
+    assert (err.value.checkpoint, err.value.lr) == (tmp_path / CHECKPOINT_NAME,
+                                                    pytest.approx(1.5e-3))
     assert read_checkpoint(err.value.checkpoint)["global_step"] == 2
     assert DivergenceError.exit_code == 3
     ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
