@@ -19,7 +19,6 @@ import common.data
 import common.files
 from common.files import FolderLock
 from common.recipes import CosineToZero, change_schedule
-from common.errors import OutputError
 from conftest import (args, interrupt_in, load_script, losses, make_images, metrics,
                       one_error_line, run, write_image_folder)
 
