@@ -1,7 +1,8 @@
 """The package from Python (a notebook, another program): train() trains any script's run by
 name through the scripts' own path and returns it; load() reads a finished run folder back as
-its model, in eval mode, with the preprocessing its images had; export_onnx() writes it for
-runtimes outside Python. predict.py is the command line over this module."""
+its model, in eval mode, with the preprocessing its images had; evaluate() scores it on a test
+split as the run scored itself; export_onnx() writes it for runtimes outside Python. predict.py
+is the command line over this module."""
 from __future__ import annotations
 
 import copy
@@ -13,14 +14,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import data, system, trainer
 from .config import CONFIG_NAME, SPEEDRUN_MODEL, RunConfig, load_config
-from . import data
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
 from .errors import UserError
-from .files import BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, save_bytes
+from .files import (BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, output_file,
+                    save_bytes)
 from .recipes import PLANS, SpeedrunConfig
 from .models import weights_problem
-from .run import MODELS, QUICK_SUBSET, build_model, setup, train_run, train_seeds
+from .run import MODELS, QUICK_SUBSET, build_model, scoring_loader, setup, train_run, train_seeds
+from .speedrun import DATA_SEED as SPEEDRUN_DATA_SEED
+from .speedrun import predict as tta_logits
+from .speedrun import scoring_batches
+from .trainer import empty_confusion
 
 # train()'s own settings, beside the run's (the recipe's fields, seed, subset, precision, device)
 CALL_SETTINGS = ("output_dir", "config", "resume", "progress", "quick", "tensorboard")
@@ -125,10 +131,10 @@ def load(run_dir, device="cpu") -> TrainedRun:
     downloading anything (ResNet18's starting weights are replaced by the run's); a folder that
     is not a finished run, or whose files are damaged, is one UserError line."""
     run_dir = Path(run_dir)
-    missing = [n for n in (CONFIG_NAME, BEST_NAME, METRICS_NAME) if not (run_dir / n).is_file()]
+    missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
     if missing:
         raise UserError(f"{run_dir} is not a finished run's folder (no {', '.join(missing)}); "
-                        "give one such as outputs/task2/cnn1g", value=run_dir)
+                        + _finished_runs_text(run_dir), value=run_dir)
     config = load_config(run_dir / CONFIG_NAME)
     if config.model not in MODELS and config.model != SPEEDRUN_MODEL:
         raise UserError(f"{run_dir}: model {config.model!r} is not one this package builds "
@@ -151,11 +157,116 @@ def load(run_dir, device="cpu") -> TrainedRun:
     return TrainedRun(model, preprocessing(config), config, metrics, run_dir)
 
 
+RUN_FILES = (CONFIG_NAME, BEST_NAME, METRICS_NAME)  # what load() reads
+SEARCHED = ("outputs",)  # where the scripts write by default
+SEARCH_FOLDERS = 2000    # at most this many folders looked at: a --run of / stays quick
+
+
+def finished_runs(*roots, depth: int = 3) -> list[Path]:
+    """Run folders load() reads (config.json, best.pt, metrics.json) at most `depth` folders
+    below each root (outputs/task3/model1, outputs/task3e/speedrun/seed0), in name order;
+    links to folders are not followed."""
+    found, looked = [], 0
+    for root in map(Path, roots):
+        stack = [(root, 0)] if root.is_dir() else []
+        while stack and looked < SEARCH_FOLDERS:
+            folder, level = stack.pop()
+            looked += 1
+            if all((folder / n).is_file() for n in RUN_FILES):
+                found.append(folder)
+            if level < depth:
+                try:
+                    below = [p for p in folder.iterdir() if not p.name.startswith(".")
+                             and p.is_dir() and not p.is_symlink()]
+                except OSError:  # a folder we may not list: nothing found there
+                    continue
+                stack += [(p, level + 1) for p in sorted(below, reverse=True)]
+    return sorted(dict.fromkeys(found))
+
+
+def _finished_runs_text(refused: Path, shown: int = 5) -> str:
+    """What to give instead of a folder load() refused: the finished runs below it or in
+    outputs/ (the refused folder is not one: it lacks a file), or that there are none."""
+    roots = list(dict.fromkeys([refused, *map(Path, SEARCHED)]))
+    runs = finished_runs(*roots)
+    if not runs:
+        return (f"no finished run is under {' or '.join(f'{r}/' for r in roots)}: train one "
+                "first (e.g. python task2.py)")
+    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+    return f"finished runs: {', '.join(map(str, runs[:shown]))}{more}"
+
+
 def _without_downloads(config: RunConfig) -> RunConfig:
     """The run's network built from random weights: best.pt replaces every one of them."""
     if "weights" not in config.model_kwargs:
         return config
     return dataclasses.replace(config, model_kwargs={**config.model_kwargs, "weights": "none"})
+
+
+# ---------------------------------------------------------------- scoring a test split
+
+@dataclass
+class Evaluation:
+    """A run's network scored on a test split as the run scored itself. scores: {"test":
+    {"loss", "accuracy"}}, and the speed-run's "test_tta" (with test-time augmentation at its
+    tta_level); confusion: [true, predicted] counts of the last of them (the speed-run's with
+    TTA, as its confusion.csv); recorded: metrics.json's "final" entries of the same names;
+    own_data: whether the images are the run's by content (config.json's data_digest; None
+    where the run recorded none)."""
+    scores: dict
+    confusion: torch.Tensor
+    recorded: dict
+    data: str       # the source read, as metrics.json's data_source says it
+    images: int     # in the test split
+    own_data: bool | None
+    precision: str
+    device: str
+
+
+def evaluate(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluation:
+    """The run's network on a test split: the run's own data, subset and split (config.json's
+    data_dir, subset and seed, read by common.data.cifar10_splits as training read them), or
+    the CIFAR-10 folder `data_dir` with the run's subset and split. Scored as the run scored
+    itself: common.trainer.evaluate over the run's test loader (the speed-run's scoring
+    batches, and its test-time augmentation), in the precision metrics.json records, on the
+    kind of device it trained on where this machine has one, else the CPU (the model moves
+    there). On the run's own data and device the scores are metrics.json's exactly. Nothing is
+    downloaded: a folder without CIFAR-10 is one UserError line."""
+    config = trained.config
+    speedrun = isinstance(config.recipe, SpeedrunConfig)
+    splits = data.cifar10_splits(config.data_dir if data_dir is None else data_dir,
+                                 seed=SPEEDRUN_DATA_SEED if speedrun else config.seed,
+                                 subset=config.subset, download=False, progress=progress)
+    device = _evaluation_device(trained.metrics["device"])
+    precision = trained.metrics["precision"]
+    model = trained.model.to(device)
+    confusion = empty_confusion()
+    if speedrun:  # as common.speedrun scores: the plain forward pass, then with TTA
+        test = scoring_batches(splits, device)
+        level = config.recipe.tta_level
+        scores = {"test": trainer.evaluate(model, test, device, precision),
+                  "test_tta": trainer.evaluate(model, test, device, precision,
+                                               forward=lambda x: tta_logits(model, x, level),
+                                               confusion=confusion)}
+    else:
+        test = scoring_loader(splits.test, config.recipe, device=device)
+        scores = {"test": trainer.evaluate(model, test, device, precision, confusion=confusion)}
+    final = trained.metrics["final"]
+    return Evaluation(
+        scores={k: {"loss": loss, "accuracy": accuracy} for k, (loss, accuracy) in scores.items()},
+        confusion=confusion, recorded={k: final[k] for k in scores if k in final},
+        data=splits.source, images=len(splits.test),
+        own_data=None if config.data_digest is None else splits.digest == config.data_digest,
+        precision=precision, device=str(device))
+
+
+def _evaluation_device(recorded: str) -> torch.device:
+    """The kind of device a run trained on (metrics.json's "cuda:0": cuda) where this machine
+    has one, else the CPU."""
+    try:
+        return system.pick_device(torch.device(recorded).type)
+    except UserError:  # none here: the CPU computes the same, up to the last digits
+        return torch.device("cpu")
 
 
 # ---------------------------------------------------------------- training
@@ -194,7 +305,8 @@ def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
                         resume=call.get("resume"), progress=bool(call.get("progress")),
                         tensorboard=bool(call.get("tensorboard")),
                         command=_call_text(task, run, data_dir, settings),
-                        figures_to_plots=False, data_seed=0 if speedrun else None)
+                        figures_to_plots=False,
+                        data_seed=SPEEDRUN_DATA_SEED if speedrun else None)
         if speedrun:  # its own loop, one seed: the run's
             seed = session.configs[run].seed
             train_seeds(session, run, [seed])
@@ -256,7 +368,12 @@ def export_onnx(trained: TrainedRun, path) -> Path:
 
     torch's dynamo exporter (torch.onnx.export(dynamo=True), built on torch.export and
     onnxscript): torch's default since 2.9, it exports every network here offline; the legacy
-    TorchScript exporter still works but warns that it will be removed."""
+    TorchScript exporter still works but warns that it will be removed.
+
+    `path` is checked first (common.files.output_file): a folder, a dangling link, a folder
+    that is a file or cannot be written in, and an existing file that is not ONNX (an image
+    given by mistake) are one UserError line; an ONNX file is replaced."""
+    path = output_file(path, "export", "an ONNX file", _is_onnx)
     import onnx  # only here: training needs none of ONNX
     model = copy.deepcopy(trained.model).cpu().float().eval()  # the caller's stays where it is
     size = trained.preprocess.image_size
@@ -275,3 +392,14 @@ def export_onnx(trained: TrainedRun, path) -> Path:
         "run": f"{trained.config.task} {trained.config.run}"})
     onnx.checker.check_model(proto, full_check=True)
     return save_bytes(proto.SerializeToString(), path)
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether the file holds an ONNX model (a graph with nodes), which an export may replace."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError):  # not a protobuf (an image, text), or unreadable
+        return False
+    return model.ir_version > 0 and len(model.graph.node) > 0

@@ -64,6 +64,40 @@ def ensure_writable_dir(path) -> Path:
     return path
 
 
+def output_file(path, setting: str, kind: str, replaceable) -> Path:
+    """Where a file named by the user (predict.py's --export, --confusion) is to be written
+    whole, checked before the work that makes it: a bad path is the user's (UserError, exit 2),
+    not a disk failing mid-run (OutputError, 4). Refused: a folder (or a name ending in /), a
+    dangling link (as cp refuses to write through one), what is not a regular file (a device,
+    a pipe), an existing file that `replaceable(path)` does not recognise as `kind` (it would be
+    lost), and a folder that is a file or cannot be written in. A link to a file is followed:
+    the path returned is the file to write. Missing folders are created by the write."""
+    text, path = os.fspath(path), Path(path)
+
+    def refused(problem: str) -> UserError:
+        return UserError(problem, setting=setting, value=text)
+    if text.endswith(os.sep) or path.is_dir():  # is_dir follows links: one to a folder too
+        raise refused(f"is a folder; give a file name, such as {path / ('model' + path.suffix)}"
+                      if path.suffix else "is a folder; give a file name in it")
+    if path.is_symlink() and not path.exists():
+        raise refused(f"is a link to {os.readlink(path)}, which does not exist; remove the "
+                      "link or give another name")
+    path = path.resolve() if path.is_symlink() else path
+    if path.exists() and not path.is_file():
+        raise refused("exists and is not a regular file (a device, a pipe or a socket)")
+    if path.exists() and not replaceable(path):
+        raise refused(f"exists and is not {kind}; only {kind} is replaced: remove it or give "
+                      "another name")
+    folder = path.parent
+    while not os.path.lexists(folder):  # the deepest folder that exists: the write makes the rest
+        folder = folder.parent
+    if not folder.is_dir():
+        raise refused(f"{folder} is not a folder" + (" but a file" if folder.is_file() else ""))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise refused(f"cannot write in {folder} (no permission, or a read-only file system)")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

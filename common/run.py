@@ -22,7 +22,7 @@ from . import models, system
 from . import results as figures
 from .config import (SPEEDRUN_MODEL, RunConfig, check_setting, load_config,
                      starting_point)
-from .data import CIFAR10Splits, TensorLoader, cifar10_splits
+from .data import CIFAR10Splits, Split, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
                      signals_raise_interrupted)
 from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
@@ -360,17 +360,28 @@ def make_loaders(splits: CIFAR10Splits, recipe: Recipe, *, device, seed: int,
     if recipe.batch_size > len(splits.train):
         raise UserError(f"larger than the {len(splits.train)} training images",
                         setting="batch_size", value=recipe.batch_size)
-    common = dict(device=device, normalization=recipe.normalization,
-                  resize=recipe.image_size if recipe.image_size != 32 else None,
-                  seed=seed, rank=dist.rank, world_size=dist.world_size)
-    evaluation = dict(batch_size=recipe.eval_batch_size, train=False, **common)
     return {
         "train": TensorLoader(splits.train.images, splits.train.labels, recipe.batch_size,
-                              train=True, augment=recipe.augment, **common),
-        "train_eval": TensorLoader(splits.train.images, splits.train.labels, **evaluation),
-        "val": TensorLoader(splits.val.images, splits.val.labels, **evaluation),
-        "test": TensorLoader(splits.test.images, splits.test.labels, **evaluation),
+                              train=True, augment=recipe.augment, device=device,
+                              normalization=recipe.normalization, resize=_resize(recipe),
+                              seed=seed, rank=dist.rank, world_size=dist.world_size),
+        "train_eval": scoring_loader(splits.train, recipe, device=device, dist=dist),
+        "val": scoring_loader(splits.val, recipe, device=device, dist=dist),
+        "test": scoring_loader(splits.test, recipe, device=device, dist=dist),
     }
+
+
+def scoring_loader(split: Split, recipe: Recipe, *, device,
+                   dist: system.DistInfo = system.DistInfo()) -> TensorLoader:
+    """A split as a run scores it (its checks, its final table, predict.py --evaluate): in
+    order, no augmentation, the recipe's evaluation batch, image size and normalisation."""
+    return TensorLoader(split.images, split.labels, recipe.eval_batch_size, device=device,
+                        train=False, normalization=recipe.normalization,
+                        resize=_resize(recipe), rank=dist.rank, world_size=dist.world_size)
+
+
+def _resize(recipe: Recipe) -> int | None:
+    return recipe.image_size if recipe.image_size != 32 else None  # 32: CIFAR-10's own
 
 
 def choose_run_precision(session: Session, config: RunConfig,

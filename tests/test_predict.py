@@ -4,6 +4,7 @@ line (exit 2), and exports its network to ONNX that onnxruntime runs as torch do
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from common import api
 from common.config import RunConfig
+from common.files import output_file
 from common.data import CIFAR_NORMALIZATION, CLASSES, IMAGENET_NORMALIZATION, TensorLoader
 from common.models import Model1
 from common.recipes import MODEL1, SPEEDRUN
@@ -195,8 +197,8 @@ def test_a_folder_that_is_not_a_finished_run_is_one_line_exit_2(
 @pytest.mark.parametrize("argv, message", [
     (["--top-k", "11", "x.png"], "--top-k 11: must be at most 10"),
     (["--top-k", "0", "x.png"], "must be at least 1"),
-    ([], "give either images to classify or --export FILE.onnx"),
-    (["x.png", "--export", "m.onnx"], "not both"),
+    ([], "give images to classify, --export FILE.onnx or --evaluate"),
+    (["x.png", "--export", "m.onnx"], "only one of them"),
 ])
 def test_impossible_predict_options_are_one_line_errors(argv, message, run_dir, capsys):
     code, out, err = cli(["--run", str(run_dir), *argv], capsys)
@@ -213,6 +215,128 @@ def test_a_run_is_loaded_with_its_own_config_in_eval_mode(run_dir):
     assert trained.preprocess == api.Preprocess(CIFAR_NORMALIZATION, 32)
     assert trained.metrics["final"]["test"]["accuracy"] == json.loads(
         (run_dir / "metrics.json").read_text())["final"]["test"]["accuracy"]
+
+
+# ---------------------------------------------------------------- odd file names
+
+def test_json_names_an_image_whose_name_is_not_utf8_in_strict_utf8_with_escapes(
+        run_dir, test_images, tmp_path, capsys):
+    path = os.path.join(os.fsdecode(tmp_path), os.fsdecode(b"bad\xff.png"))  # as argv gives it
+    Image.fromarray(test_images[0].permute(1, 2, 0).numpy()).save(path)
+    code, out, err = cli(["--run", str(run_dir), "--json", path], capsys)
+    assert code == 0, err
+    out.encode("utf-8")  # strict: no lone surrogate
+    name = json.loads(out)["predictions"][0]["image"]
+    assert name == f"{tmp_path}/bad\\xff.png"  # the byte as a backslash escape
+    name.encode("utf-8")  # the document's text too: a lone "\udcff" escape decodes to a surrogate
+    code, out, err = cli(["--run", str(run_dir), path], capsys)
+    assert out.startswith(f"{tmp_path}/bad\\xff.png: ")
+
+
+@pytest.mark.parametrize("name, shown", [("two\nlines.png", "two\\nlines.png"),
+                                         ("tab\tand\rreturn.png", "tab\\tand\\rreturn.png"),
+                                         ("esc\x1b[31m.png", "esc\\x1b[31m.png"),
+                                         ("sep\u2028.png", "sep\\u2028.png"),
+                                         ("caf\u00e9 \u732b.png", "caf\u00e9 \u732b.png")])
+def test_a_name_holding_a_newline_or_control_character_stays_on_one_text_line(
+        name, shown, run_dir, test_images, tmp_path, capsys):
+    good, = write_pngs(tmp_path, test_images[:1])
+    odd = tmp_path / name
+    shutil.copy(good, odd)
+    code, out, err = cli(["--run", str(run_dir), str(odd), good], capsys)
+    assert code == 0, err
+    lines = out.split("\n")
+    assert len(lines) == 3 and lines[2] == ""  # two images, two lines
+    assert lines[0].startswith(f"{tmp_path}/{shown}: ") and lines[1].startswith(f"{good}: ")
+    code, out, err = cli(["--run", str(run_dir), "--json", str(odd)], capsys)
+    assert json.loads(out)["predictions"][0]["image"] == str(odd)  # JSON escapes it itself
+
+
+# ---------------------------------------------------------------- where --export writes
+
+def export_error(run_dir, target, capsys) -> str:
+    code, out, err = cli(["--run", str(run_dir), "--export", str(target)], capsys)
+    assert code == 2 and out == ""
+    return one_error_line(err)
+
+
+@pytest.mark.parametrize("kind", ["existing_folder", "trailing_slash", "link_to_folder"])
+def test_export_to_a_folder_is_one_line_exit_2(kind, run_dir, tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    target = {"existing_folder": str(folder), "trailing_slash": f"{tmp_path}/new/",
+              "link_to_folder": str(tmp_path / "link.onnx")}[kind]
+    if kind == "link_to_folder":
+        os.symlink(folder, target)
+    line = export_error(run_dir, target, capsys)
+    assert line.startswith(f"error: --export {target}: is a folder; give a file name")
+    assert list(folder.iterdir()) == [] and not (tmp_path / "new").exists()
+
+
+def test_export_under_a_file_is_one_line_exit_2(run_dir, tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    line = export_error(run_dir, tmp_path / "notes" / "m.onnx", capsys)
+    assert line == (f"error: --export {tmp_path}/notes/m.onnx: {tmp_path}/notes is not a "
+                    "folder but a file")
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+@pytest.mark.parametrize("existing", ["image", "text", "empty"])
+def test_export_over_a_file_that_is_not_onnx_refuses_and_keeps_it(
+        existing, run_dir, test_images, tmp_path, capsys):
+    target = tmp_path / "photo.onnx"
+    if existing == "image":
+        write_pngs(tmp_path, test_images[:1])
+        target = tmp_path / "test0.png"
+    elif existing == "text":
+        target.write_text("my notes")
+    else:
+        target.touch()
+    before = target.read_bytes()
+    line = export_error(run_dir, target, capsys)
+    assert line == (f"error: --export {target}: exists and is not an ONNX file; only an ONNX "
+                    "file is replaced: remove it or give another name")
+    assert target.read_bytes() == before
+
+
+def test_export_through_a_dangling_link_or_onto_a_pipe_is_refused(run_dir, tmp_path, capsys):
+    link = tmp_path / "m.onnx"
+    os.symlink(tmp_path / "gone" / "m.onnx", link)
+    assert export_error(run_dir, link, capsys) == (
+        f"error: --export {link}: is a link to {tmp_path}/gone/m.onnx, which does not exist; "
+        "remove the link or give another name")
+    assert os.readlink(link) == str(tmp_path / "gone" / "m.onnx")
+    pipe = tmp_path / "pipe.onnx"  # as a device would be (/dev/null: not replaced by a file)
+    os.mkfifo(pipe)
+    assert export_error(run_dir, pipe, capsys) == (
+        f"error: --export {pipe}: exists and is not a regular file (a device, a pipe or a "
+        "socket)")
+    assert pipe.is_fifo()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_export_into_a_folder_without_write_permission_is_one_line_exit_2(
+        run_dir, tmp_path, capsys):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    assert export_error(run_dir, folder / "sub" / "m.onnx", capsys) == (
+        f"error: --export {folder}/sub/m.onnx: cannot write in {folder} (no permission, or a "
+        "read-only file system)")
+
+
+def test_an_onnx_file_or_a_link_to_one_may_be_replaced(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph), str(model))
+    assert output_file(model, "export", "an ONNX file", api._is_onnx) == model
+    os.symlink(model, tmp_path / "link.onnx")  # written through, as cp does: the link stays
+    assert output_file(tmp_path / "link.onnx", "export", "an ONNX file", api._is_onnx) == model
+    assert output_file(tmp_path / "new" / "m.onnx", "export", "an ONNX file",
+                       api._is_onnx) == tmp_path / "new" / "m.onnx"
 
 
 # ---------------------------------------------------------------- ONNX
