@@ -22,6 +22,7 @@ from .recipes import OPTIMIZERS, SCHEDULES, Recipe, SpeedrunConfig
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 SPEEDRUN_MODEL = "speedrun"  # the one model trained by a SpeedrunConfig (common.speedrun)
+CUSTOM_MODEL = "custom"  # a module of the caller's own (api.train(model=...)), named by model_class
 
 # What each setting may be, for a value typed, read from a config.json or given to api.train:
 # one place says it, the command line and the file reader both ask here.
@@ -58,7 +59,7 @@ def check_setting(name: str, value):
 class RunConfig:
     task: str                           # the script; its runs' checkpoints name it
     run: str                            # the run's name: its folder in the output folder
-    model: str                          # a name of common.run.MODELS
+    model: str                          # a name of common.run.MODELS, or CUSTOM_MODEL
     recipe: Recipe | SpeedrunConfig
     model_kwargs: dict = field(default_factory=dict)  # the model's switches (a study's variant)
     seed: int = 0
@@ -67,6 +68,7 @@ class RunConfig:
     data_digest: str | None = None      # the data by content, filled in once it is read
     precision: str = "auto"             # as asked; metrics.json says what auto chose
     device: str = "auto"
+    model_class: str | None = None      # CUSTOM_MODEL's class, "module.QualName": a record only
     schema_version: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------ building one
