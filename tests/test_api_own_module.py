@@ -158,3 +158,13 @@ def test_predict_of_no_image_is_an_empty_0_by_10_tensor():
     out = a_run(NoEmptyBatch()).predict([])
     assert out.shape == (0, 10) and out.dtype == torch.float32
     assert a_run(NoEmptyBatch()).predict(()).shape == (0, 10)
+
+
+def test_a_folder_that_is_not_a_run_is_refused_without_suggesting_the_path_refused(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the README's old next step: a run the main job did not write
+    with pytest.raises(UserError) as info:
+        api.load("outputs/task2/cnn1g")
+    assert str(info.value) == (
+        "outputs/task2/cnn1g is not a finished run's folder (no config.json, best.pt, "
+        "metrics.json); give the folder of one run, outputs/<script>/<run>, that holds all three")
