@@ -1,12 +1,14 @@
 """The package from Python (a notebook, another program): train() trains any script's run by
-name through the scripts' own path and returns it; load() reads a finished run folder back as
-its model, in eval mode, with the preprocessing its images had; evaluate() scores it on a test
-split as the run scored itself; export_onnx() writes it for runtimes outside Python. predict.py
+name, or a module of the caller's own with a script's recipe, through the scripts' own path
+and returns it; load() reads a finished run folder back as its model, in eval mode, with the
+preprocessing its images had; evaluate() scores it on a test split as the run scored itself;
+export_onnx() writes it for runtimes outside Python. predict.py
 is the command line over this module."""
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data, system, trainer
-from .config import CONFIG_NAME, SPEEDRUN_MODEL, RunConfig, load_config
+from .config import CONFIG_NAME, CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
-from .errors import UserError
+from .errors import UserError, require_extra
 from .files import (BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, output_file,
                     save_bytes)
 from .recipes import PLANS, SpeedrunConfig
@@ -48,13 +50,15 @@ class Preprocess:
     image_size: int
 
     def __call__(self, images) -> torch.Tensor:
-        """uint8 (0-255) or float ([0, 1]) tensors (N, 3, H, W) or (3, H, W), a PIL image or a
-        list of either -> the float (N, 3, S, S) batch the model takes."""
-        if isinstance(images, Image.Image):
+        """uint8 (0-255) or float ([0, 1]) tensors (N, 3, H, W) or (3, H, W), a PIL image, an
+        image file's path (str or Path) or a list of any of them -> the float (N, 3, S, S)
+        batch the model takes; an empty list is an empty batch (0, 3, S, S)."""
+        if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         if isinstance(images, (list, tuple)):  # each its own size, resized before stacking
-            return torch.cat([self(pixels(im) if isinstance(im, Image.Image) else im)
-                              for im in images])
+            if not images:  # torch.cat refuses an empty list: no image is an empty batch
+                return torch.empty(0, 3, self.image_size, self.image_size)
+            return torch.cat([self(as_tensor(im)) for im in images])
         x = unit_range(images)
         size = (self.image_size, self.image_size)
         if tuple(x.shape[-2:]) != size:
@@ -68,7 +72,7 @@ def unit_range(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) float in [0, 1] from uint8 or [0, 1] float images, (N, 3, H, W) or
     (3, H, W); anything else is the caller's bug and raises."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images are a tensor, a PIL image or a list of them, not "
+        raise TypeError(f"images are a tensor, a PIL image, a file's path or a list of them, not "
                         f"{type(images).__name__}")
     x = images.unsqueeze(0) if images.dim() == 3 else images
     if x.dim() != 4 or x.shape[1] != 3:
@@ -81,6 +85,16 @@ def unit_range(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"float images hold values in [0, 1], these go from "
                          f"{float(x.min()):g} to {float(x.max()):g}")
     return x.float()
+
+
+def as_tensor(image):
+    """One image of a list: a PIL image or a file's path as its (3, H, W) uint8 pixels, a
+    tensor as it is (unit_range checks it)."""
+    if isinstance(image, Image.Image):
+        return pixels(image)
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    return image
 
 
 def pixels(image: Image.Image, name="the image") -> torch.Tensor:
@@ -119,36 +133,39 @@ class TrainedRun:
 
     @torch.no_grad()
     def predict(self, images) -> torch.Tensor:
-        """Class probabilities (N, 10), on the CPU, of images in any form Preprocess takes."""
+        """Class probabilities (N, 10), on the CPU, of images in any form Preprocess takes:
+        tensors, PIL images, file paths (read as predict.py reads them) or a list of them. No
+        image (an empty list) gives an empty (0, 10) tensor, as an empty batch would."""
+        batch = self.preprocess(images)
+        if len(batch) == 0:  # not every network takes an empty batch: none is asked to
+            return torch.empty(0, len(self.classes))
         device = next(self.model.parameters()).device
-        logits = self.model(self.preprocess(images).to(device))
+        logits = self.model(batch.to(device))
         return F.softmax(logits.float(), dim=1).cpu()
 
 
-def load(run_dir, device="cpu") -> TrainedRun:
+def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> TrainedRun:
     """A finished run folder (config.json, best.pt, metrics.json) as its model with the best
     check's weights, in eval mode on `device`. The network is rebuilt from config.json without
-    downloading anything (ResNet18's starting weights are replaced by the run's); a folder that
-    is not a finished run, or whose files are damaged, is one UserError line."""
+    downloading anything (ResNet18's starting weights are replaced by the run's), or, given
+    `model` (a run of a module of your own: api.train(model=...)), the weights go into that
+    module, whose names and shapes must be the run's. A folder that is not a finished run,
+    whose files are damaged, or whose weights do not fit, is one UserError line."""
     run_dir = Path(run_dir)
     missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
     if missing:
         raise UserError(f"{run_dir} is not a finished run's folder (no {', '.join(missing)}); "
                         + _finished_runs_text(run_dir), value=run_dir)
     config = load_config(run_dir / CONFIG_NAME)
-    if config.model not in MODELS and config.model != SPEEDRUN_MODEL:
-        raise UserError(f"{run_dir}: model {config.model!r} is not one this package builds "
-                        f"({', '.join(MODELS)}); register it in common.run.MODELS first "
-                        "(docs/extending.md)", value=run_dir)
+    model = _network(config, run_dir) if model is None else _own_module(model)
     metrics = RunDir(run_dir).load_finished()
     state = load_torch(run_dir / BEST_NAME, weights_only=True)
-    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
-        model = build_model(_without_downloads(config))
     weights = state.get("model") if isinstance(state, dict) else None
     problem = "no model weights" if not isinstance(weights, dict) else \
         weights_problem(model, weights)
     if problem:
-        raise UserError(f"{run_dir / BEST_NAME} does not fit the run's model ({problem})",
+        raise UserError(f"{run_dir / BEST_NAME} does not fit the "
+                        f"{'run' if config.model != CUSTOM_MODEL else 'given'} model ({problem})",
                         value=run_dir)
     model.load_state_dict(weights)
     # channels_last, as the Trainer and the speed-run hold it: the same sums in the same order,
@@ -194,6 +211,26 @@ def _finished_runs_text(refused: Path, shown: int = 5) -> str:
                 "first (e.g. python task2.py)")
     more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
     return f"finished runs: {', '.join(map(str, runs[:shown]))}{more}"
+
+
+def _network(config: RunConfig, run_dir: Path) -> torch.nn.Module:
+    """The run's network rebuilt from its record, or a UserError when this package cannot."""
+    if config.model == CUSTOM_MODEL:
+        raise UserError(f"{run_dir} is a run of a module of your own ({config.model_class}); "
+                        "load it into one from Python: api.load(run_dir, model=YourModule(...))",
+                        value=run_dir)
+    if config.model not in MODELS and config.model != SPEEDRUN_MODEL:
+        raise UserError(f"{run_dir}: model {config.model!r} is not one this package builds "
+                        f"({', '.join(MODELS)}); register it in common.run.MODELS first "
+                        "(docs/extending.md)", value=run_dir)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
+        return build_model(_without_downloads(config))
+
+
+def _own_module(model) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model is a torch.nn.Module, not {type(model).__name__}")
+    return model
 
 
 def _without_downloads(config: RunConfig) -> RunConfig:
@@ -273,52 +310,91 @@ def _evaluation_device(recorded: str) -> torch.device:
 
 def plan(task: str, run: str) -> tuple:
     """(model, recipe, model_kwargs) of script `task`'s run `run` (common.recipes.PLANS)."""
-    if task not in PLANS:
-        raise UserError(f"no script {task!r}; choose from {', '.join(PLANS)}")
-    if run not in PLANS[task]:
+    if run not in _script(task):
         raise UserError(f"{task} has no run {run!r}; choose from {', '.join(PLANS[task])}")
     return PLANS[task][run]
 
 
-def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
+def own_plan(task: str, run: str, recipe_of: str | None = None) -> tuple:
+    """(CUSTOM_MODEL, recipe, {}): a module of the caller's own trained with script `task`'s
+    recipe as the new run `run`. A name of the script's own runs is refused (its folder and
+    config.json would say a registered model trained); `recipe_of` names the run whose recipe
+    it takes, needed where the script's runs differ in theirs."""
+    runs = _script(task)
+    if run in runs or not run or run in (".", "..") or "/" in run or os.sep in run:
+        reason = (f"is {task}'s own run of {runs[run][0]}" if run in runs
+                  else "is not a folder name")
+        raise UserError(f"run {run!r} {reason}; give your module's run a name of its own")
+    # the speed-run's recipe trains only its own network, by its own loop
+    recipes = {name: r for name, (model, r, _) in runs.items() if model != SPEEDRUN_MODEL}
+    if recipe_of is not None and recipe_of not in recipes:
+        raise UserError(f"recipe={recipe_of!r}: name a run of {task} whose recipe a module "
+                        f"can train with: {', '.join(recipes)}")
+    distinct = [r for i, r in enumerate(recipes.values()) if r not in list(recipes.values())[:i]]
+    if recipe_of is None and len(distinct) != 1:
+        raise UserError(f"{task}'s runs train with {len(distinct)} recipes; name the one for "
+                        f"your module with recipe= (one of {', '.join(recipes)})")
+    return CUSTOM_MODEL, recipes[recipe_of] if recipe_of else distinct[0], {}
+
+
+def _script(task: str) -> dict:
+    if task not in PLANS:
+        raise UserError(f"no script {task!r}; choose from {', '.join(PLANS)}")
+    return PLANS[task]
+
+
+def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None = None,
+          recipe: str | None = None, **settings) -> TrainedRun:
     """Train script `task`'s run `run` as `python TASK.py` trains it (common.run.setup and
     train, or the speed-run's seeds), with settings named as the command line's options:
     subset=, epochs=, batch_size=, lr=, opt=, momentum=, weight_decay=, lr_scheduler=,
     label_smoothing=, patience= (0: off), seed=, precision=, device=, any other field of the
     run's recipe (image_size=, ...), and output_dir= (default outputs/TASK), quick=True (1,000
     images per split, one epoch), progress=True, tensorboard=True, config= (a run's
-    config.json), resume= (a checkpoint). Writes the usual run folder and returns the run with its trained model in
-    eval mode; like the scripts, it trains again from the start when called again (the
-    speed-run loads a seed finished earlier with the same settings, as task3e.py does). The
-    output folder is locked while this trains (another process writing there is refused) and
-    released when it returns or raises, so it can be called again."""
-    model, recipe, model_kwargs = plan(task, run)
-    run_settings, call = _split_settings(task, run, recipe, settings)
-    speedrun = model == SPEEDRUN_MODEL
+    config.json), resume= (a checkpoint). Writes the usual run folder and returns the run
+    with its trained model in eval mode; like the scripts, it trains again from the start
+    when called again (the speed-run loads a seed finished earlier with the same settings,
+    as task3e.py does). The output folder is locked while this trains (another process
+    writing there is refused) and released when it returns or raises.
+
+    model=: a torch.nn.Module of your own, trained in place by the same path with the
+    script's recipe, as the new run `run` (own_plan: recipe= names the script's run whose
+    recipe it takes where they differ); its config.json says model "custom" and the class.
+    load(run_dir, model=YourModule(...)) reads it back."""
+    if model is None and recipe is not None:
+        raise UserError("recipe= chooses the recipe of a module of your own; give it with "
+                        "model=")
+    module = None if model is None else _own_module(model)
+    model_name, run_recipe, model_kwargs = plan(task, run) if module is None else \
+        own_plan(task, run, recipe)
+    run_settings, call = _split_settings(task, run, run_recipe, settings)
+    if module is not None:  # the record says what trained: this class, not a registered model
+        run_settings["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
+    speedrun = model_name == SPEEDRUN_MODEL
     if data_dir is not None:  # config.json records it as text, as the command line's
         data_dir = str(Path(data_dir).expanduser())
     locks_before = set(FolderLock.held)
     try:
-        session = setup(task, [(run, model, recipe, model_kwargs)],
+        session = setup(task, [(run, model_name, run_recipe, model_kwargs)],
                         settings={"data_dir": data_dir, **run_settings},
                         config_file=call.get("config"), output_dir=call.get("output_dir"),
                         resume=call.get("resume"), progress=bool(call.get("progress")),
                         tensorboard=bool(call.get("tensorboard")),
-                        command=_call_text(task, run, data_dir, settings),
+                        command=_call_text(task, run, data_dir, settings, module),
                         figures_to_plots=False,
                         data_seed=SPEEDRUN_DATA_SEED if speedrun else None)
         if speedrun:  # its own loop, one seed: the run's
             seed = session.configs[run].seed
             train_seeds(session, run, [seed])
             return load(session.output_root / run / f"seed{seed}")
-        result = train_run(session, run)
+        result = train_run(session, run, module)
     except UserError as err:
         raise _in_python_words(err) from None
     finally:
         for lock in FolderLock.held - locks_before:
             lock.release()
     if "model" not in result:  # run.train_run's word for a run loaded, not trained
-        return load(session.output_root / run)
+        return load(session.output_root / run, model=module)
     metrics = {k: v for k, v in result.items() if k != "model"}
     ran = RunConfig.from_dict(result["config"], "the run's record")  # what ran: auto resolved
     return TrainedRun(result["model"].eval(), preprocessing(ran), ran, metrics,
@@ -343,10 +419,12 @@ def _split_settings(task: str, run: str, recipe, settings: dict) -> tuple[dict, 
     return run_settings, call
 
 
-def _call_text(task: str, run: str, data_dir, settings: dict) -> str:
-    """The call as typed, for metrics.json's "command"."""
+def _call_text(task: str, run: str, data_dir, settings: dict, module=None) -> str:
+    """The call as typed, for metrics.json's "command" (a module of the caller's by its
+    class: its repr spans lines)."""
     given = ({"data_dir": data_dir} if data_dir is not None else {}) | settings
-    return f"api.train({task!r}, {run!r}" + "".join(
+    own = f", model=<{type(module).__qualname__}>" if module is not None else ""
+    return f"api.train({task!r}, {run!r}{own}" + "".join(
         f", {k}={(str(v) if isinstance(v, Path) else v)!r}" for k, v in given.items()) + ")"
 
 
@@ -374,6 +452,7 @@ def export_onnx(trained: TrainedRun, path) -> Path:
     that is a file or cannot be written in, and an existing file that is not ONNX (an image
     given by mistake) are one UserError line; an ONNX file is replaced."""
     path = output_file(path, "export", "an ONNX file", _is_onnx)
+    require_extra("ONNX export", "export", "onnx", "onnxscript")  # torch's exporter needs both
     import onnx  # only here: training needs none of ONNX
     model = copy.deepcopy(trained.model).cpu().float().eval()  # the caller's stays where it is
     size = trained.preprocess.image_size

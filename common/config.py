@@ -25,6 +25,7 @@ CONFIG_NAME = "config.json"
 SPEEDRUN_MODEL = "speedrun"  # the one model trained by a SpeedrunConfig (common.speedrun)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+CUSTOM_MODEL = "custom"  # a module of the caller's own (api.train(model=...)), named by model_class
 # what a resumed run may change from the step it reached; everything else must match
 MAY_CHANGE_ON_RESUME = ("lr", "epochs", "patience", "momentum", "weight_decay",
                         "label_smoothing", "precision", "device", "data_dir")
@@ -40,7 +41,7 @@ class RunConfig:
     __pydantic_config__ = RECORD
     task: str                           # the script; its runs' checkpoints name it
     run: str                            # the run's name: its folder in the output folder
-    model: str                          # a name of common.run.MODELS
+    model: str                          # a name of common.run.MODELS, or CUSTOM_MODEL
     recipe: Recipe | SpeedrunConfig
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # the model's switches
     seed: Annotated[int, Strict()] = 0
@@ -53,6 +54,7 @@ class RunConfig:
     device: Literal[DEVICES] = "auto"
     precision_asked: Literal[PRECISIONS] | None = None
     device_asked: Literal[DEVICES] | None = None
+    model_class: str | None = None      # CUSTOM_MODEL's class, "module.QualName": a record only
     schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
 
     # ------------------------------------------------------------ building one
@@ -183,8 +185,7 @@ def starting_point(config: RunConfig, run_dir: RunDir, *, resume_state: dict | N
                                                                 names=("unfinished", "now"))
         if differ:
             raise UserError(f"holds the unfinished run {config.run} with other settings "
-                            f"({'; '.join(differ[:4])}); continue it with --resume "
-                            f"{run_dir.checkpoint}, or choose another --output-dir",
+                            f"({'; '.join(differ[:4])}); resume it from {run_dir.checkpoint}",
                             setting="output_dir", value=run_dir.path.parent)
     run_dir.clear()
     return None, None

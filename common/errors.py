@@ -14,6 +14,7 @@ Bugs still raise."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -29,6 +30,31 @@ class UserError(Exception):
     def __init__(self, message: str, *, setting: str | None = None, value=None):
         super().__init__(message)
         self.message, self.setting, self.value = message, setting, value
+
+
+class MissingExtra(UserError, ImportError):
+    """A feature whose packages are an optional extra of the package (pyproject.toml's
+    [project.optional-dependencies]) was asked for without them: a UserError (one line, exit 2,
+    on the command line) that is also an ImportError, as Python callers expect of a missing
+    package. `extra`: the extra's name, `module`: the first of its modules not found."""
+
+    def __init__(self, feature: str, extra: str, module: str):
+        super().__init__(f"{feature} needs {module}, which is not installed: pip install "
+                         f"'cifar10-tasks[{extra}]' (in the clone: pip install -e '.[{extra}]' "
+                         "or pip install -r requirements.txt)")
+        self.name, self.extra, self.module = module, extra, module
+
+
+def require_extra(feature: str, extra: str, *modules: str):
+    """MissingExtra unless every module of `extra` can be imported; looked up, not imported, so
+    that asking costs nothing (importlib's finder, which also sees a module set to None)."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing, or a broken entry
+            found = False
+        if not found:
+            raise MissingExtra(feature, extra, module)
 
 
 class OutputError(Exception):

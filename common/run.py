@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -20,11 +21,11 @@ import torch
 
 from . import models, system
 from . import results as figures
-from .config import (SPEEDRUN_MODEL, RunConfig, check_setting, load_config,
+from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, check_setting, load_config,
                      starting_point)
 from .data import CIFAR10Splits, Split, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
-                     signals_raise_interrupted)
+                     require_extra, signals_raise_interrupted)
 from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
@@ -270,6 +271,8 @@ def setup(task: str, plans: list[tuple], *, settings: dict, config_file=None, ou
     checkpoint to resume (checked against the runs planned) and the data, split and subset by
     the runs' seed (or `data_seed`, for a script whose seeds leave its data alone). Figures of
     full runs go to plots/ unless figures_to_plots is False."""
+    if tensorboard:  # refused before anything is read or written, not at the run's start
+        require_extra("TensorBoard logging", "tensorboard", "tensorboard")
     file = load_config(config_file) if config_file else None
     if file is not None:
         _check_target(task, file.task, file.run, [p[0] for p in plans], "config", config_file)
@@ -344,6 +347,8 @@ def check_model(config: RunConfig, planned: str, config_file=None):
     if config.model != planned:
         raise UserError(f"model {config.model!r}, but {config.task}'s run {config.run} trains "
                         f"{planned!r}", setting="config", value=config_file)
+    if config.model == CUSTOM_MODEL:  # the caller's own module, passed to train_run
+        return
     speedrun = config.model == SPEEDRUN_MODEL  # built from its recipe alone
     builder = SpeedrunNet.from_config if speedrun else MODELS[planned]
     try:
@@ -384,13 +389,15 @@ def _resize(recipe: Recipe) -> int | None:
     return recipe.image_size if recipe.image_size != 32 else None  # 32: CIFAR-10's own
 
 
-def choose_run_precision(session: Session, config: RunConfig,
-                         resumed: dict | None = None) -> PrecisionChoice:
+def choose_run_precision(session: Session, config: RunConfig, resumed: dict | None = None,
+                         module: torch.nn.Module | None = None) -> PrecisionChoice:
     """The precision asked for; under auto the checkpoint's when resuming, else the faster
-    here (measured); under torchrun every rank takes rank 0's."""
+    here (measured on a copy of `module`, the caller's own, when given); under torchrun every
+    rank takes rank 0's."""
     if resumed is not None and config.precision == "auto":
         return PrecisionChoice(resumed["precision"], "auto: the checkpoint's, as the run began")
-    choice = choose_precision(config.precision, session.device, lambda: build_model(config),
+    build = (lambda: copy.deepcopy(module)) if module is not None else lambda: build_model(config)
+    choice = choose_precision(config.precision, session.device, build,
                               config.recipe.batch_size, getattr(config.recipe, "image_size", 32))
     if session.dist.enabled:
         bf16, = system.all_reduce_sum(
@@ -399,11 +406,14 @@ def choose_run_precision(session: Session, config: RunConfig,
     return choice
 
 
-def train_run(session: Session, name: str, **more_facts) -> dict:
+def train_run(session: Session, name: str, module: torch.nn.Module | None = None,
+              **more_facts) -> dict:
     """Train run `name` of the session (torchvision's train.py, in order: seed, data, model,
     optimizer, resume, loop, save); returns its metrics with the history attached and the
-    trained model under "model" (a finished run loaded instead has no "model"). `more_facts`:
-    what the script adds to metrics.json about the run (task 4: the weights it started from).
+    trained model under "model" (a finished run loaded instead has no "model"). `module`: the
+    caller's own network (api.train(model=...)), trained in place of the one config.model
+    names. `more_facts`: what the script adds to metrics.json about the run (task 4: the
+    weights it started from).
 
     The model is built right after seeding, so its initial weights depend on the seed alone,
     not on the runs a script trained before it: every run is reproduced by running it alone."""
@@ -419,14 +429,14 @@ def train_run(session: Session, name: str, **more_facts) -> dict:
             print(f"{name}: finished earlier with these settings, loaded from {run_dir.path}")
         return finished
     system.seed_everything(config.seed)  # the initial weights: the same on every rank
-    model = build_model(config)
+    model = build_model(config) if module is None else module
     # augmentation and dropout: each rank its own stream (DDP broadcasts rank 0's weights)
     system.seed_everything(config.seed + session.dist.rank)
     loaders = make_loaders(session.splits, recipe, device=session.device, seed=config.seed,
                            dist=session.dist)
     if session.is_main:  # once nothing can refuse the run: a refused one leaves the folder be
         claim_folder(session.output_root, session.task)
-    choice = choose_run_precision(session, config, resumed)  # leaves the seeded stream alone
+    choice = choose_run_precision(session, config, resumed, module)  # leaves seeded streams be
     if session.is_main:
         print(f"{name}: {choice.precision} ({choice.reason})", file=sys.stderr)
     config = config.resolved(choice.precision, session.device.type)
