@@ -16,7 +16,7 @@ from PIL import Image
 from .config import CONFIG_NAME, SPEEDRUN_MODEL, RunConfig, load_config
 from . import data
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
-from .errors import UserError
+from .errors import UserError, forget_kept, raise_kept
 from .files import BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, save_bytes
 from .recipes import PLANS, SpeedrunConfig
 from .run import MODELS, QUICK_SUBSET, build_model, setup, train_speedrun
@@ -201,9 +201,11 @@ def train(task: str, run: str, data_dir=None, **settings) -> TrainedRun:
             train_speedrun(session, run, [seed])
             return load(session.output_root / run / f"seed{seed}")
         result = train_run(session, run)
+        raise_kept()  # a signal in the last check: the run is written, the call stops
     except UserError as err:
         raise _in_python_words(err) from None
     finally:
+        forget_kept()
         for lock in FolderLock.held - locks_before:
             lock.release()
     if "model" not in result:  # run.train's word for a run loaded, not trained

@@ -197,3 +197,25 @@ class StopRequest:
 
     def interrupted(self, where: str, checkpoint=None) -> Interrupted:
         return Interrupted(self.signal or signal.SIGINT, where, checkpoint)
+
+    def keep_until_outputs(self, where: str):
+        """The work the signal asked to stop is done (a run's last check and final table):
+        keep it, so that the script prints its tables and draws its figures before it ends
+        with the signal's code (raise_kept), and begins no other run."""
+        _kept[:] = [self.interrupted(where)]
+
+
+# a signal that arrived when nothing was left to stop: raised when the script's outputs are
+# done or before another run begins (one process, one script: module state is its state)
+_kept: list[Interrupted] = []
+
+
+def raise_kept():
+    """Raise a signal StopRequest.keep_until_outputs kept (once), else nothing."""
+    if _kept:
+        raise _kept.pop()
+
+
+def forget_kept():
+    """A script or call that ended otherwise (an error, another signal) leaves none behind."""
+    _kept.clear()

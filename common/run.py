@@ -23,7 +23,7 @@ from . import results as figures
 from .config import LIMITS, MAY_CHANGE_ON_RESUME, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CIFAR10Splits, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
-                     signals_raise_interrupted)
+                     forget_kept, raise_kept, signals_raise_interrupted)
 from .files import (METRICS_NAME, FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
@@ -409,6 +409,7 @@ def train(session: Session, name: str, **more_facts) -> dict:
 
     The model is built right after seeding, so its initial weights depend on the seed alone,
     not on the runs a script trained before it: every run is reproduced by running it alone."""
+    raise_kept()  # a signal at the end of the previous run: no other begins
     config = session.configs[name]
     recipe = config.recipe
     run_dir = RunDir(session.output_root / name, writer=session.is_main)
@@ -455,6 +456,7 @@ def train_speedrun(session: Session, name: str, seeds: list[int]) -> dict:
     """The speed-run recipe's run `name` once per seed, by its own loop (common.speedrun:
     run_seeds' folders name/seed<N>/, seeds finished earlier loaded), each new seed with its
     confusion figure; the precision chosen as for any run. Returns run_seeds' record."""
+    raise_kept()  # a signal at the end of a run before it: the seeds do not begin
     config = session.configs[name]
     check_batch_size(session.splits, config.recipe)
     claim_folder(session.output_root, session.task)
@@ -560,6 +562,7 @@ def _study_outputs(session: Session, variants: list[Variant], results: dict, stu
 # what a person can do about an error with each setting, in the options' words
 ADVICE = {"data_dir": "point --data-dir (or CIFAR10_DIR) at the CIFAR-10 folder",
           "output_dir": "choose another with --output-dir",
+          "tensorboard": "move it aside, or leave out --tensorboard",
           "weights": "give --weights imagenet, none or the path of a resnet18 state_dict"}
 
 
@@ -626,9 +629,12 @@ def exits_cleanly(main):
         try:
             with signals_raise_interrupted():
                 try:
-                    return main(argv)
+                    result = main(argv)
+                    raise_kept()  # a signal at the end of the last run, now that its table is out
+                    return result
                 finally:
                     FolderLock.release_all()
+                    forget_kept()
         except UserError as err:
             _say(word_user_error(err), main_rank)
             sys.exit(err.exit_code)
