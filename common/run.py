@@ -23,7 +23,7 @@ from . import results as figures
 from .config import LIMITS, MAY_CHANGE_ON_RESUME, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CIFAR10Splits, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
-                     forget_kept, raise_kept, signals_raise_interrupted)
+                     forget_kept, keep_until_outputs, raise_kept, signals_raise_interrupted)
 from .files import (METRICS_NAME, FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
@@ -443,7 +443,13 @@ def train(session: Session, name: str, **more_facts) -> dict:
             trainer.resume(resumed, session.resume)
         if session.is_main:
             config.save(run_dir.path)
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Interrupted as stop:
+            if stop.result is None:  # stopped mid-run: its checkpoint and resume command
+                raise
+            keep_until_outputs(stop)  # the run finished: the script's table first, then it
+            result = stop.result
     if session.is_main and review_precision(choice, trainer.images_per_second()):
         print(f"{name}: trained faster than its cached precision probe measured; the probe "
               "is forgotten and runs again next time", file=sys.stderr)

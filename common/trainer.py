@@ -331,7 +331,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
-        """Train until `epochs` or the early stop; restore the best weights; return metrics."""
+        """Train until `epochs` or the early stop; restore the best weights; return metrics.
+        A signal stops it at the next step with a checkpoint (Interrupted); one after the last
+        step lets the run finish and is raised then, with the metrics as its `result`."""
         train = self.loaders["train"]
         steps_per_epoch = len(train)
         k = max(1, self.recipe.checks_per_epoch)
@@ -342,7 +344,7 @@ class Trainer:
                 self._train_epoch(train, check_steps, stop)
             result = self._finish(steps_per_epoch)
             if stop.requested:  # in the last check or the final table: finished and written
-                stop.keep_until_outputs("the end of training")
+                raise stop.interrupted("the end of training", result=result)
         return result
 
     def _train_epoch(self, train, check_steps: set, stop: StopRequest):

@@ -362,6 +362,34 @@ def test_a_signal_at_the_end_of_training_prints_the_table_then_exits_with_its_co
     assert "Traceback" not in err and metrics(tmp_path / "cnn1g")["epochs_completed"] == 1
 
 
+def test_a_trainer_signalled_in_its_last_check_raises_with_the_finished_runs_metrics(
+        tmp_path, monkeypatch):
+    """Trainer used directly (not through a script): the signal is raised as before, and it
+    carries the run, written; common.run keeps it until the script's table is printed."""
+    import torch
+    from common.data import TensorLoader
+    from common.files import RunDir
+    from common.trainer import Trainer
+    from conftest import trainer_config
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 10
+    loaders = {"train": TensorLoader(images, labels, 10, device="cpu", train=True),
+               "val": TensorLoader(images[:20], labels[:20], 20, device="cpu", train=False)}
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), loaders,
+                      trainer_config(epochs=1, batch_size=10), run_dir=RunDir(tmp_path))
+    interrupt_in(monkeypatch, Trainer, "_check", signum=signal.SIGTERM, after=1)  # the last
+    with pytest.raises(Interrupted) as stopped:
+        trainer.fit()
+    assert str(stopped.value) == "SIGTERM received at the end of training"
+    assert stopped.value.exit_code == 143 and stopped.value.checkpoint is None
+    assert stopped.value.result["epochs_completed"] == 1
+    assert stopped.value.result == {k: v for k, v in metrics(tmp_path).items()
+                                    if k in stopped.value.result}
+
+
 @pytest.mark.slow
 def test_a_signal_at_the_end_of_the_first_run_begins_no_other(fake_image_folder, tmp_path,
                                                               capsys, monkeypatch):
