@@ -19,7 +19,7 @@ from PIL import Image
 from . import data, system, trainer
 from .config import CONFIG_NAME, CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
-from .errors import UserError, require_extra
+from .errors import UserError, forget_kept, raise_kept, require_extra
 from .files import (BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, output_file,
                     save_bytes)
 from .recipes import PLANS, SpeedrunConfig
@@ -388,9 +388,11 @@ def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None =
             train_seeds(session, run, [seed])
             return load(session.output_root / run / f"seed{seed}")
         result = train_run(session, run, module)
+        raise_kept()  # a signal in the last check: the run is written, the call stops
     except UserError as err:
         raise _in_python_words(err) from None
     finally:
+        forget_kept()
         for lock in FolderLock.held - locks_before:
             lock.release()
     if "model" not in result:  # run.train_run's word for a run loaded, not trained

@@ -17,7 +17,7 @@ from typing import Annotated
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
+from PIL import Image, ImageOps  # torchvision.io's decoders are deprecated since 0.29
 from pydantic import ConfigDict, Field, Strict
 from torch import nn
 
@@ -30,7 +30,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 NUM_CLASSES = len(CLASSES)
 DEFAULT_DATA_DIR = "data/cifar10"
 OFFICIAL_SUBDIR = "cifar-10-batches-py"
-CACHE_VERSION = 3  # 3: 16-bit greyscale images scaled, not clipped to white
+CACHE_VERSION = 4  # 3: 16-bit greyscale scaled, not clipped to white; 4: EXIF orientation,
+# transparency over white, 32-bit integers of 8-bit values, a TIFF's declared width
 VALIDATION_FRACTION = 0.1  # starter code: 45,000 train / 5,000 validation
 CIFAR_NORMALIZATION = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # starter code (tasks 2-3)
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # report 4.a: ImageNet's
@@ -116,6 +117,9 @@ def _decode_official(root: Path) -> dict:
             raise UserError(f"{batches} hold {len(labels)} labels for images of shape "
                             f"{getattr(images, 'shape', '?')}; expected one label per 32x32 "
                             "image", value=root)
+        if not len(images):  # checked here: the split would fail on it first (torch.cat)
+            raise UserError(f"{batches} hold no images; delete the folder to download "
+                            "CIFAR-10 again", value=root)
         out[f"{split}_images"] = _uint8_pixels(images, f"{batches} hold", root) \
             .permute(0, 3, 1, 2).contiguous()
         out[f"{split}_labels"] = _class_labels(labels, batches, root)
@@ -231,21 +235,60 @@ def _files_below(folder: Path) -> list[Path]:
     return files
 
 
-def decoded_rgb(im: Image.Image, path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 by the image's sample width: convert("RGB") is exact for 8-bit (and
-    1-bit) samples but clips wider ones, so a 16-bit greyscale PNG would come out white.
-    16-bit greyscale keeps its top byte (65535 -> 255), as Pillow itself reduces 16-bit RGB
-    PNGs (it opens them as 8-bit RGB); float images or values past 16 bits have no honest
-    0-255 scale and are refused."""
-    if not im.mode.startswith(("I", "F")):  # 1- or 8-bit samples (L, P, RGB, RGBA, CMYK, ...)
-        return np.array(im.convert("RGB"))
+def decoded_rgb(im: Image.Image, path) -> np.ndarray:
+    """(H, W, 3) uint8: the picture as a viewer shows it, whatever its mode and container.
+
+    - Turned as its EXIF orientation says: a phone stores a portrait photo on its side.
+    - Transparent pixels shown over white, as a page shows them (P with transparency, LA,
+      RGBA, ...): convert("RGB") would keep whatever colour a transparent pixel holds.
+    - Integer samples (modes I;16*, I) reduced to 8 bits by the scale their file declares:
+      16 bits for a 16-bit PNG or PGM, TIFF's BitsPerSample (12, 16), keeping the top byte
+      (65535 -> 255) as Pillow reduces 16-bit RGB itself. 32-bit integers declare no scale
+      (no one stores a picture on 0-4,294,967,295), so their values decide: all within
+      0-255 are 8-bit values, within 0-65535 16-bit ones.
+    - Float samples (mode F), negative values, or values past their scale have no honest
+      0-255 mapping: refused.
+    Other modes (1, L, P, RGB, CMYK, YCbCr, LAB) are Pillow's conversion; a file of several
+    frames (GIF, TIFF) is read by its first, as it opens."""
+    bits = _declared_bits(im)  # from the file's header, which the turned copy no longer has
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith(("I", "F")):
+        return _integer_grey(im, bits, path)
+    if im.has_transparency_data:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return np.array(Image.alpha_composite(white, im.convert("RGBA")).convert("RGB"))
+    return np.array(im.convert("RGB"))
+
+
+def _declared_bits(im: Image.Image) -> int | None:
+    """The width an integer image's file declares for its samples' brightness scale; None
+    where it declares none (32-bit integers, an image made in memory from int32)."""
+    if not im.mode.startswith("I"):
+        return None
+    if im.format == "TIFF":
+        declared = im.tag_v2.get(258)  # BitsPerSample: (12,), (16,), (32,)
+        bits = declared[0] if isinstance(declared, tuple) else declared
+        return bits if isinstance(bits, int) and 8 < bits <= 16 else None
+    if im.format in ("PNG", "PPM") or im.mode.startswith("I;16"):
+        # a PNG holds at most 16 bits (older Pillow opened them as mode I); Pillow scales a
+        # PGM's maxval onto 0-65535 itself
+        return 16
+    return None
+
+
+def _integer_grey(im: Image.Image, bits: int | None, path) -> np.ndarray:
     samples = np.asarray(im)  # read as they are only here: the 60,000 8-bit images are not
-    if samples.ndim == 2 and samples.dtype.kind in "iu" and samples.min() >= 0 \
-            and samples.max() <= 0xFFFF:
-        return np.repeat((samples >> 8).astype(np.uint8)[..., None], 3, axis=2)
-    raise UserError(f"image {path} has mode {im.mode} pixels from {samples.min()} to "
-                    f"{samples.max()}, which do not map onto 0-255; save it with 8 or 16 bits "
-                    "per channel", value=path)
+    if samples.ndim == 2 and samples.dtype.kind in "iu" and samples.size \
+            and samples.min() >= 0:
+        top = int(samples.max())
+        scale = bits or (8 if top <= 0xFF else 16 if top <= 0xFFFF else None)
+        if scale is not None and top < 2 ** scale:
+            grey = (samples >> (scale - 8)).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
+    spread = f" from {samples.min()} to {samples.max()}" if samples.size else ""
+    declared = f" (its file declares {bits} bits)" if bits else ""
+    raise UserError(f"image {path} has mode {im.mode} pixels{spread}{declared}, which do not "
+                    "map onto 0-255; save it with 8 or 16 bits per channel", value=path)
 
 
 def read_image(path, size: tuple[int, int] | None = (32, 32),
@@ -264,6 +307,9 @@ def read_image(path, size: tuple[int, int] | None = (32, 32),
         with warnings.catch_warnings():
             # PIL warns of a large header on its own; the checks below refuse it in words
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # a damaged EXIF block reads as no orientation (what a viewer shows); the pixels
+            # are intact, and a warning would be two more lines on stderr
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             with Image.open(path) as im:
                 if size is not None and im.size != size:
                     raise UserError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 "
@@ -343,7 +389,8 @@ def _cache_is_valid(data, fingerprint: str) -> bool:
                     for s in splits for k in ("images", "labels"))
             and all(data[f"{s}_images"].dtype == torch.uint8
                     and data[f"{s}_images"].shape[1:] == (3, 32, 32)
-                    and len(data[f"{s}_images"]) == len(data[f"{s}_labels"]) for s in splits))
+                    and 0 < len(data[f"{s}_images"]) == len(data[f"{s}_labels"])
+                    for s in splits))
 
 
 def _load_cache(path: Path, fingerprint: str) -> dict | None:

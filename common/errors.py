@@ -83,10 +83,13 @@ class DivergenceError(Exception):
 class Interrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP: the script stops; what it finished is on disk. A BaseException, as
     KeyboardInterrupt is, so that no handler meant for errors catches it. `checkpoint`: the
-    one just written, when a training loop was stopped."""
+    one just written, when a training loop was stopped; `result`: the run's metrics, when it
+    came after the last step and the run finished anyway (written, nothing left to stop)."""
 
-    def __init__(self, signum: int, where: str | None = None, checkpoint=None):
+    def __init__(self, signum: int, where: str | None = None, checkpoint=None,
+                 result: dict | None = None):
         self.signum, self.where, self.checkpoint = signum, where, checkpoint
+        self.result = result
         name = signal.Signals(signum).name
         super().__init__(f"{name} received at {where}" if where else f"{name} received")
 
@@ -221,5 +224,31 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal is not None
 
-    def interrupted(self, where: str, checkpoint=None) -> Interrupted:
-        return Interrupted(self.signal or signal.SIGINT, where, checkpoint)
+    def interrupted(self, where: str, checkpoint=None, result: dict | None = None) \
+            -> Interrupted:
+        return Interrupted(self.signal or signal.SIGINT, where, checkpoint, result)
+
+
+# ---------------------------------------------------------------- a signal kept for later
+# A signal that came when nothing was left to stop (a run's last check, its final table): the
+# script prints its tables and draws its figures first, then ends with the signal's code, and
+# begins no other run. One process runs one script: module state is that script's.
+
+_kept: list[Interrupted] = []
+
+
+def keep_until_outputs(interrupt: Interrupted):
+    """Keep `interrupt` (of a finished run) until raise_kept: the script's outputs are done,
+    or another run would begin."""
+    _kept[:] = [interrupt]
+
+
+def raise_kept():
+    """Raise the signal keep_until_outputs kept (once), else nothing."""
+    if _kept:
+        raise _kept.pop()
+
+
+def forget_kept():
+    """A script or call that ended otherwise (an error, another signal) leaves none behind."""
+    _kept.clear()

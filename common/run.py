@@ -25,7 +25,8 @@ from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, check_setting, loa
                      starting_point)
 from .data import CIFAR10Splits, Split, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
-                     require_extra, signals_raise_interrupted)
+                     forget_kept, keep_until_outputs, raise_kept, require_extra,
+                     signals_raise_interrupted)
 from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
@@ -417,6 +418,7 @@ def train_run(session: Session, name: str, module: torch.nn.Module | None = None
 
     The model is built right after seeding, so its initial weights depend on the seed alone,
     not on the runs a script trained before it: every run is reproduced by running it alone."""
+    raise_kept()  # a signal at the end of the previous run: no other begins
     config = session.configs[name]
     recipe = config.recipe
     run_dir = RunDir(session.output_root / name, writer=session.is_main)
@@ -454,7 +456,13 @@ def train_run(session: Session, name: str, module: torch.nn.Module | None = None
             trainer.resume(resumed, session.resume)
         if session.is_main:
             config.save(run_dir.path)
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Interrupted as stop:
+            if stop.result is None:  # stopped mid-run: its checkpoint and resume command
+                raise
+            keep_until_outputs(stop)  # the run finished: the script's table first, then it
+            result = stop.result
     if session.is_main and review_precision(choice, trainer.images_per_second()):
         print(f"{name}: trained faster than its cached precision probe measured; the probe "
               "is forgotten and runs again next time", file=sys.stderr)
@@ -467,6 +475,7 @@ def train_seeds(session: Session, name: str, seeds: list[int]) -> dict:
     """The speed-run recipe's run `name` once per seed, by its own loop (common.speedrun:
     run_seeds' folders name/seed<N>/, seeds finished earlier loaded), each new seed with its
     confusion figure; the precision chosen as for any run. Returns run_seeds' record."""
+    raise_kept()  # a signal at the end of a run before it: the seeds do not begin
     config = session.configs[name]
     check_batch_size(session.splits, config.recipe)
     claim_folder(session.output_root, session.task)
@@ -575,6 +584,7 @@ def _study_outputs(session: Session, variants: list[Variant], results: dict, stu
 # what a person can do about an error with each setting, in the options' words
 ADVICE = {"data_dir": "point --data-dir (or CIFAR10_DIR) at the CIFAR-10 folder",
           "output_dir": "choose another with --output-dir",
+          "tensorboard": "move it aside, or leave out --tensorboard",
           "weights": "give --weights imagenet, none or the path of a resnet18 state_dict"}
 
 
@@ -641,9 +651,12 @@ def exits_cleanly(main):
         try:
             with signals_raise_interrupted():
                 try:
-                    return main(argv)
+                    result = main(argv)
+                    raise_kept()  # a signal at the end of the last run, now that its table is out
+                    return result
                 finally:
                     FolderLock.release_all()
+                    forget_kept()
         except UserError as err:
             _say(word_user_error(err), main_rank)
             sys.exit(err.exit_code)

@@ -29,7 +29,7 @@ from .data import CLASSES, NUM_CLASSES, user_cache_dir
 from .config import MAY_CHANGE_ON_RESUME, RunConfig
 from .models import weights_problem
 from .errors import DivergenceError, StopRequest, UserError
-from .files import RunDir, save_json
+from .files import RunDir, ensure_writable_dir, save_json
 from .recipes import change_schedule
 from .system import autocast, cpu_has_bf16, cpu_name, resolve_precision
 
@@ -186,13 +186,32 @@ def tensorboard_writer(run_dir) -> Iterator[Scalars]:
     outputs`), written into run_dir/tensorboard; the file is flushed and closed when the block
     ends, however it ends (an interrupt, a divergence). A resumed run appends a second file
     beside the first; TensorBoard reads them as one run."""
+    folder = _tensorboard_folder(run_dir)
     # imported when asked for: tensorboard costs most scripts a second to load and nothing else
     from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), flush_secs=10)
+    writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
     try:
         yield writer.add_scalar
     finally:
         writer.close()
+
+
+def _tensorboard_folder(run_dir) -> Path:
+    """run_dir/tensorboard, made and written to once before the first step: SummaryWriter
+    raises FileExistsError for a file or a dangling link of that name, PermissionError for a
+    folder it cannot write to, both as tracebacks."""
+    folder = Path(run_dir) / "tensorboard"
+    if folder.is_symlink() and not folder.exists():
+        problem = f"a link to {folder.readlink()}, which does not exist"
+    elif folder.exists() and not folder.is_dir():
+        problem = "a file, not a folder"
+    else:
+        try:
+            return ensure_writable_dir(folder)
+        except UserError as err:  # "cannot write to output folder P: Permission denied"
+            problem = f"cannot be written to ({err.message.rsplit(': ', 1)[-1]})"
+    raise UserError(f"{problem}; TensorBoard writes its event files into a folder of that "
+                    "name", setting="tensorboard", value=folder)
 
 
 # ---------------------------------------------------------------- the Trainer
@@ -299,7 +318,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
-        """Train until `epochs` or the early stop; restore the best weights; return metrics."""
+        """Train until `epochs` or the early stop; restore the best weights; return metrics.
+        A signal stops it at the next step with a checkpoint (Interrupted); one after the last
+        step lets the run finish and is raised then, with the metrics as its `result`."""
         train = self.loaders["train"]
         steps_per_epoch = len(train)
         k = max(1, self.recipe.checks_per_epoch)
@@ -309,8 +330,8 @@ class Trainer:
             while self.epoch < self.recipe.epochs and not self.early_stopping.should_stop:
                 self._train_epoch(train, check_steps, stop)
             result = self._finish(steps_per_epoch)
-            if stop.requested:  # during the final table: it finished, and is written
-                raise stop.interrupted("the end of training; every result is written")
+            if stop.requested:  # in the last check or the final table: finished and written
+                raise stop.interrupted("the end of training", result=result)
         return result
 
     def _train_epoch(self, train, check_steps: set, stop: StopRequest):
