@@ -6,7 +6,8 @@
   python report.py --check   # only compare: one line per stale table or figure, exit 1
 
 The figures are common.results' (the scripts draw them with the same functions); a figure is
-current when the digest in its PNG matches what it would draw now (common.results.Figure).
+current when the digest in its PNG matches what it would draw now and its pixels still digest
+to what was drawn (common.results.Figure).
 Every file of results/ is checked as it is read and everything is read before anything is
 written: a damaged one is one line naming it and exit code 2 (1 stays "stale").
 """
@@ -947,11 +948,11 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
             save_text(new, doc)
     plots = root / PLOTS
     for fig in to_draw:
-        if fig.is_current(plots):
+        problem = fig.problem(plots)
+        if problem is None:
             continue
         if check:
-            state = "drawn from other inputs or code" if (plots / fig.name).is_file() else "missing"
-            lines.append(f"{PLOTS}/{fig.name}: {state}")
+            lines.append(f"{PLOTS}/{fig.name}: {problem}")
         else:
             fig.draw(plots)
             lines.append(f"{PLOTS}/{fig.name}: redrawn")

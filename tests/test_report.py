@@ -85,6 +85,30 @@ def test_a_figure_drawn_by_a_training_script_instead_is_stale(repo_copy):
         "plots/task2_figure1.png: drawn from other inputs or code"]
 
 
+def swap_pixels_keep_chunks(a, b):
+    """a shows b's image and b shows a's, each keeping its own text chunks (Source, Pixels)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    images = {}
+    for path in (a, b):
+        with Image.open(path) as image:
+            images[path] = (image.copy(), dict(image.text))
+    for path, other in ((a, b), (b, a)):
+        chunks = PngInfo()
+        for key, value in images[path][1].items():
+            chunks.add_text(key, value)
+        images[other][0].save(path, format="PNG", pnginfo=chunks)
+
+
+def test_two_figures_swapped_with_their_chunks_kept_are_both_stale(repo_copy, capsys):
+    plots = repo_copy / "plots"
+    swap_pixels_keep_chunks(plots / "task3_figure2_model1.png", plots / "task3_figure2_model2.png")
+    assert report.main(["--check", "--root", str(repo_copy)]) == 1
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        f"plots/task3_figure2_{m}.png: shows other pixels than were drawn (swapped or edited)"
+        for m in ("model1", "model2")]
+
+
 def test_a_deleted_generated_table_csv_is_missing(repo_copy):
     (repo_copy / "results" / "tables" / "speedrun-seeds.csv").unlink()
     assert report.regenerate(repo_copy, check=True) == [
