@@ -6,7 +6,8 @@
   python report.py --check   # only compare: one line per stale table or figure, exit 1
 
 The figures are common.results' (the scripts draw them with the same functions); a figure is
-current when the digest in its PNG matches what it would draw now (common.results.Figure).
+current when the digest in its PNG matches what it would draw now and its pixels still digest
+to what was drawn (common.results.Figure).
 Every file of results/ is checked as it is read and everything is read before anything is
 written: a damaged one is one line naming it and exit code 2 (1 stays "stale").
 """
@@ -561,7 +562,7 @@ def machine_text(machine) -> str:
     flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
     kind = (f" (family {machine['family']}, model {machine['model']})"
             if "family" in machine and "model" in machine else "")
-    return (f"{machine['cpu']}{kind}, {machine['threads']} cores, "
+    return (f"{machine['cpu']}{kind}, {machine['threads']} threads, "
             f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
 
 
@@ -798,6 +799,12 @@ def speedrun_vs_model1(r: Results) -> Table:
     plain = mean_std(100 * s["final"]["test"]["accuracy"] for s in seeds)
     tta = mean_std(100 * s["final"]["test_tta"]["accuracy"] for s in seeds)
     scoring = statistics.mean(s["tta_time_s"] for s in seeds)
+    # per-epoch seconds of Model 1 from its checks' clock (each epoch's last check)
+    ends = {}
+    for c in checks:
+        ends[int(-(-c["epoch"] // 1))] = c["wall_time_s"]
+    per_epoch = [b - a for a, b in zip([0.0, *list(ends.values())[:-1]], ends.values())]
+    slowest = max(per_epoch) / statistics.median(per_epoch)
     rows = [
         [f"Model 1, report recipe (`results/{key}`)",
          f"{test_acc(m1):.2f} % (best check, epoch {num(best['epoch'])})",
@@ -810,12 +817,60 @@ def speedrun_vs_model1(r: Results) -> Table:
     ]
     after = (f"Both {m1['precision']} on {machine_cell(m1)}. Speed-run against Model 1: "
              f"{plain[0] - test_acc(m1):+.2f} points without TTA ({tta[0] - test_acc(m1):+.2f} "
-             f"with) in {last[0] / stop['wall_time_s']:.2f} of Model 1's time to its stop.")
+             f"with) in {last[0] / stop['wall_time_s']:.2f} of Model 1's time to its stop. "
+             f"Model 1's slowest epoch took {slowest:.1f}x its median epoch "
+             "(another program shared the CPU: its `train.log`), so the ratio flatters the "
+             "speed-run.")
     return Table(["run", "test acc.", "time since the run began (training + evaluations)"],
                  rows, after=after)
 
 
+PROFILE = "task3e/profile"                 # bench.speedrun_profile's shares and step candidates
+STEP_CANDIDATES = {"candidates": {str: {"description": str, "per_image": bool}}}
+
+
+def step_cost(r: Results) -> Table:
+    """The speed-run's step-cost candidates (bench.speedrun_profile), each a median ratio of
+    its step's time to the recipe's over interleaved pairs, and the conclusion they support:
+    the step ratio that would fit the missing accuracy's training into the recipe's time
+    (T / (T + the seconds the frontier's slope asks)) against compute's share of a step."""
+    folder = r.dir / PROFILE
+    runs = {name: read_json(folder / name, STEP_CANDIDATES | ({"frontier": {
+        "step_ratio_to_close_gap": float, "seconds_to_close_gap": float,
+        "train_time_11_epochs_s": float}} if name == "step_candidates.json" else {}))
+        for name in ("step_candidates.json", "step_candidates_other_precision.json")}
+    shares = read_json(folder / "shares.json", {"sides": {"ours": {"precision": str,
+                                                                   "training": dict}}})
+    def measured(c):  # a candidate that changes the batch is timed per image, the rest per step
+        problem = shape_problem(c, {"ratio_per_image" if c["per_image"] else "ratio_per_step":
+                                    RATIO})
+        if problem:
+            raise UserError(f"{folder}: candidate {c['description']!r}: {problem}")
+        return c["ratio_per_image" if c["per_image"] else "ratio_per_step"]
+    rows = [[f"`{name}`", c["description"], ratio(measured(c)) + (" per image" if c["per_image"]
+                                                                 else ""),
+             f"`results/{PROFILE}/{file}`"]
+            for file, data in runs.items() for name, c in data["candidates"].items()]
+    ours = shares["sides"]["ours"]
+    compute = next(v for k, v in ours["training"]["groups"].items() if k.startswith("compute"))
+    frontier = runs["step_candidates.json"]["frontier"]
+    needed = frontier["step_ratio_to_close_gap"]
+    best = min(measured(c)["median"]
+               for c in runs["step_candidates.json"]["candidates"].values())
+    verdict = ("level with it: a tie, not a margin" if abs(compute - needed) < 0.01 else
+               "below it" if compute < needed else "above it: out of reach")
+    return Table(["candidate", "change", "time / the recipe's (median, IQR)", "file"], rows,
+                 f"Below 1 is cheaper; interleaved pairs on the profile's machine "
+                 f"({machine_text(shares['machine'])}), the recipe in {ours['precision']}.",
+                 f"To train the {frontier['seconds_to_close_gap']:.0f} s more that the frontier's "
+                 f"slope asks within the recipe's {frontier['train_time_11_epochs_s']:.0f} s of "
+                 f"training, a step must take {needed:.3f} of its time (T / (T + the missing "
+                 f"seconds)). Compute alone (convolutions and matmuls) is {compute:.3f} of our "
+                 f"step, {verdict}; the best same-precision candidate measured {best:.3f}.")
+
+
 TABLES = {
+    "speedrun-step-cost": step_cost,
     "report-vs-ours": report_vs_ours,
     "run-commands": run_commands,
     "final-tables": report_tables,
@@ -894,10 +949,142 @@ def render_blocks(text: str, generated: dict[str, str], where: str) -> tuple[str
     return BLOCK.sub(replace, text), errors
 
 
-def stale_blocks(old: str, new: str) -> list[str]:
-    olds = {m.group(2): m.group(3) for m in BLOCK.finditer(old)}
-    return [name for name, body in ((m.group(2), m.group(3)) for m in BLOCK.finditer(new))
-            if olds.get(name) != body]
+def stale_blocks(old: str, new: str) -> list[tuple[str, int]]:
+    """(name, line) of each generated block whose text differs, the line its first differing
+    line in the old text (where a planted or stale number stands)."""
+    olds = {m.group(2): m for m in BLOCK.finditer(old)}
+    stale = []
+    for m in BLOCK.finditer(new):
+        was = olds.get(m.group(2))
+        if was is not None and was.group(3) == m.group(3):
+            continue
+        if was is None:
+            stale.append((m.group(2), line_of(new, m.start())))
+            continue
+        pairs = zip(was.group(3).split("\n"), m.group(3).split("\n"))
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b),
+                     min(was.group(3).count("\n"), m.group(3).count("\n")))
+        stale.append((m.group(2), line_of(old, was.start(3)) + first))
+    return stale
+
+
+# ---------------------------------------------------------------- numbers in prose
+
+# A number the prose states is generated (a table between the generated marks, or one value
+# between <!-- value: PATH FIELD FORMAT --> and <!-- /value -->, written here from that field of
+# a file under results/) or a constant of the package (a setting's value, known from the code
+# below); any other measured number is a defect --check names by file and line.
+VALUE = re.compile(r"<!-- value: (\S+) (\S+) (\w+) -->([^\n]*?)<!-- /value -->")
+FORMATS = {
+    "pct1": lambda v: f"{100 * v:.1f} %", "pct2": lambda v: f"{100 * v:.2f} %",  # a fraction
+    "p2": lambda v: f"{v:.2f} %",                     # a value already in percent
+    "pts2": lambda v: f"{v:.2f} points",              # a difference in percentage points
+    "s0": lambda v: f"{v:,.0f} s", "s1": lambda v: f"{v:,.1f} s",
+    "x2": lambda v: f"{v:.2f}x", "f2": lambda v: f"{v:.2f}", "f3": lambda v: f"{v:.3f}",
+    "f4": lambda v: f"{v:.4f}", "int": lambda v: f"{int(v):,}",
+}
+# What the check reads as a measured number: one with a unit of measurement, or a decimal point.
+UNIT = (r"(?:x|×)(?!\w)|\s?(?:%|ms\b|s\b|seconds?\b|minutes?\b|hours?\b|points?\b|img/s\b"
+        r"|images/s\b|MB\b|GB\b)")
+NUMBER = re.compile(
+    r"(?<![\w.\-/,+−])[-+−±]?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?"
+    rf"(?:\s*[-–]\s*(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?)?({UNIT})?(?![\w/]|[.,]\d)")
+# Not read: generated text, code, link targets, another's words in double quotes (the report's,
+# a paper's title) and an arXiv identifier. Each is blanked, its line breaks kept.
+NOT_PROSE = (BLOCK, VALUE, re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE),
+             re.compile(r"`[^`\n]*`"), re.compile(r"\]\([^)\n]*\)"), re.compile(r"\"[^\"\n]*(?:\n[^\"\n]*)?\""),
+             re.compile(r"arXiv \d{4}\.\d+"), re.compile(r"<!--.*?-->", re.DOTALL))
+
+
+def constants() -> set[float]:
+    """The package's own values, which the prose may state as they are: every number a recipe
+    or the run configuration is set to (common.recipes, common.config) and the target's."""
+    import dataclasses
+    from common import recipes
+
+    def numbers(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                yield from numbers(getattr(value, f.name))
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                yield from numbers(v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield float(value)
+    found = {TARGET_TIME, recipes.NOISE_STD}
+    for value in vars(recipes).values():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found.update(numbers(value))
+    found.update(v for f in dataclasses.fields(RunConfig) for v in numbers(f.default))
+    found.update(numbers(recipes.SpeedrunConfig()))
+    return found
+
+
+def field_value(data, field_path: str):
+    """data's value at a dotted path (a list's items by their index)."""
+    for key in field_path.split("."):
+        if isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        elif isinstance(data, dict) and key in data:
+            data = data[key]
+        else:
+            raise KeyError(key)
+    if isinstance(data, bool) or not isinstance(data, (int, float)):
+        raise KeyError(field_path)
+    return data
+
+
+def line_of(text: str, at: int) -> int:
+    return text.count("\n", 0, at) + 1
+
+
+def render_values(text: str, root: Path, where: str) -> tuple[str, list[str]]:
+    """The document with every value marker's text written from its file and field; a marker
+    that names no file under results/, no number or no format is an error naming its line."""
+    errors, cache = [], {}
+
+    def replace(m):
+        path, field_path, fmt, _ = m.groups()
+        problem = None
+        if not path.startswith("results/") or ".." in path.split("/"):
+            problem = f"{path} is not a file under results/"
+        elif fmt not in FORMATS:
+            problem = f"no format {fmt!r} (known: {', '.join(FORMATS)})"
+        else:
+            if path not in cache:
+                cache[path] = read_json(root / path)
+            try:
+                return m.group(0)[:m.start(4) - m.start(0)] + FORMATS[fmt](
+                    field_value(cache[path], field_path)) + "<!-- /value -->"
+            except KeyError:
+                problem = f"no number at {field_path} in {path}"
+        errors.append(f"{where}:{line_of(text, m.start())}: value marker: {problem}")
+        return m.group(0)
+    return VALUE.sub(replace, text), errors
+
+
+def blank(text: str) -> str:
+    """The prose only: NOT_PROSE blanked to spaces, every line where it was."""
+    for pattern in NOT_PROSE:
+        text = pattern.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    return text
+
+
+def free_numbers(text: str, where: str, known: set[float]) -> list[str]:
+    """One line per measured number written by hand: a number with a unit, or a decimal point,
+    that is neither generated nor a constant (a unitless value or a ratio of the package's)."""
+    lines = []
+    for number, line in enumerate(blank(text).split("\n"), 1):
+        for m in NUMBER.finditer(line):
+            whole, fraction, fraction2, unit = m.groups()
+            if not unit and not fraction and not fraction2:
+                continue  # a whole number without a unit: a count, an epoch, a year, 32x32
+            value = float(whole.replace(",", "") + (fraction or ""))
+            if unit in (None, "x", "×") and value in known:
+                continue  # a setting's value as the code has it
+            lines.append(f"{where}:{number}: {m.group(0).strip()} is a measured number written "
+                         "by hand: generate it (<!-- value: -->) or point at its table")
+    return lines
 
 
 # ---------------------------------------------------------------- the command
@@ -937,21 +1124,29 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
             lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
             if not check:
                 save_text(text, path)
+    known = constants()
     for doc, old in texts.items():
-        new, errors = render_blocks(old, markdown, str(doc.relative_to(root)))
-        lines += errors
-        for name in stale_blocks(old, new):
-            lines.append(f"{doc.relative_to(root)}: generated table {name} "
+        where = doc.relative_to(root).as_posix()
+        new, errors = render_blocks(old, markdown, where)
+        new, value_errors = render_values(new, root, where)
+        lines += errors + value_errors
+        for name, line in stale_blocks(old, new):
+            lines.append(f"{where}:{line}: generated table {name} "
                          + ("differs from results/" if check else "rewritten"))
+        lines += [f"{where}:{line_of(old, m.start())}: generated value {m.group(1)} "
+                  f"{m.group(2)} " + ("differs from results/" if check else "rewritten")
+                  for m, n in zip(VALUE.finditer(old), VALUE.finditer(new))
+                  if m.group(4) != n.group(4)]
+        lines += free_numbers(new, where, known)
         if new != old and not check:
             save_text(new, doc)
     plots = root / PLOTS
     for fig in to_draw:
-        if fig.is_current(plots):
+        problem = fig.problem(plots)
+        if problem is None:
             continue
         if check:
-            state = "drawn from other inputs or code" if (plots / fig.name).is_file() else "missing"
-            lines.append(f"{PLOTS}/{fig.name}: {state}")
+            lines.append(f"{PLOTS}/{fig.name}: {problem}")
         else:
             fig.draw(plots)
             lines.append(f"{PLOTS}/{fig.name}: redrawn")

@@ -460,7 +460,9 @@ def frontier_slope(path: Path = FRONTIER) -> dict:
     return {"source": str(path.relative_to(ROOT)), "machine": data["machine"],
             "points_per_second": slope, "train_time_11_epochs_s": train_s, "gap_points": gap,
             "seconds_to_close_gap": gap / slope,
-            "step_ratio_to_close_gap": 1 - gap / slope / train_s}
+            # fitting gap / slope more seconds of training into train_s takes steps of
+            # train_s / (train_s + gap / slope) of their time (not 1 - (gap / slope) / train_s)
+            "step_ratio_to_close_gap": train_s / (train_s + gap / slope)}
 
 
 # ---------------------------------------------------------------------------- main

@@ -2,20 +2,25 @@
 its history): a script draws them after its runs, the report generator (report.py) from
 results/, through the same function, so the same runs give the same figure.
 
-A figure carries, in its PNG text chunk "Source", the SHA-256 of what it draws (the data, the
-titles, the drawing function and the source of common/plotting.py): whether a committed figure
-is current is then a comparison of digests, independent of the matplotlib build."""
+A figure carries, in its PNG text chunks, the SHA-256 of what it draws ("Source": the data, the
+titles, the drawing function and the source of common/plotting.py) and of what it shows
+("Pixels": its decoded RGBA pixels and size, taken from the file just written). A committed
+figure is current when its Source is what it would draw now and its own pixels, decoded again,
+still digest to its Pixels: a figure swapped for another, chunks kept, reads stale."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from . import plotting
+from .files import save_bytes
 from .data import CLASSES
 
 # The report's studies: figure file and title (tasks 3c, 3d and 3e).
@@ -39,14 +44,46 @@ class Figure:
     def draw(self, folder) -> Path:
         path = Path(folder) / self.name
         self.plot(path=path, **self.args, metadata={"Source": self.digest()})
+        # what the figure shows, read back from the file itself: the Pixels chunk is written
+        # beside Source, the same pixels re-encoded
+        with Image.open(path) as image:
+            shown = pixel_digest(image)
+            chunks = PngInfo()
+            for key, value in image.text.items():
+                chunks.add_text(key, value)
+            chunks.add_text("Pixels", shown)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", pnginfo=chunks)
+        save_bytes(buffer.getvalue(), path)
         return path
 
-    def is_current(self, folder) -> bool:
+    def problem(self, folder) -> str | None:
+        """Why the figure in folder is not current (None when it is): missing, drawn from other
+        inputs or code, or showing other pixels than were drawn (swapped, edited)."""
+        path = Path(folder) / self.name
+        if not path.is_file():
+            return "missing"
         try:
-            with Image.open(Path(folder) / self.name) as image:
-                return image.text.get("Source") == self.digest()
-        except (OSError, ValueError):
-            return False
+            with Image.open(path) as image:
+                if image.text.get("Source") != self.digest():
+                    return "drawn from other inputs or code"
+                if image.text.get("Pixels") != pixel_digest(image):
+                    return "shows other pixels than were drawn (swapped or edited)"
+        except (OSError, ValueError):  # not a PNG, truncated: stale, redrawn
+            return "not a readable PNG"
+        return None
+
+    def is_current(self, folder) -> bool:
+        return self.problem(folder) is None
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """What a figure shows: SHA-256 of its size and decoded RGBA pixels (not its bytes: the
+    PNG encoder and the text chunks do not count)."""
+    rgba = image.convert("RGBA")
+    h = hashlib.sha256(f"{rgba.width}x{rgba.height}".encode())
+    h.update(rgba.tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 # ---------------------------------------------------------------- what the figures say

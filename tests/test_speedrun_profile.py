@@ -118,7 +118,12 @@ def test_the_frontier_is_read_from_the_committed_side_by_side():
     # the 8 -> 11 epoch segment: 0.40 points in 115.5 s
     assert frontier["points_per_second"] == pytest.approx(0.40 / 115.5, rel=1e-6)
     assert 300 < frontier["train_time_11_epochs_s"] < data["ours"]["seconds_mean"]
-    assert 0 < frontier["step_ratio_to_close_gap"] < 1
+    # the step ratio that fits the missing seconds into the recipe's training time: steps at
+    # 0.711 of their time train 411.3 + 167.5 s worth in 411.3 s (issue 41: not 1 - 167.5/411.3)
+    assert round(frontier["step_ratio_to_close_gap"], 3) == 0.711
+    assert frontier["step_ratio_to_close_gap"] * (
+        frontier["train_time_11_epochs_s"] + frontier["seconds_to_close_gap"]) == pytest.approx(
+        frontier["train_time_11_epochs_s"])
 
 
 def test_quartiles_are_the_middle_half_around_the_median():
