@@ -30,7 +30,7 @@ import os
 import sys
 import unicodedata
 
-from common import api, run
+from common import api, cli
 from common.data import CLASSES
 from common.errors import UserError
 from common.files import output_file, save_csv
@@ -44,13 +44,13 @@ ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def get_args_parser():
-    p = run.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="*", metavar="IMAGE", type=run.path_text,
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="*", metavar="IMAGE", type=cli.path_text,
                    help="image files (PNG, JPEG, ...: what Pillow reads), any size")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", type=run.path_text,
+    p.add_argument("--run", required=True, metavar="RUN_DIR", type=cli.path_text,
                    help="a finished run's folder, e.g. outputs/task2/cnn1g (config.json, "
                         "best.pt and metrics.json)")
-    p.add_argument("--top-k", type=run.whole_number(1), default=TOP_K, metavar="K",
+    p.add_argument("--top-k", type=cli.whole_number(1), default=TOP_K, metavar="K",
                    help=f"how many classes to print per image, most likely first (default: "
                         f"{TOP_K}; at most {len(CLASSES)})")
     p.add_argument("--json", action="store_true",
@@ -58,7 +58,7 @@ def get_args_parser():
     p.add_argument("--evaluate", action="store_true",
                    help="score the run on its test split instead of classifying images: "
                         "accuracy, loss and per-class accuracy, as the run scored itself")
-    p.add_argument("--data-dir", metavar="DIR", type=run.path_text, default=None,
+    p.add_argument("--data-dir", metavar="DIR", type=cli.path_text, default=None,
                    help="with --evaluate: this CIFAR-10 folder's test split (the run's subset "
                         "and seed) instead of the run's own data (config.json's data_dir)")
     p.add_argument("--confusion", metavar="FILE.csv", type=output_path, default=None,
@@ -72,9 +72,9 @@ def get_args_parser():
 
 
 def output_path(text: str) -> str:
-    """run.path_text, keeping a final slash: the name is a folder's, which the file's check
+    """cli.path_text, keeping a final slash: the name is a folder's, which the file's check
     (common.files.output_file) refuses rather than writing a file of that name."""
-    path = run.path_text(text)
+    path = cli.path_text(text)
     return path + os.sep if text.endswith(os.sep) and not path.endswith(os.sep) else path
 
 
@@ -203,7 +203,7 @@ def evaluate(args):
 
 # ---------------------------------------------------------------- main
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if args.top_k > len(CLASSES):
@@ -215,7 +215,7 @@ def main(argv=None):
                         + (", only one of them" if any(modes) else ""))
     for option in ("data_dir", "confusion"):
         if getattr(args, option) is not None and not args.evaluate:
-            raise UserError(f"{run.option_name(option)} goes with --evaluate")
+            raise UserError(f"{cli.option_name(option)} goes with --evaluate")
     if args.evaluate:
         evaluate(args)
         return

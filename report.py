@@ -35,7 +35,7 @@ from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRI
                           read_csv, read_json, save_json, save_text, shape_problem)
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
 from common.results import budget, format_epochs, test_acc
-from common.run import Parser, exits_cleanly, path_text
+from common.cli import Parser, exits_cleanly, path_text
 
 ROOT = Path(__file__).resolve().parent
 PLOTS = "plots"

@@ -9,20 +9,20 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import results, run
+from common import cli, results, run
 from common.recipes import planned
 
 RUN = "cnn1g"  # report 2: the 1.g CNN, the starter code's recipe (common.recipes.CNN1G)
 
 
 def get_args_parser():
-    return run.make_parser(__doc__)
+    return cli.make_parser(__doc__)
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    args = run.parse_args(get_args_parser(), argv)
-    session = run.setup("task2", planned("task2", [RUN]), **run.script_options(args, argv))
+    args = cli.parse_args(get_args_parser(), argv)
+    session = run.setup("task2", planned("task2", [RUN]), **cli.script_options(args, argv))
     result = run.train_run(session, RUN)
     if not session.is_main:
         return

@@ -9,14 +9,14 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import results, run
+from common import cli, results, run
 from common.recipes import PLANS, planned
 
 RUNS = PLANS["task3"]  # report 3.a: each model with its recipe (MODEL1, MODEL2)
 
 
 def get_args_parser():
-    p = run.make_parser(__doc__)
+    p = cli.make_parser(__doc__)
     p.add_argument("--model", choices=["1", "2", "both"], default="both",
                    help="which of the report's models to train (default: both)")
     return p
@@ -26,11 +26,11 @@ def label(name: str) -> str:
     return name.replace("model", "Model ")
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    args = run.parse_args(get_args_parser(), argv)
+    args = cli.parse_args(get_args_parser(), argv)
     names = [n for n in RUNS if args.model in (n[-1], "both")]
-    session = run.setup("task3", planned("task3", names), **run.script_options(args, argv))
+    session = run.setup("task3", planned("task3", names), **cli.script_options(args, argv))
     finished = {n: run.train_run(session, n) for n in session.configs}
     if not session.is_main:
         return

@@ -11,7 +11,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import run
+from common import cli, run
 from common.recipes import TASK3CD_VARIANTS, planned
 
 # Model 1 (report 3.a) against each change of report 3.c-3.d: the variants, each with the
@@ -20,17 +20,17 @@ VARIANTS = TASK3CD_VARIANTS
 
 
 def get_args_parser():
-    p = run.make_parser(__doc__)
-    run.add_study_options(p, VARIANTS)
+    p = cli.make_parser(__doc__)
+    cli.add_study_options(p, VARIANTS)
     return p
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    args = run.parse_args(get_args_parser(), argv)
-    variants = run.select_variants(VARIANTS, args.variants)
+    args = cli.parse_args(get_args_parser(), argv)
+    variants = cli.select_variants(VARIANTS, args.variants)
     session = run.setup("task3cd", planned("task3cd", [v.name for v in variants]),
-                        **run.script_options(args, argv))
+                        **cli.script_options(args, argv))
     recipe = next(iter(session.configs.values())).recipe
     budget = (f"variants trained here: {recipe.epochs} epochs each, no early stopping"
               if recipe.patience is None else

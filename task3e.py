@@ -16,7 +16,7 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 
 import sys
 
-from common import results, run
+from common import cli, results, run
 from common.errors import UserError
 from common.files import RunDir
 from common.recipes import FILTER_OPTIMIZERS, SPEEDRUN, TASK3E_VARIANTS, planned
@@ -33,7 +33,7 @@ RECIPES = ("variants", "speedrun")
 
 def get_args_parser(recipe: str = "variants"):
     if recipe == "speedrun":  # a fixed schedule on every training image, several seeds
-        p = run.make_parser(__doc__, exclude=("patience", "seed", "resume", "opt",
+        p = cli.make_parser(__doc__, exclude=("patience", "seed", "resume", "opt",
                                               "lr_scheduler", "tensorboard"))
         g = p.add_argument_group("speed-run recipe")
         g.add_argument("--seeds", metavar="A,B,...", default=SPEEDRUN_SEEDS,
@@ -48,13 +48,13 @@ def get_args_parser(recipe: str = "variants"):
                        help="what trains the convolution filters: Muon (airbench94_muon) or "
                             "Nesterov SGD like every other weight (Jordan 2024) (default: "
                             f"{SPEEDRUN.filter_optimizer})")
-        g.add_argument("--model1-run", metavar="RUN_DIR", default=None, type=run.path_text,
+        g.add_argument("--model1-run", metavar="RUN_DIR", default=None, type=cli.path_text,
                        help="a finished Model 1 run drawn beside it in the accuracy-vs-time "
                             f"figure (default: the first of {', '.join(MODEL1_RUNS)} that is "
                             "finished)")
     else:
-        p = run.make_parser(__doc__)
-        run.add_study_options(p, VARIANTS)
+        p = cli.make_parser(__doc__)
+        cli.add_study_options(p, VARIANTS)
     p.add_argument("--recipe", choices=RECIPES, default="variants",
                    help="variants: Model 1 against the report's changes; speedrun: the "
                         "speed-run recipe, whose options `--recipe speedrun --help` lists "
@@ -66,7 +66,7 @@ def speedrun_settings(args) -> dict:
     """The speed-run's own options, as run settings."""
     widths = None
     if args.widths:
-        widths = tuple(run.parse_ints(args.widths, "widths", 3))
+        widths = tuple(cli.parse_ints(args.widths, "widths", 3))
         if 0 in widths:
             raise UserError("must be positive", setting="widths", value=args.widths)
     return {"widths": widths, "filter_optimizer": args.filter_optimizer}
@@ -81,10 +81,10 @@ def model1_run(args) -> dict | None:
 
 
 def main_speedrun(args, argv):
-    seeds = list(dict.fromkeys(run.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
+    seeds = list(dict.fromkeys(cli.parse_ints(args.seeds, "seeds")))[: 1 if args.quick else None]
     model1 = model1_run(args)
     session = run.setup("task3e", planned("task3e", [SPEEDRUN_RUN]),
-                        **run.script_options(args, argv, speedrun_settings(args)),
+                        **cli.script_options(args, argv, speedrun_settings(args)),
                         data_seed=DATA_SEED)
     if session.dist.enabled:
         raise UserError("runs in one process; start it with python, not torchrun",
@@ -112,17 +112,17 @@ def print_speedrun(out: dict, seeds: list[int], cfg, session):
           f"(with TTA: {results.seed_spread(tta, s['n'])})")
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    mode = run.Parser(add_help=False)
+    mode = cli.Parser(add_help=False)
     mode.add_argument("--recipe", choices=RECIPES, default="variants")
     recipe = mode.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
-    args = run.parse_args(get_args_parser(recipe), argv)
+    args = cli.parse_args(get_args_parser(recipe), argv)
     if recipe == "speedrun":
         return main_speedrun(args, argv)
-    variants = run.select_variants(VARIANTS, args.variants)
+    variants = cli.select_variants(VARIANTS, args.variants)
     session = run.setup("task3e", planned("task3e", [v.name for v in variants]),
-                        **run.script_options(args, argv))
+                        **cli.script_options(args, argv))
     run.run_study(session, variants, study="task3e", baseline_dir=args.reuse_baseline)
 
 

@@ -12,7 +12,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import models, results, run
+from common import cli, models, results, run
 from common.recipes import PLANS, RESNET18_TRANSFER
 
 RUNS = PLANS["task4a"]  # report 4.a: ImageNet's weights; and the same recipe without transfer
@@ -20,8 +20,8 @@ RUN_NAMES = {kwargs["weights"]: name for name, (_, _, kwargs) in RUNS.items()}
 
 
 def get_args_parser():
-    p = run.make_parser(__doc__)
-    run.add_weights_option(p)
+    p = cli.make_parser(__doc__)
+    cli.add_weights_option(p)
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="images are resized to N x N on the fly; smaller trades accuracy for "
                         "time, e.g. 112 is about 4x faster (default: "
@@ -29,9 +29,9 @@ def get_args_parser():
     return p
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    args = run.parse_args(get_args_parser(), argv)
+    args = cli.parse_args(get_args_parser(), argv)
     label = models.describe_weights(args.weights)
     name = RUN_NAMES.get(args.weights, "resnet18_weights_file")
     # the weights before the data: a missing or broken weights file is reported at once
@@ -41,7 +41,7 @@ def main(argv=None):
     # figures from random weights stay out of plots/
     model_name, recipe, _ = RUNS["resnet18_imagenet"]  # a weights file: the same recipe
     session = run.setup("task4a", [(name, model_name, recipe, {"weights": args.weights})],
-                        **run.script_options(args, argv, {"image_size": args.image_size}),
+                        **cli.script_options(args, argv, {"image_size": args.image_size}),
                         figures_to_plots=not models.is_random(args.weights))
     if session.is_main:
         print(f"ResNet18 with {label}: {trainable:,} trainable parameters "

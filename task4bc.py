@@ -24,7 +24,7 @@ import torchvision.transforms.functional as TF  # noqa: E402
 from matplotlib import cbook  # noqa: E402
 from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
-from common import models, run  # noqa: E402
+from common import cli, models  # noqa: E402
 from common.data import IMAGENET_NORMALIZATION, read_image  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.files import ensure_writable_dir, save_figure  # noqa: E402
@@ -109,21 +109,21 @@ def figure8(image, layer4_out, title, path):
 
 
 def get_args_parser():
-    p = run.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", metavar="PATH", default=None, type=run.path_text,
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", metavar="PATH", default=None, type=cli.path_text,
                    help="the photograph to look at (default: matplotlib's sample photograph, "
                         "grace_hopper.jpg)")
     p.add_argument("--indices", type=int, nargs="+", default=FILTER_INDICES, metavar="I",
                    help="first-layer filters to show, each 0-63 (default: the report's "
                         f"{' '.join(map(str, FILTER_INDICES))})")
-    run.add_weights_option(p)
-    p.add_argument("--output-dir", metavar="DIR", default=None, type=run.path_text,
+    cli.add_weights_option(p)
+    p.add_argument("--output-dir", metavar="DIR", default=None, type=cli.path_text,
                    help="where the two figures go (default: plots/; with --weights none: "
                         "outputs/task4bc/, so random-weight figures never replace the report's)")
     return p
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     bad = [i for i in args.indices if not 0 <= i < FIRST_LAYER_FILTERS]

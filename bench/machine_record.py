@@ -13,15 +13,15 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 
 import torch  # noqa: E402
 
-from common import run  # noqa: E402
+from common import cli  # noqa: E402
 from common.files import save_json  # noqa: E402
 from common.system import machine_record  # noqa: E402
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
-    p = run.Parser(prog="python -m bench.machine_record", description=__doc__)
-    p.add_argument("path", type=run.path_text, help="the JSON file to write")
+    p = cli.Parser(prog="python -m bench.machine_record", description=__doc__)
+    p.add_argument("path", type=cli.path_text, help="the JSON file to write")
     args = p.parse_args(argv)
     print(f"wrote {save_json(machine_record(torch.device('cpu')), args.path)}")
 

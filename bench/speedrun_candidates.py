@@ -17,7 +17,7 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 from dataclasses import replace
 from pathlib import Path
 
-from common import run
+from common import cli
 from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.recipes import SPEEDRUN, SpeedrunConfig
@@ -100,7 +100,7 @@ def configure(name: str, epochs: int | None):
 
 
 def get_args_parser():
-    p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
+    p = cli.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "subset", "quick", "resume", "no_progress",
                                           "opt", "momentum", "weight_decay", "lr_scheduler",
                                           "label_smoothing", "config", "tensorboard"))
@@ -116,7 +116,7 @@ def get_args_parser():
     return p
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     names = [n for n in args.candidates.split(",") if n]
@@ -124,8 +124,8 @@ def main(argv=None):
     if unknown or not names:
         raise UserError(f"choose from {', '.join(CANDIDATES | AFTER)}", setting="candidates",
                         value=args.candidates)
-    seeds = run.parse_ints(args.seeds, "seeds")
-    budgets = run.parse_ints(args.budgets, "budgets") if args.budgets else [None]
+    seeds = cli.parse_ints(args.seeds, "seeds")
+    budgets = cli.parse_ints(args.budgets, "budgets") if args.budgets else [None]
     device = pick_device(args.device or "auto")
     splits = cifar10_splits(resolve_data_dir(args.data_dir), seed=0)
     root = Path(args.output_dir or "outputs") / "speedrun_candidates"

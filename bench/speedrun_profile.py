@@ -39,7 +39,7 @@ from torch import nn
 from torch.optim import _muon
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from common import run
+from common import cli
 from common.data import (SPEEDRUN_NORMALIZATION, TensorLoader, cifar10_splits, normalize,
                          resolve_data_dir)
 from common.errors import UserError
@@ -48,7 +48,8 @@ from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear, make_speedrun
 from common.speedrun import (EVAL_BATCH_SIZE, MatrixConv, SpeedrunNet, TrainBatches, predict,
                              training_images)
 from common.system import autocast, generator, machine_record, seed_everything
-from common.trainer import choose_precision, train_step
+from common.precision import choose_precision
+from common.trainer import train_step
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]
@@ -506,19 +507,19 @@ UNTRIED = {"ema": "weight averaging of the last epochs changes the accuracy, not
 
 
 def parse_args(argv):
-    p = run.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 (as every script takes it)")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="write the tables and JSON here (e.g. results/task3e/profile)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    p.add_argument("--steps", type=run.whole_number(1), default=20,
+    p.add_argument("--steps", type=cli.whole_number(1), default=20,
                    help="profiled training steps of our recipe (batch 512)")
-    p.add_argument("--published-steps", type=run.whole_number(1), default=5,
+    p.add_argument("--published-steps", type=cli.whole_number(1), default=5,
                    help="profiled steps at the published shape (batch 2,000: 5 = 10,000 images)")
-    p.add_argument("--tta-images", type=run.whole_number(1), default=2000,
+    p.add_argument("--tta-images", type=cli.whole_number(1), default=2000,
                    help="test images the profiled final scoring covers")
-    p.add_argument("--rounds", type=run.whole_number(1), default=7)
-    p.add_argument("--steps-per-turn", type=run.whole_number(1), default=2)
+    p.add_argument("--rounds", type=cli.whole_number(1), default=7)
+    p.add_argument("--steps-per-turn", type=cli.whole_number(1), default=2)
     p.add_argument("--candidates", default=",".join(CANDIDATES), metavar="A,B,...",
                    help=f"from {', '.join(CANDIDATES)}")
     p.add_argument("--candidates-only", action="store_true",
@@ -708,7 +709,7 @@ def candidates_section(args, result: dict, data: dict, ns: NewtonSchulz, say) ->
             "recipe_step_s_median": recipe_step, "candidates": report, "untried": UNTRIED}
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
     args = parse_args(argv)
     if args.out_dir is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import run
+from common import cli
 from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.files import load_torch, save_json
@@ -66,7 +66,7 @@ def score_levels(model, test, precision: str) -> dict:
     return out
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

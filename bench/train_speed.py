@@ -25,14 +25,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common import run
+from common import cli, run
 from common.data import CIFAR_NORMALIZATION, CIFAR10Splits, Split, cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.files import ensure_writable_dir, save_json
 from common.models import CNN1g, Model1
 from common.recipes import CNN1G, MODEL1, Recipe, make_optimizer
 from common.system import cpu_has_bf16, cpu_name, pick_device
-from common.trainer import BF16_MIN_SPEEDUP, choose_precision, evaluate, train_step
+from common.precision import BF16_MIN_SPEEDUP, choose_precision
+from common.trainer import evaluate, train_step
 
 CHECKS_PER_EPOCH = 2           # report: validation twice per epoch
 CLASSIC_WORKERS = 2            # the classic DataLoader: two worker processes
@@ -454,32 +455,32 @@ def print_report(results: dict, env: dict):
 # ---------------------------------------------------------------- command line
 
 def get_args_parser():
-    p = run.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
+    p = cli.make_parser(__doc__, exclude=("epochs", "patience", "batch_size", "lr", "precision",
                                           "seed", "output_dir", "subset", "quick", "resume",
                                           "no_progress", "opt", "momentum", "weight_decay",
                                           "lr_scheduler", "label_smoothing", "config",
                                           "tensorboard"))
-    p.add_argument("--json", metavar="PATH", default=None, type=run.path_text,
+    p.add_argument("--json", metavar="PATH", default=None, type=cli.path_text,
                    help="also write the results here")
     p.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS),
                    help="the models to measure (default: all)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
                    help="the precisions of the ceiling and project pipelines (default: both; "
                         "the classic pipeline is fp32)")
-    p.add_argument("--rounds", type=run.whole_number(1), default=5, metavar="N",
+    p.add_argument("--rounds", type=cli.whole_number(1), default=5, metavar="N",
                    help="interleaved rounds, each timing every pipeline once (default: 5)")
-    p.add_argument("--steps", type=run.whole_number(1), default=None, metavar="N",
+    p.add_argument("--steps", type=cli.whole_number(1), default=None, metavar="N",
                    help="timed training steps per pipeline and round (default: "
                         + ", ".join(f"{k} {s.default_steps}" for k, s in SUBJECTS.items())
                         + f"; emulated bf16 at most {EMULATED_BF16_STEPS})")
-    p.add_argument("--warmup", type=run.whole_number(0), default=2, metavar="N",
+    p.add_argument("--warmup", type=cli.whole_number(0), default=2, metavar="N",
                    help="untimed training steps before them (default: 2)")
-    p.add_argument("--eval-batches", type=run.whole_number(1), default=2, metavar="N",
+    p.add_argument("--eval-batches", type=cli.whole_number(1), default=2, metavar="N",
                    help="timed evaluation batches of 500 images per round (default: 2)")
     return p
 
 
-@run.exits_cleanly
+@cli.exits_cleanly
 def main(argv=None) -> dict:
     args = get_args_parser().parse_args(argv)
     args.models = list(dict.fromkeys(args.models))

@@ -41,7 +41,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto without a model to measure: bf16 on CUDA (tensor cores), fp32 elsewhere.
-    common.trainer.choose_precision measures on a CPU instead."""
+    common.precision.choose_precision measures on a CPU instead."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:

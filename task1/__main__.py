@@ -7,7 +7,7 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 
 from common.errors import OutputError, UserError
 from common.files import save_text
-from common.run import Parser, exits_cleanly, path_text
+from common.cli import Parser, exits_cleanly, path_text
 from task1.answers import as_markdown, as_text
 
 

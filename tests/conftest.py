@@ -112,10 +112,10 @@ def _private_cache(_session_cache, monkeypatch):
 def _short_precision_probe(monkeypatch):
     """The precision probe cut to 2 pairs and no time floor: a test's runs need a verdict, not
     a measurement (test_precision.py measures the probe itself, at its real limits)."""
-    import common.trainer
-    monkeypatch.setattr(common.trainer, "PROBE_MIN_PAIRS", 2)
-    monkeypatch.setattr(common.trainer, "PROBE_SECONDS", 0.0)
-    monkeypatch.setattr(common.trainer, "PROBE_MAX_SECONDS", 0.0)
+    import common.precision
+    monkeypatch.setattr(common.precision, "PROBE_MIN_PAIRS", 2)
+    monkeypatch.setattr(common.precision, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(common.precision, "PROBE_MAX_SECONDS", 0.0)
 
 
 def load_script(name: str) -> SimpleNamespace:

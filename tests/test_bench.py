@@ -9,7 +9,7 @@ import torch
 
 from bench import train_speed
 from common.data import cifar10_splits
-from common.trainer import PrecisionChoice
+from common.precision import PrecisionChoice
 
 MODEL1 = train_speed.SUBJECTS["model1"]   # targets: train >= 0.95, epoch <= 0.5
 QUICK = ["--rounds", "2", "--steps", "1", "--warmup", "1", "--eval-batches", "1"]

@@ -1,4 +1,4 @@
-"""Tests of `--precision auto` (common.trainer.choose_precision): the decision from interleaved
+"""Tests of `--precision auto` (common.precision.choose_precision): the decision from interleaved
 pairs and their spread, busy spells, the per-machine cache and what invalidates it, CUDA. The
 probe's clock and training step are stubbed: a simulated machine, no real timing."""
 import json
@@ -8,12 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import trainer
+from common import precision
 from common.errors import UserError
 from common.models import CNN1g, Model1
 
 CPU = torch.device("cpu")
-PROBE_LIMITS = {name: getattr(trainer, name)  # conftest shortens them for the other tests
+PROBE_LIMITS = {name: getattr(precision, name)  # conftest shortens them for the other tests
                 for name in ("PROBE_SECONDS", "PROBE_MIN_PAIRS", "PROBE_MAX_SECONDS")}
 
 
@@ -42,9 +42,9 @@ def real_probe(tmp_path, monkeypatch):
     """The probe's own limits, a cache folder of each test's own, and a CPU with bf16
     instructions (the simulated machines decide what they are worth)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     for name, value in PROBE_LIMITS.items():
-        monkeypatch.setattr(trainer, name, value)
+        monkeypatch.setattr(precision, name, value)
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ def machine(monkeypatch):
     """Installs a FakeMachine with the given step times (and spells)."""
     def install(fp32_s=0.100, bf16_s=0.050, spells=()):
         fake = FakeMachine(fp32_s, bf16_s, spells)
-        monkeypatch.setattr(trainer, "clock", fake.clock)
-        monkeypatch.setattr(trainer, "train_step", fake.train_step)
-        monkeypatch.setattr(trainer, "cpu_name", lambda: "Test CPU 9000")
+        monkeypatch.setattr(precision, "clock", fake.clock)
+        monkeypatch.setattr(precision, "train_step", fake.train_step)
+        monkeypatch.setattr(precision, "cpu_name", lambda: "Test CPU 9000")
         return fake
     return install
 
@@ -71,24 +71,24 @@ def cache_entries(tmp_path) -> dict:
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("asked", ["fp32", "bf16"])
 def test_an_explicit_precision_is_returned_as_asked_without_a_probe(asked, device):
-    choice = trainer.choose_precision(asked, torch.device(device), never_built, 32)
+    choice = precision.choose_precision(asked, torch.device(device), never_built, 32)
     assert (choice.precision, choice.reason) == (asked, "asked for")
 
 
 def test_an_unknown_precision_is_a_user_error_naming_the_setting():
     with pytest.raises(UserError) as err:
-        trainer.choose_precision("fp16", CPU, never_built, 32)
+        precision.choose_precision("fp16", CPU, never_built, 32)
     assert (err.value.setting, err.value.value) == ("precision", "fp16")
 
 
 def test_auto_on_a_cpu_without_bf16_instructions_is_fp32_without_a_probe(monkeypatch):
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)
-    choice = trainer.choose_precision("auto", CPU, never_built, 32)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    choice = precision.choose_precision("auto", CPU, never_built, 32)
     assert choice.precision == "fp32" and "has no bf16 instructions" in choice.reason
 
 
 def test_auto_on_cuda_is_bf16_without_a_probe():
-    choice = trainer.choose_precision("auto", torch.device("cuda"), never_built, 32)
+    choice = precision.choose_precision("auto", torch.device("cuda"), never_built, 32)
     assert (choice.precision, choice.reason) == ("bf16", "auto: bf16 on cuda")
 
 
@@ -101,12 +101,12 @@ def test_auto_on_cuda_is_bf16_without_a_probe():
 def test_auto_on_a_quiet_cpu_picks_bf16_only_when_more_than_5_percent_faster(
         machine, bf16_speedup, expected):
     machine(fp32_s=0.100, bf16_s=0.100 / bf16_speedup)
-    assert trainer.choose_precision("auto", CPU, Model1, 32).precision == expected
+    assert precision.choose_precision("auto", CPU, Model1, 32).precision == expected
 
 
 def test_the_reason_states_the_median_ratio_its_spread_the_cpu_and_the_workload(machine):
     machine(fp32_s=0.100, bf16_s=0.050)
-    choice = trainer.choose_precision("auto", CPU, Model1, 32)
+    choice = precision.choose_precision("auto", CPU, Model1, 32)
     assert choice.precision == "bf16"
     assert choice.reason.startswith("auto: bf16 measured faster than fp32 (median 2.00x, "
                                     "middle half 2.00-2.00x over ")
@@ -115,7 +115,7 @@ def test_the_reason_states_the_median_ratio_its_spread_the_cpu_and_the_workload(
 
 def test_the_probe_alternates_which_precision_of_a_pair_goes_first(machine):
     fake = machine()
-    trainer.choose_precision("auto", CPU, Model1, 32)
+    precision.choose_precision("auto", CPU, Model1, 32)
     warm_up, timed = fake.steps[:2], fake.steps[2:]
     assert sorted(warm_up) == ["bf16", "fp32"]
     pairs = [timed[i:i + 2] for i in range(0, len(timed), 2)]
@@ -129,14 +129,14 @@ def test_the_probe_alternates_which_precision_of_a_pair_goes_first(machine):
 ])
 def test_the_probe_takes_at_least_5_pairs_and_2_seconds(machine, fp32_s, bf16_s, minimum_pairs):
     fake = machine(fp32_s, bf16_s)
-    trainer.choose_precision("auto", CPU, Model1, 32)
+    precision.choose_precision("auto", CPU, Model1, 32)
     assert (len(fake.steps) - 2) // 2 == minimum_pairs
 
 
 def test_a_busy_spell_that_slows_both_precisions_does_not_change_the_verdict(machine, tmp_path):
     """The case seen on a shared 2-core EPYC: another job ran during the probe."""
     fake = machine(fp32_s=0.100, bf16_s=0.057, spells=[(0.3, 1.6, 5.0)])
-    choice = trainer.choose_precision("auto", CPU, Model1, 32)
+    choice = precision.choose_precision("auto", CPU, Model1, 32)
     assert choice.precision == "bf16" and "median 1.75x" in choice.reason
     assert [e["verdict"] for e in cache_entries(tmp_path).values()] == ["bf16"]
     assert fake.now > 2.0
@@ -155,9 +155,9 @@ def test_no_busy_spell_makes_the_probe_keep_a_wrong_verdict(tmp_path_factory, sp
                        [(start, start + length, f) for start, length, f in spells])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(cache))
-        patch.setattr(trainer, "clock", fake.clock)
-        patch.setattr(trainer, "train_step", fake.train_step)
-        choice = trainer.choose_precision("auto", CPU, CNN1g, 32)
+        patch.setattr(precision, "clock", fake.clock)
+        patch.setattr(precision, "train_step", fake.train_step)
+        choice = precision.choose_precision("auto", CPU, CNN1g, 32)
     quiet = "bf16" if bf16_speedup > 1 else "fp32"
     path = cache / "cifar10-tasks" / "precision.json"
     kept = [e["verdict"] for e in json.loads(path.read_text())["probes"].values()] \
@@ -178,43 +178,43 @@ def test_pairs_that_disagree_are_probed_longer_then_not_kept(machine, monkeypatc
             fake.now += 0.1 if args[-1] == "bf16" else 0.0
         else:
             fake.now += 0.1 if args[-1] == "fp32" else 0.0
-    monkeypatch.setattr(trainer, "train_step", erratic)
-    choice = trainer.choose_precision("auto", CPU, Model1, 32)
+    monkeypatch.setattr(precision, "train_step", erratic)
+    choice = precision.choose_precision("auto", CPU, Model1, 32)
     assert choice.precision == "fp32" and "could not tell them apart" in choice.reason
-    assert fake.now >= trainer.PROBE_MAX_SECONDS and cache_entries(tmp_path) == {}
+    assert fake.now >= precision.PROBE_MAX_SECONDS and cache_entries(tmp_path) == {}
     assert choice.key is None
 
 
 def test_a_verdict_is_cached_per_cpu_torch_version_model_and_batch(machine, monkeypatch,
                                                                   tmp_path):
     fake = machine(fp32_s=0.100, bf16_s=0.050)
-    first = trainer.choose_precision("auto", CPU, Model1, 32)
+    first = precision.choose_precision("auto", CPU, Model1, 32)
     probed = len(fake.steps)
     # a cache hit: the same answer, said to be cached, no step run; even if the machine changed
     fake.seconds = {"fp32": 0.050, "bf16": 0.100}
-    again = trainer.choose_precision("auto", CPU, Model1, 32)
+    again = precision.choose_precision("auto", CPU, Model1, 32)
     assert (again.precision, again.reason) == (first.precision, first.reason + " (cached)")
     assert len(fake.steps) == probed
     [key] = cache_entries(tmp_path)
     assert key.startswith(f"Test CPU 9000 | torch {torch.__version__} | Model1 batch 32 at 32px")
     # each of these is another workload or machine: probed again (now fp32 is faster)
-    assert trainer.choose_precision("auto", CPU, Model1, 64).precision == "fp32"
-    assert trainer.choose_precision("auto", CPU, lambda: Model1(activation="tanh"),
+    assert precision.choose_precision("auto", CPU, Model1, 64).precision == "fp32"
+    assert precision.choose_precision("auto", CPU, lambda: Model1(activation="tanh"),
                                     32).precision == "fp32"
     monkeypatch.setattr(torch, "__version__", "99.0")
-    assert trainer.choose_precision("auto", CPU, Model1, 32).precision == "fp32"
+    assert precision.choose_precision("auto", CPU, Model1, 32).precision == "fp32"
     assert len(cache_entries(tmp_path)) == 4
 
 
 def test_a_run_far_faster_than_its_cached_probe_forgets_it(machine, tmp_path):
     machine(fp32_s=0.100, bf16_s=0.050)            # bf16 probed at 640 images/s
-    choice = trainer.choose_precision("auto", CPU, Model1, 32)
+    choice = precision.choose_precision("auto", CPU, Model1, 32)
     assert choice.rate == pytest.approx(640)
-    assert not trainer.review_precision(choice, 600.0)   # the run's pace agrees: kept
+    assert not precision.review_precision(choice, 600.0)   # the run's pace agrees: kept
     assert len(cache_entries(tmp_path)) == 1
-    assert trainer.review_precision(choice, 1000.0)      # 1.56x the probe's: it was disturbed
+    assert precision.review_precision(choice, 1000.0)      # 1.56x the probe's: it was disturbed
     assert cache_entries(tmp_path) == {}
-    assert not trainer.review_precision(trainer.PrecisionChoice("fp32", "asked for"), 1e9)
+    assert not precision.review_precision(precision.PrecisionChoice("fp32", "asked for"), 1e9)
 
 
 def test_a_damaged_cache_file_is_measured_again_and_rewritten(machine, tmp_path):
@@ -222,7 +222,7 @@ def test_a_damaged_cache_file_is_measured_again_and_rewritten(machine, tmp_path)
     path = tmp_path / "xdg-cache" / "cifar10-tasks" / "precision.json"
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    assert trainer.choose_precision("auto", CPU, Model1, 32).precision == "bf16"
+    assert precision.choose_precision("auto", CPU, Model1, 32).precision == "bf16"
     assert len(cache_entries(tmp_path)) == 1
 
 
@@ -230,7 +230,7 @@ def test_an_unwritable_cache_warns_and_still_decides(machine, tmp_path):
     machine(fp32_s=0.100, bf16_s=0.050)
     (tmp_path / "xdg-cache").write_text("a file where the cache folder should be")
     with pytest.warns(UserWarning, match="could not cache the precision probe"):
-        assert trainer.choose_precision("auto", CPU, Model1, 32).precision == "bf16"
+        assert precision.choose_precision("auto", CPU, Model1, 32).precision == "bf16"
 
 
 def test_the_probe_leaves_the_callers_random_stream_as_it_was(machine):
@@ -238,12 +238,12 @@ def test_the_probe_leaves_the_callers_random_stream_as_it_was(machine):
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    trainer.choose_precision("auto", CPU, Model1, 32)
+    precision.choose_precision("auto", CPU, Model1, 32)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_the_real_probe_runs_a_model_both_ways_and_measures_each_pair():
-    result = trainer.probe(CNN1g(), CPU, batch_size=4, image_size=32, seconds=0.0,
+    result = precision.probe(CNN1g(), CPU, batch_size=4, image_size=32, seconds=0.0,
                            max_seconds=0.0)
     assert set(result.rates) == {"fp32", "bf16"} and all(r > 0 for r in result.rates.values())
-    assert len(result.ratios) == trainer.PROBE_MIN_PAIRS and all(r > 0 for r in result.ratios)
+    assert len(result.ratios) == precision.PROBE_MIN_PAIRS and all(r > 0 for r in result.ratios)

@@ -301,7 +301,7 @@ def test_a_signal_during_the_final_table_still_writes_metrics_and_history(
 def test_a_signal_between_study_variants_keeps_the_finished_one(fake_image_folder, tmp_path,
                                                                  capsys, monkeypatch):
     import common.run
-    interrupt_in(monkeypatch, common.run, "train", after=1)  # as the second one begins
+    interrupt_in(monkeypatch, common.run, "train_run", after=1)  # as the second one begins
     code, err = run(task3cd, args(fake_image_folder, tmp_path, "--variants", "baseline,tanh"),
                     capsys)
     assert code == 130 and "Traceback" not in err

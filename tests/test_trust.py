@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from common import errors as signals  # while_starting, after_main
-from common.run import path_text
+from common.cli import path_text
 from conftest import ROOT, args, load_script, losses, metrics, one_error_line, run
 
 task2 = load_script("task2")

@@ -4,7 +4,6 @@ official batches holding no images, a `tensorboard` path that cannot be a folder
 at the end of training that still lets the script print its table."""
 from __future__ import annotations
 
-import io
 import pickle
 import shutil
 import signal

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import common.data
 import common.files
-import common.run
+import common.cli
 import common.trainer
 from common.files import FolderLock, _atomic, read_checkpoint
 from common.errors import UserError
@@ -66,7 +66,7 @@ def test_a_signal_while_the_data_cache_is_loaded_stops_the_script(fake_image_fol
                                                                   capsys, monkeypatch):
     data = private_copy(fake_image_folder, tmp_path / "data")
     common.data.load_cifar10(data, download=False, progress=False)  # the cache exists
-    interrupt_in(monkeypatch, common.data, "load_torch", signal.SIGTERM)
+    interrupt_in(monkeypatch, common.data, "load_cache", signal.SIGTERM)
     code, err = run(task2, args(data, tmp_path / "out"), capsys)
     assert code == 143 and one_error_line(err).startswith("SIGTERM received")
     assert not (tmp_path / "out" / "cnn1g").exists()  # nothing trained after the signal
@@ -458,7 +458,7 @@ def resumable(fake_image_folder, tmp_path_factory):
 
 def test_the_error_wording_names_the_option_and_its_value():
     err = UserError("must be positive", setting="batch_size", value=0)
-    assert common.run.word_user_error(err) == "--batch-size 0: must be positive"
+    assert common.cli.word_user_error(err) == "--batch-size 0: must be positive"
     err = UserError("cannot write to output folder x: Read-only", setting="output_dir")
-    assert common.run.word_user_error(err) == ("cannot write to output folder x: Read-only; "
+    assert common.cli.word_user_error(err) == ("cannot write to output folder x: Read-only; "
                                                "choose another with --output-dir")
