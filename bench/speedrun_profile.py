@@ -622,7 +622,7 @@ def prepare_candidates(names, recipe_split: dict, data: dict, precision: str,
             t0 = time.perf_counter()
             side.step()
             second = time.perf_counter() - t0
-        except Exception as err:  # a candidate that fails here is a finding, not a crash
+        except RuntimeError as err:  # torch's refusal of a candidate is a finding, not a crash
             entry["failed"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
             say(f"{name}: failed, {entry['failed']}")
             continue

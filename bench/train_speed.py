@@ -488,11 +488,7 @@ def main(argv=None) -> dict:
     device = pick_device(args.device or "auto")
     root = resolve_data_dir(args.data_dir)
     if args.json:  # fail now rather than after minutes of measuring
-        try:
-            ensure_writable_dir(Path(args.json).resolve().parent)
-        except UserError:
-            raise UserError("cannot write to its folder", setting="json",
-                            value=args.json) from None
+        ensure_writable_dir(Path(args.json).resolve().parent, setting="json", value=args.json)
     start = time.perf_counter()
     splits = cifar10_splits(root, seed=0, progress=sys.stderr.isatty())
     print(f"data loaded in {time.perf_counter() - start:.1f} s (not counted)", flush=True)

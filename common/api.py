@@ -300,10 +300,8 @@ def evaluate(trained: TrainedRun, data_dir=None, progress: bool = False) -> Eval
 def _evaluation_device(recorded: str) -> torch.device:
     """The kind of device a run trained on (metrics.json's "cuda:0": cuda) where this machine
     has one, else the CPU."""
-    try:
-        return system.pick_device(torch.device(recorded).type)
-    except UserError:  # none here: the CPU computes the same, up to the last digits
-        return torch.device("cpu")
+    kind = torch.device(recorded).type  # none here: the CPU computes the same, up to the last digits
+    return system.pick_device(kind if system.device_available(kind) else "cpu")
 
 
 # ---------------------------------------------------------------- training

@@ -52,15 +52,21 @@ UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeEr
 
 # ---------------------------------------------------------------- atomic writes
 
-def ensure_writable_dir(path) -> Path:
+def ensure_writable_dir(path, setting: str = "output_dir", value=None) -> Path:
+    """`path` made and writable, or a UserError about `setting`, the option whose value (the
+    output folder itself, or `value`, which names this folder) it is."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
         probe.close()
     except OSError as err:
-        raise UserError(f"cannot write to output folder {path}: {err.strerror or err}",
-                        setting="output_dir") from None
+        reason = err.strerror or err
+        if value is not None:
+            raise UserError(f"cannot be written to ({reason})", setting=setting,
+                            value=value) from None
+        raise UserError(f"cannot write to output folder {path}: {reason}",
+                        setting=setting) from None
     return path
 
 

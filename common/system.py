@@ -24,10 +24,15 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+def device_available(kind: str) -> bool:
+    return {"cuda": torch.cuda.is_available, "mps": _mps_available,
+            "cpu": lambda: True}.get(kind, lambda: False)()
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """auto: CUDA if present, else Apple MPS, else CPU. Under torchrun the CUDA device is the
     process's local rank (init_distributed sets it)."""
-    available = {"cuda": torch.cuda.is_available(), "mps": _mps_available(), "cpu": True}
+    available = {kind: device_available(kind) for kind in ("cuda", "mps", "cpu")}
     if name == "auto":
         name = next(n for n in ("cuda", "mps", "cpu") if available[n])
     if name not in available:

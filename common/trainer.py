@@ -202,10 +202,7 @@ def _tensorboard_folder(run_dir) -> Path:
     elif folder.exists() and not folder.is_dir():
         problem = "a file, not a folder"
     else:
-        try:
-            return ensure_writable_dir(folder)
-        except UserError as err:  # "cannot write to output folder P: Permission denied"
-            problem = f"cannot be written to ({err.message.rsplit(': ', 1)[-1]})"
+        return ensure_writable_dir(folder, setting="tensorboard", value=folder)
     raise UserError(f"{problem}; TensorBoard writes its event files into a folder of that "
                     "name", setting="tensorboard", value=folder)
 
