@@ -18,7 +18,7 @@ Lookahead, progressive resizing (the first epochs on smaller images) and ReLU fo
 Its loop is its own, as airbench's is: a fixed schedule on all 50,000 training images (no
 validation split, nothing to select, no early stopping), the whitening layer fitted before the
 first step and its bias frozen part-way, scoring with test-time augmentation. The recipe's
-values, optimizer and schedule are in common.recipes; the training step, the running score,
+values and schedule are in common.recipes, its optimizer below; the training step, the running score,
 the divergence check, the log line, evaluation and the run folder's format are the package's.
 """
 from __future__ import annotations
