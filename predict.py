@@ -30,15 +30,11 @@ import os
 import sys
 import unicodedata
 
-from common import api, cli
-from common.data import CLASSES
+from common import cli
 from common.errors import UserError
-from common.files import output_file, save_csv
-from common.trainer import confusion_rows
 
 TOP_K = 3
 BATCH = 64  # images classified at once: a few hundred MB at 224 pixels
-CONFUSION_HEADER = ",".join(["class", *CLASSES, "accuracy"])  # confusion_rows' columns
 # written as \n, \r, \t in a text line; other control characters as \xNN or \uNNNN
 ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -52,7 +48,7 @@ def get_args_parser():
                         "best.pt and metrics.json)")
     p.add_argument("--top-k", type=cli.whole_number(1), default=TOP_K, metavar="K",
                    help=f"how many classes to print per image, most likely first (default: "
-                        f"{TOP_K}; at most {len(CLASSES)})")
+                        f"{TOP_K}; at most one per class)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (for programs) instead of text lines")
     p.add_argument("--evaluate", action="store_true",
@@ -76,6 +72,16 @@ def output_path(text: str) -> str:
     (common.files.output_file) refuses rather than writing a file of that name."""
     path = cli.path_text(text)
     return path + os.sep if text.endswith(os.sep) and not path.endswith(os.sep) else path
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import api  # noqa: E402
+from common.data import CLASSES  # noqa: E402
+from common.files import output_file, save_csv  # noqa: E402
+from common.trainer import confusion_rows  # noqa: E402
+
+CONFUSION_HEADER = ",".join(["class", *CLASSES, "accuracy"])  # confusion_rows' columns
 
 
 def shown(path, one_line: bool = False) -> str:

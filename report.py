@@ -27,17 +27,32 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import results as figures
-from common.config import RunConfig
-from common.data import CLASSES
+from common.cli import Parser, answer_help, exits_cleanly, path_text
 from common.errors import UserError
-from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS, RunDir,
-                          read_csv, read_json, save_json, save_text, shape_problem)
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
-from common.results import budget, format_epochs, test_acc
-from common.cli import Parser, exits_cleanly, path_text
 
 ROOT = Path(__file__).resolve().parent
+
+
+def get_args_parser() -> Parser:
+    p = Parser(prog="python report.py", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true",
+                   help="only compare; one line per stale table or figure, exit code 1 if any")
+    p.add_argument("--root", default=str(ROOT), type=path_text,
+                   help="the repository to read results/ from and write into (default: this one)")
+    return p
+
+
+answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import results as figures  # noqa: E402
+from common.config import RunConfig  # noqa: E402
+from common.data import CLASSES  # noqa: E402
+from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS,  # noqa: E402
+                          RunDir, read_csv, read_json, save_json, save_text, shape_problem)
+from common.results import budget, format_epochs, test_acc  # noqa: E402
+
 PLOTS = "plots"
 DOCUMENTS = ("README.md", "docs/*.md")
 TABLE_DIR = "results/tables"
@@ -1155,13 +1170,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
 
 @exits_cleanly
 def main(argv=None) -> int:
-    p = Parser(prog="python report.py", description=__doc__,
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true",
-                   help="only compare; one line per stale table or figure, exit code 1 if any")
-    p.add_argument("--root", default=str(ROOT), type=path_text,
-                   help="the repository to read results/ from and write into (default: this one)")
-    args = p.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     lines = regenerate(Path(args.root), check=args.check)
     for line in lines:
         print(line)

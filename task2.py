@@ -9,7 +9,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import cli, results, run
+from common import cli
 from common.recipes import planned
 
 RUN = "cnn1g"  # report 2: the 1.g CNN, the starter code's recipe (common.recipes.CNN1G)
@@ -17,6 +17,11 @@ RUN = "cnn1g"  # report 2: the 1.g CNN, the starter code's recipe (common.recipe
 
 def get_args_parser():
     return cli.make_parser(__doc__)
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import results, run  # noqa: E402
 
 
 @cli.exits_cleanly

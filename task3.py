@@ -1,7 +1,7 @@
 """Report task 3: Model 1 and Model 2 on CIFAR-10 (Figures 2-3, Table 3.b).
 
   python task3.py                      # both models, the report's recipes
-  python task3.py --model 1 --quick    # a one-minute first try
+  python task3.py --model 1 --quick    # a first try: 1,000 images per split, one epoch
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import cli, results, run
+from common import cli
 from common.recipes import PLANS, planned
 
 RUNS = PLANS["task3"]  # report 3.a: each model with its recipe (MODEL1, MODEL2)
@@ -20,6 +20,11 @@ def get_args_parser():
     p.add_argument("--model", choices=["1", "2", "both"], default="both",
                    help="which of the report's models to train (default: both)")
     return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import results, run  # noqa: E402
 
 
 def label(name: str) -> str:

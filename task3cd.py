@@ -11,7 +11,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import cli, run
+from common import cli
 from common.recipes import TASK3CD_VARIANTS, planned
 
 # Model 1 (report 3.a) against each change of report 3.c-3.d: the variants, each with the
@@ -23,6 +23,11 @@ def get_args_parser():
     p = cli.make_parser(__doc__)
     cli.add_study_options(p, VARIANTS)
     return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import run  # noqa: E402
 
 
 @cli.exits_cleanly

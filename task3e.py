@@ -16,11 +16,9 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 
 import sys
 
-from common import cli, results, run
+from common import cli
 from common.errors import UserError
-from common.files import RunDir
 from common.recipes import FILTER_OPTIMIZERS, SPEEDRUN, TASK3E_VARIANTS, planned
-from common.speedrun import DATA_SEED
 
 # Model 1 (report 3.a) against each attempt of report 3.e: the variants, each with the
 # report's words, are in common/recipes.py
@@ -60,6 +58,20 @@ def get_args_parser(recipe: str = "variants"):
                         "speed-run recipe, whose options `--recipe speedrun --help` lists "
                         "(default: variants)")
     return p
+
+
+def chosen_recipe(argv=None) -> str:
+    """--recipe, read first: it decides which options the command line has."""
+    mode = cli.Parser(add_help=False)
+    mode.add_argument("--recipe", choices=RECIPES, default="variants")
+    return mode.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
+
+
+cli.answer_help(__name__, lambda: get_args_parser(chosen_recipe()))  # before torch loads
+
+from common import results, run  # noqa: E402
+from common.files import RunDir  # noqa: E402
+from common.speedrun import DATA_SEED  # noqa: E402
 
 
 def speedrun_settings(args) -> dict:
@@ -114,9 +126,7 @@ def print_speedrun(out: dict, seeds: list[int], cfg, session):
 
 @cli.exits_cleanly
 def main(argv=None):
-    mode = cli.Parser(add_help=False)
-    mode.add_argument("--recipe", choices=RECIPES, default="variants")
-    recipe = mode.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
+    recipe = chosen_recipe(argv)
     args = cli.parse_args(get_args_parser(recipe), argv)
     if recipe == "speedrun":
         return main_speedrun(args, argv)

@@ -12,7 +12,7 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
-from common import cli, models, results, run
+from common import cli
 from common.recipes import PLANS, RESNET18_TRANSFER
 
 RUNS = PLANS["task4a"]  # report 4.a: ImageNet's weights; and the same recipe without transfer
@@ -27,6 +27,11 @@ def get_args_parser():
                         "time, e.g. 112 is about 4x faster (default: "
                         f"{RESNET18_TRANSFER.image_size}, the report's)")
     return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common import models, results, run  # noqa: E402
 
 
 @cli.exits_cleanly

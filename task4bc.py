@@ -14,7 +14,34 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 import argparse
 from pathlib import Path
 
-import matplotlib
+from common import cli
+
+IMAGE_SIZE = 224                       # ResNet18's ImageNet input size: layer4 gives 512 x 7 x 7
+FIRST_LAYER_FILTERS = 64              # ResNet18's conv1: 64 filters of 7 x 7 x 3
+FILTER_INDICES = [14, 26, 32, 49, 52]  # report 4.b, Figure 7: these first-layer filters
+LAYER4_CHANNELS = 10                   # report 4.c, Figure 8: the first 10 channels of layer4
+OVERLAY_ALPHA = 0.5                    # report 4.c: activations half-transparent over the image
+SEED = 0                               # --weights none: the same random filters every run
+
+
+def get_args_parser():
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", metavar="PATH", default=None, type=cli.path_text,
+                   help="the photograph to look at (default: matplotlib's sample photograph, "
+                        "grace_hopper.jpg)")
+    p.add_argument("--indices", type=int, nargs="+", default=FILTER_INDICES, metavar="I",
+                   help="first-layer filters to show, each 0-63 (default: the report's "
+                        f"{' '.join(map(str, FILTER_INDICES))})")
+    cli.add_weights_option(p)
+    p.add_argument("--output-dir", metavar="DIR", default=None, type=cli.path_text,
+                   help="where the two figures go (default: plots/; with --weights none: "
+                        "outputs/task4bc/, so random-weight figures never replace the report's)")
+    return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,18 +51,11 @@ import torchvision.transforms.functional as TF  # noqa: E402
 from matplotlib import cbook  # noqa: E402
 from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
-from common import cli, models  # noqa: E402
+from common import models  # noqa: E402
 from common.data import IMAGENET_NORMALIZATION, read_image  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.files import ensure_writable_dir, save_figure  # noqa: E402
 from common.system import seed_everything  # noqa: E402
-
-IMAGE_SIZE = 224                       # ResNet18's ImageNet input size: layer4 gives 512 x 7 x 7
-FIRST_LAYER_FILTERS = 64              # ResNet18's conv1: 64 filters of 7 x 7 x 3
-FILTER_INDICES = [14, 26, 32, 49, 52]  # report 4.b, Figure 7: these first-layer filters
-LAYER4_CHANNELS = 10                   # report 4.c, Figure 8: the first 10 channels of layer4
-OVERLAY_ALPHA = 0.5                    # report 4.c: activations half-transparent over the image
-SEED = 0                               # --weights none: the same random filters every run
 
 
 def default_image() -> Path:
@@ -106,21 +126,6 @@ def figure8(image, layer4_out, title, path):
     save_figure(fig, path)
     plt.close(fig)
     return path
-
-
-def get_args_parser():
-    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", metavar="PATH", default=None, type=cli.path_text,
-                   help="the photograph to look at (default: matplotlib's sample photograph, "
-                        "grace_hopper.jpg)")
-    p.add_argument("--indices", type=int, nargs="+", default=FILTER_INDICES, metavar="I",
-                   help="first-layer filters to show, each 0-63 (default: the report's "
-                        f"{' '.join(map(str, FILTER_INDICES))})")
-    cli.add_weights_option(p)
-    p.add_argument("--output-dir", metavar="DIR", default=None, type=cli.path_text,
-                   help="where the two figures go (default: plots/; with --weights none: "
-                        "outputs/task4bc/, so random-weight figures never replace the report's)")
-    return p
 
 
 @cli.exits_cleanly

@@ -11,18 +11,26 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
+from common import cli
+
+
+def get_args_parser():
+    p = cli.Parser(prog="python -m bench.machine_record", description=__doc__)
+    p.add_argument("path", type=cli.path_text, help="the JSON file to write")
+    return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
 import torch  # noqa: E402
 
-from common import cli  # noqa: E402
 from common.files import save_json  # noqa: E402
 from common.system import machine_record  # noqa: E402
 
 
 @cli.exits_cleanly
 def main(argv=None):
-    p = cli.Parser(prog="python -m bench.machine_record", description=__doc__)
-    p.add_argument("path", type=cli.path_text, help="the JSON file to write")
-    args = p.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     print(f"wrote {save_json(machine_record(torch.device('cpu')), args.path)}")
 
 

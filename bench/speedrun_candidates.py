@@ -18,12 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import cli
-from common.data import cifar10_splits, resolve_data_dir
 from common.errors import UserError
 from common.recipes import SPEEDRUN, SpeedrunConfig
-from common.speedrun import run_seeds
-from common.config import SPEEDRUN_MODEL, RunConfig
-from common.system import machine_record, pick_device
 
 # The recipe before this study (Nesterov SGD on every weight), which every candidate changes;
 # "recipe" is common.recipes.SPEEDRUN as it stands, the combination chosen from them.
@@ -114,6 +110,14 @@ def get_args_parser():
                    help="what task3e.py's --precision auto chose for the speed-run on the "
                         "machine at hand (default: bf16)")
     return p
+
+
+cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common.config import SPEEDRUN_MODEL, RunConfig  # noqa: E402
+from common.data import cifar10_splits, resolve_data_dir  # noqa: E402
+from common.speedrun import run_seeds  # noqa: E402
+from common.system import machine_record, pick_device  # noqa: E402
 
 
 @cli.exits_cleanly

@@ -44,9 +44,9 @@ from common.data import (SPEEDRUN_NORMALIZATION, TensorLoader, cifar10_splits, n
                          resolve_data_dir)
 from common.errors import UserError
 from common.files import save_json
-from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
-from common.speedrun import (EVAL_BATCH_SIZE, MatrixConv, SpeedrunNet, TrainBatches, predict,
-                             training_images)
+from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear
+from common.speedrun import (EVAL_BATCH_SIZE, MatrixConv, SpeedrunNet, TrainBatches,
+                             make_speedrun_optimizer, predict, training_images)
 from common.system import autocast, generator, machine_record, seed_everything
 from common.precision import choose_precision
 from common.trainer import train_step

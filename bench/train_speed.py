@@ -30,10 +30,10 @@ from common.data import CIFAR_NORMALIZATION, CIFAR10Splits, Split, cifar10_split
 from common.errors import UserError
 from common.files import ensure_writable_dir, save_json
 from common.models import CNN1g, Model1
-from common.recipes import CNN1G, MODEL1, Recipe, make_optimizer
+from common.recipes import CNN1G, MODEL1, Recipe
 from common.system import cpu_has_bf16, cpu_name, pick_device
 from common.precision import BF16_MIN_SPEEDUP, choose_precision
-from common.trainer import evaluate, train_step
+from common.trainer import evaluate, make_optimizer, train_step
 
 CHECKS_PER_EPOCH = 2           # report: validation twice per epoch
 CLASSIC_WORKERS = 2            # the classic DataLoader: two worker processes

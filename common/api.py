@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data, system, trainer
-from .config import CONFIG_NAME, CUSTOM_MODEL, QUICK_SUBSET, SPEEDRUN_MODEL, RunConfig, load_config
+from .config import CONFIG_NAME, CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
 from .errors import UserError, forget_kept, raise_kept, require_extra
 from .files import (BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, output_file,
                     save_bytes)
-from .recipes import PLANS, SpeedrunConfig
+from .recipes import PLANS, QUICK_SUBSET, SpeedrunConfig
 from .models import weights_problem
 from .run import MODELS, build_model, scoring_loader, setup, train_run, train_seeds
 from .speedrun import DATA_SEED as SPEEDRUN_DATA_SEED

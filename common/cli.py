@@ -12,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import QUICK_SUBSET, check_setting
+# nothing here loads torch (errors and recipes do not): a script builds its parser and
+# answers --help (answer_help) before it imports the rest of the package
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
                      forget_kept, raise_kept, signals_raise_interrupted)
-from .files import FolderLock
-from .recipes import OPTIMIZERS, SCHEDULES
+from .recipes import OPTIMIZERS, QUICK_SUBSET, SCHEDULES
 
 
 # ---------------------------------------------------------------- the command line
@@ -35,6 +35,10 @@ def setting_type(name: str):
     """An option type for a run setting: a number, checked against its field's limit in the
     record (common.config.check_setting: the same rule a config.json's value meets)."""
     def number(text: str) -> float:
+        # imported when a value is checked, not when the parser is built: common.config reads
+        # run folders through common.files, which loads torch, and --help answers without it
+        # (answer_help); tests/test_layout.py names this one deferred import
+        from .config import check_setting
         value = float(text)
         try:
             check_setting(name, value)
@@ -119,8 +123,8 @@ def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParse
     option("--subset", type=whole_number(1), default=None, metavar="N",
            help="use at most N images per split, class-balanced (quick experiments)")
     option("--quick", action="store_true",
-           help=f"a first try in about a minute on CPU: --subset {QUICK_SUBSET} and --epochs 1, "
-                "each unless given")
+           help=f"a first try: --subset {QUICK_SUBSET} (images per split) and --epochs 1, "
+                "each unless given; the run says its expected time after its first steps")
     option("--resume", metavar="CHECKPOINT", default=None, type=path_text,
            help="continue the run a checkpoint.pt belongs to, from any folder; "
                 "its script, run, data, subset, seed, model and recipe must match, but --lr, "
@@ -174,6 +178,24 @@ def add_weights_option(parser: argparse.ArgumentParser):
 
 def path_or_word(text: str) -> str:
     return text if text in ("imagenet", "none") else path_text(text)
+
+
+def answer_help(module_name: str, make_parser, argv=None):
+    """--help or -h, answered by the script's own parser before the script imports torch and
+    the rest of the package (seconds): called between its get_args_parser and those imports.
+    Does nothing when the file is imported, or without those options (then main() parses as
+    always; argparse would print the same help there)."""
+    if module_name != "__main__":
+        return
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if "-h" in options or "--help" in options:
+        try:
+            parser = make_parser()
+        except UserError:  # an option the parser depends on is wrong: main() says so
+            return
+        parser.print_help()
+        sys.exit(0)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -323,7 +345,11 @@ def exits_cleanly(main):
                     raise_kept()  # a signal at the end of the last run, now that its table is out
                     return result
                 finally:
-                    FolderLock.release_all()
+                    # a lock is taken only through common.files: not loaded, none is held
+                    # (importing it here would load torch; this module loads without it)
+                    files = sys.modules.get(f"{__package__}.files")
+                    if files is not None:
+                        files.FolderLock.release_all()
                     forget_kept()
         except UserError as err:
             _say(word_user_error(err), main_rank)

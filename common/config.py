@@ -22,7 +22,6 @@ from .recipes import Recipe, SpeedrunConfig
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
-QUICK_SUBSET = 1000  # --quick, api.train(quick=True): 1,000 images per split and one epoch
 SPEEDRUN_MODEL = "speedrun"  # the one model trained by a SpeedrunConfig (common.speedrun)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -10,19 +10,22 @@ import os
 import pickle
 import tarfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps  # torchvision.io's decoders are deprecated since 0.29
-from pydantic import ConfigDict, Field, Strict
 from torch import nn
 
 from .errors import UserError
 from .files import load_cache, save_torch
+# the record's kinds of value, the augmentation a recipe asks for and the recipes'
+# normalizations live with the recipes, which load without torch (a script's --help)
+from .recipes import (CIFAR_NORMALIZATION, IMAGENET_NORMALIZATION, RECORD,  # noqa: F401
+                      SPEEDRUN_NORMALIZATION, AtLeast0, AugmentConfig, Count, Flag, Fraction,
+                      Positive, WholeAtLeast0)
 from .system import epoch_generator, generator
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -33,10 +36,6 @@ OFFICIAL_SUBDIR = "cifar-10-batches-py"
 CACHE_VERSION = 4  # 3: 16-bit greyscale scaled, not clipped to white; 4: EXIF orientation,
 # transparency over white, 32-bit integers of 8-bit values, a TIFF's declared width
 VALIDATION_FRACTION = 0.1  # starter code: 45,000 train / 5,000 validation
-CIFAR_NORMALIZATION = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # starter code (tasks 2-3)
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # report 4.a: ImageNet's
-# the speed-run: CIFAR-10 training-set channel statistics (its whitening absorbs any scale)
-SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 # what unpickling a damaged official batch can raise
 BAD_PICKLE = (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError,
               IndexError, OSError, RuntimeError)
@@ -475,35 +474,6 @@ def cifar10_splits(data_dir, seed: int = 0, subset: int | None = None,
 
 
 # ---------------------------------------------------------------- augmentation
-
-# The kinds of value a setting takes, with their limits: common.config validates every record
-# (a config.json, a checkpoint's, the options typed, api.train's keywords) against the fields'
-# annotations, so a limit is stated once, beside the field it limits. Strict: "1" is no number
-# and True no count (a JSON file or a keyword argument is taken as written).
-Flag = Annotated[bool, Strict()]
-Count = Annotated[int, Strict(), Field(ge=1)]
-WholeAtLeast0 = Annotated[int, Strict(), Field(ge=0)]
-Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-AtLeast0 = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]  # [0, 1): momentum, smoothing
-RECORD = ConfigDict(extra="forbid")  # an entry no field names is a mistake, not a comment
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    __pydantic_config__ = RECORD
-    hflip: Flag = False                 # horizontal flip with probability 0.5
-    rotate_degrees: Annotated[float, Strict(), Field(ge=0, le=180)] = 0.0  # uniform in [-d, d]
-    translate_px: WholeAtLeast0 = 0     # shift by a uniform whole number in [-t, t], x and y
-    translate_reflect: Flag = False     # fill what a shift uncovers by mirroring (default: black)
-    hue: Annotated[float, Strict(), Field(ge=0, le=0.5)] = 0.0  # colour jitter, torchvision's
-    saturation: AtLeast0 = 0.0          #   semantics (kornia ColorJitter)
-    noise_std: AtLeast0 = 0.0           # additive Gaussian noise (image in [0, 1]), then clamped
-
-    @property
-    def active(self) -> bool:
-        return any(asdict(self).values())
-
 
 class BatchAugment(nn.Module):
     """Augmentation of a float batch in [0, 1], random parameters per image: flip, rotation,

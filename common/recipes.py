@@ -1,6 +1,7 @@
-"""Every training recipe of the package, with the report's words beside its numbers, and what
-turns a recipe into an optimizer and a learning-rate schedule (and how a resumed run changes
-its rate or its length from the step it reached).
+"""Every training recipe of the package, with the report's words beside its numbers, the kinds
+of value a setting takes and the rate schedules' shapes; it loads without torch, so that a
+script's --help names the recipes' values at once (the optimizers they become are built where
+they train: common.trainer, common.speedrun).
 
 Where a value comes from: "report X" is the report's section; "starter code" is the course's
 starter code (the report does not restate it); "our choice" is ours, with the reason; "Jordan
@@ -14,15 +15,46 @@ so that the library trains any script's run by name (common.api) without importi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Literal
 
-import torch
-from pydantic import Field, Strict
+from pydantic import ConfigDict, Field, Strict
 
-from .data import (CIFAR_NORMALIZATION, IMAGENET_NORMALIZATION, RECORD, AtLeast0, AugmentConfig,
-                   Count, Flag, Fraction, Positive, WholeAtLeast0)
+CIFAR_NORMALIZATION = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # starter code (tasks 2-3)
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # report 4.a: ImageNet's
+# the speed-run: CIFAR-10 training-set channel statistics (its whitening absorbs any scale)
+SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
+# The kinds of value a setting takes, with their limits: common.config validates every record
+# (a config.json, a checkpoint's, the options typed, api.train's keywords) against the fields'
+# annotations, so a limit is stated once, beside the field it limits. Strict: "1" is no number
+# and True no count (a JSON file or a keyword argument is taken as written).
+Flag = Annotated[bool, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+WholeAtLeast0 = Annotated[int, Strict(), Field(ge=0)]
+Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+AtLeast0 = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Strict(), Field(ge=0, lt=1)]  # [0, 1): momentum, smoothing
+RECORD = ConfigDict(extra="forbid")  # an entry no field names is a mistake, not a comment
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    __pydantic_config__ = RECORD
+    hflip: Flag = False                 # horizontal flip with probability 0.5
+    rotate_degrees: Annotated[float, Strict(), Field(ge=0, le=180)] = 0.0  # uniform in [-d, d]
+    translate_px: WholeAtLeast0 = 0     # shift by a uniform whole number in [-t, t], x and y
+    translate_reflect: Flag = False     # fill what a shift uncovers by mirroring (default: black)
+    hue: Annotated[float, Strict(), Field(ge=0, le=0.5)] = 0.0  # colour jitter, torchvision's
+    saturation: AtLeast0 = 0.0          #   semantics (kornia ColorJitter)
+    noise_std: AtLeast0 = 0.0           # additive Gaussian noise (image in [0, 1]), then clamped
+
+    @property
+    def active(self) -> bool:
+        return any(asdict(self).values())
+
+
+QUICK_SUBSET = 1000  # --quick, api.train(quick=True): 1,000 images per split and one epoch
 OPTIMIZERS = ("sgd", "adam", "adamw")
 FILTER_OPTIMIZERS = ("sgd", "muon")
 SCHEDULES = ("constant", "cosine")
@@ -221,82 +253,6 @@ def planned(task: str, runs) -> list[tuple]:
     return [(run, *PLANS[task][run]) for run in runs]
 
 
-# ---------------------------------------------------------------- optimizers
-
-def make_optimizer(recipe: Recipe, params):
-    if recipe.opt == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
-    if recipe.opt == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas,
-                                weight_decay=recipe.weight_decay)
-    if recipe.opt == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas,
-                                 weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.opt!r}; choose from {OPTIMIZERS}")
-
-
-class Optimizers:
-    """Several optimizers stepped as one: the speed-run's Muon for the filters beside SGD for
-    the rest. Each keeps its own schedule (a scheduler takes a single optimizer)."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [g for o in self.optimizers for g in o.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True):
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        for o in self.optimizers:
-            o.step()
-
-
-def make_speedrun_optimizer(model, cfg: SpeedrunConfig) -> Optimizers:
-    """Nesterov SGD (Jordan 2024), biases at bias_lr_scale times the rate; with
-    filter_optimizer "muon", the conv filters (the model's `filter_matrices()`) are Muon's
-    instead. PyTorch's weight_decay is multiplied by the (scheduled) rate, so setting it to
-    decay / peak rate makes the decay per step the same in both groups and independent of the
-    rate's size (it still follows the schedule, and passes through the momentum buffer, as in
-    the published recipe: not AdamW-style decoupling from the gradient step)."""
-    if cfg.filter_optimizer not in FILTER_OPTIMIZERS:
-        raise ValueError(f"unknown filter optimizer {cfg.filter_optimizer!r}; choose from "
-                         f"{FILTER_OPTIMIZERS}")
-    muon = list(model.filter_matrices()) if cfg.filter_optimizer == "muon" else []
-    taken = {id(p) for p in muon}
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in taken]
-    biases = [p for n, p in named if n.endswith("bias")]
-    others = [p for n, p in named if not n.endswith("bias")]
-    lr_b = cfg.lr * cfg.bias_lr_scale
-    groups = [dict(params=others, lr=cfg.lr, weight_decay=cfg.weight_decay / cfg.lr),
-              dict(params=biases, lr=lr_b, weight_decay=cfg.weight_decay / lr_b)]
-    sgd = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True)
-    if not muon:
-        return Optimizers(sgd)
-    return Optimizers(sgd, make_muon(muon, cfg))
-
-
-def make_muon(filters: list, cfg: SpeedrunConfig) -> torch.optim.Muon:
-    """torch's Muon (2-D parameters: each filter bank as one (out, in x k x k) matrix), no
-    weight decay. Its orthogonalised step has a fixed size, so the filters' norm alone would
-    set the effective rate (BatchNorm follows each conv: only their direction matters); as in
-    airbench94_muon, each matrix is rescaled to norm sqrt(rows) before every step, which holds
-    that rate where the schedule puts it."""
-    muon = torch.optim.Muon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
-                            weight_decay=0.0, ns_steps=cfg.muon_ns_steps)
-
-    @torch.no_grad()
-    def renormalize(optimizer, args, kwargs):
-        for p in filters:
-            p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
-    muon.register_step_pre_hook(renormalize)
-    return muon
-
-
 # ---------------------------------------------------------------- schedules
 
 class CosineToZero:
@@ -328,34 +284,3 @@ class WarmupLinear:
         if t < self.warmup:
             return self.start + (1 - self.start) * t / self.warmup
         return 1 + (self.end - 1) * (t - self.warmup) / (1 - self.warmup)
-
-
-def make_scheduler(schedule: str, optimizer, total_steps: int):
-    """A scheduler stepped after every training step, or None for a constant rate."""
-    if schedule == "constant":
-        return None
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineToZero(total_steps))
-    raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
-
-
-def change_schedule(optimizer, scheduler, *, lr: float | None = None,
-                    total_steps: int | None = None):
-    """A resumed run's new rate and/or length, from the step it reached on.
-
-    A new rate scales every group's current and base rate by new / old, which keeps any
-    schedule's shape; a new length re-plans the schedules that depend on it (CosineToZero)."""
-    if total_steps is not None and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        step = scheduler.last_epoch
-        scheduler.lr_lambdas = [f.resized(total_steps, step) if hasattr(f, "resized") else f
-                                for f in scheduler.lr_lambdas]
-        for group, base, f in zip(optimizer.param_groups, scheduler.base_lrs,
-                                  scheduler.lr_lambdas):
-            group["lr"] = base * f(step)
-    if lr is not None:
-        ratio = lr / optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
-        for group in optimizer.param_groups:
-            group["lr"] *= ratio
-            group["initial_lr"] = group.get("initial_lr", group["lr"] / ratio) * ratio
-        if scheduler is not None:
-            scheduler.base_lrs = [base * ratio for base in scheduler.base_lrs]

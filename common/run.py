@@ -24,10 +24,9 @@ from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
                     read_checkpoint, save_csv, save_json)
 from .models import CNN1g, Model1, Model2
 from .speedrun import SpeedrunNet, check_batch_size, run_seeds
-from .recipes import (Recipe, Variant, make_optimizer,
-                      make_scheduler)
+from .recipes import Recipe, Variant
 from .precision import PrecisionChoice, choose_precision, review_precision
-from .trainer import Trainer, tensorboard_writer
+from .trainer import Trainer, make_optimizer, make_scheduler, tensorboard_writer
 
 
 # ---------------------------------------------------------------- the session

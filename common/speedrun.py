@@ -18,12 +18,13 @@ Lookahead, progressive resizing (the first epochs on smaller images) and ReLU fo
 Its loop is its own, as airbench's is: a fixed schedule on all 50,000 training images (no
 validation split, nothing to select, no early stopping), the whitening layer fitted before the
 first step and its bias frozen part-way, scoring with test-time augmentation. The recipe's
-values, optimizer and schedule are in common.recipes; the training step, the running score,
+values and schedule are in common.recipes, its optimizer below; the training step, the running score,
 the divergence check, the log line, evaluation and the run folder's format are the package's.
 """
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
 from .models import ACTIVATIONS
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
@@ -38,10 +40,10 @@ from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugm
 from .config import RunConfig, starting_point
 from .errors import UserError
 from .files import RunDir, save_json
-from .recipes import SpeedrunConfig, WarmupLinear, make_speedrun_optimizer
+from .recipes import FILTER_OPTIMIZERS, SpeedrunConfig, WarmupLinear
 from .system import epoch_generator, generator, seed_everything
 from .trainer import (RunningScore, check_finite, confusion_rows, empty_confusion, evaluate,
-                      log_epoch, progress_bar, train_step)
+                      RunEstimate, duration, log_epoch, progress_bar, train_step)
 
 EVAL_BATCH_SIZE = 1000  # our choice: evaluation only
 # every seed trains on all training images in one order: the data (its split and subset) is
@@ -195,6 +197,67 @@ class TrainBatches:
 
 
 # ---------------------------------------------------------------------------- training
+class Optimizers:
+    """Several optimizers stepped as one: the speed-run's Muon for the filters beside SGD for
+    the rest. Each keeps its own schedule (a scheduler takes a single optimizer)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+
+def make_speedrun_optimizer(model, cfg: SpeedrunConfig) -> Optimizers:
+    """Nesterov SGD (Jordan 2024), biases at bias_lr_scale times the rate; with
+    filter_optimizer "muon", the conv filters (the model's `filter_matrices()`) are Muon's
+    instead. PyTorch's weight_decay is multiplied by the (scheduled) rate, so setting it to
+    decay / peak rate makes the decay per step the same in both groups and independent of the
+    rate's size (it still follows the schedule, and passes through the momentum buffer, as in
+    the published recipe: not AdamW-style decoupling from the gradient step)."""
+    if cfg.filter_optimizer not in FILTER_OPTIMIZERS:
+        raise ValueError(f"unknown filter optimizer {cfg.filter_optimizer!r}; choose from "
+                         f"{FILTER_OPTIMIZERS}")
+    muon = list(model.filter_matrices()) if cfg.filter_optimizer == "muon" else []
+    taken = {id(p) for p in muon}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in taken]
+    biases = [p for n, p in named if n.endswith("bias")]
+    others = [p for n, p in named if not n.endswith("bias")]
+    lr_b = cfg.lr * cfg.bias_lr_scale
+    groups = [dict(params=others, lr=cfg.lr, weight_decay=cfg.weight_decay / cfg.lr),
+              dict(params=biases, lr=lr_b, weight_decay=cfg.weight_decay / lr_b)]
+    sgd = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True)
+    if not muon:
+        return Optimizers(sgd)
+    return Optimizers(sgd, make_muon(muon, cfg))
+
+
+def make_muon(filters: list, cfg: SpeedrunConfig) -> torch.optim.Muon:
+    """torch's Muon (2-D parameters: each filter bank as one (out, in x k x k) matrix), no
+    weight decay. Its orthogonalised step has a fixed size, so the filters' norm alone would
+    set the effective rate (BatchNorm follows each conv: only their direction matters); as in
+    airbench94_muon, each matrix is rescaled to norm sqrt(rows) before every step, which holds
+    that rate where the schedule puts it."""
+    muon = torch.optim.Muon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
+                            weight_decay=0.0, ns_steps=cfg.muon_ns_steps)
+
+    @torch.no_grad()
+    def renormalize(optimizer, args, kwargs):
+        for p in filters:
+            p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
+    muon.register_step_pre_hook(renormalize)
+    return muon
+
+
 class Lookahead:
     """Lookahead (Zhang et al. 2019) as Jordan 2024 schedules it: every `every` steps a slow
     copy of the weights (BatchNorm's running statistics included) moves toward the trained
@@ -276,7 +339,8 @@ def _fit_whitening(model: SpeedrunNet, images: torch.Tensor, cfg: SpeedrunConfig
 
 def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, device, precision,
                  history: dict, bar, lookahead: Lookahead | None,
-                 ema: AveragedModel | None) -> RunningScore:
+                 ema: AveragedModel | None, estimate: RunEstimate, say: bool,
+                 run_name: str) -> RunningScore:
     if epoch == cfg.whiten_bias_epochs:
         model.whiten.bias.requires_grad_(False)
     score = RunningScore()
@@ -294,6 +358,13 @@ def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, devi
         check_finite(loss, "training loss", f"epoch {epoch + 1}, step {len(history['step_loss'])}",
                      lr=optimizer.param_groups[0]["lr"])
         score.add(loss, correct, len(y))
+        estimate.step_done()
+        step_in_epoch = len(history["step_loss"]) - epoch * len(batches)
+        if say and estimate.due(step_in_epoch):
+            tqdm.write(estimate.line(run_name, epoch), file=sys.stderr)
+        # tqdm's ETA is the epoch's; the run's beside it
+        bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]),
+                        refresh=False)
         bar.update(1)
     return score
 
@@ -319,8 +390,14 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
     lookahead = Lookahead(model, cfg.epochs * len(batches)) if cfg.lookahead else None
     history, train_time, ema = {"checks": [], "step_loss": []}, 0.0, None
+    # the monitoring evaluation after each epoch is the loop's one check
+    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches),
+                           check_steps={len(batches)} if monitor else set(),
+                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size,
+                           early_stopping=False)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
+        estimate.start()
         if cfg.ema_epochs and epoch == max(cfg.epochs - cfg.ema_epochs, 0):
             # BatchNorm's statistics averaged with the weights (use_buffers): no extra pass
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
@@ -329,7 +406,8 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
                           progress) as bar:
             score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg=cfg,
                                  device=device, precision=precision, history=history, bar=bar,
-                                 lookahead=lookahead, ema=ema)
+                                 lookahead=lookahead, ema=ema, estimate=estimate,
+                                 say=progress or monitor, run_name=run_name)
         if lookahead is not None and epoch == cfg.epochs - 1:
             lookahead.finish()
         if ema is not None and epoch == cfg.epochs - 1:
@@ -343,6 +421,7 @@ def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
                "lr": optimizer.param_groups[0]["lr"]}
         if monitor or epoch == cfg.epochs - 1:
             row["test_loss"], row["test_accuracy"] = evaluate(model, test, device, precision)
+            estimate.check_done()
         history["checks"].append(row)
         if progress or monitor:
             log_epoch(run_name, row, seconds_key="train_time_s")

@@ -1,4 +1,4 @@
-"""Training: the step, scoring (loss, accuracy, confusion), early stopping, what a run shows
+"""Training: a recipe's optimizer and schedule, the step, scoring (loss, accuracy, confusion), early stopping, what a run shows
 while it trains, the generic Trainer (validation checks, best weights, the final table;
 resumable from its checkpoint, stoppable by a signal, single process or DDP). The precision
 a run trains in is chosen by common.precision."""
@@ -26,12 +26,58 @@ from .config import MAY_CHANGE_ON_RESUME, RunConfig
 from .models import weights_problem
 from .errors import DivergenceError, StopRequest, UserError
 from .files import RunDir, ensure_writable_dir
-from .recipes import change_schedule
+from .recipes import OPTIMIZERS, SCHEDULES, CosineToZero, Recipe
 from .system import autocast
 
 # a checkpoint is a sound place to resume from when its validation loss is below twice that
 # of guessing (ln 10): one at 5.8e17 is finite, yet every rate diverges again from it
 SOUND_LOSS = 2 * math.log(NUM_CLASSES)
+
+
+# ---------------------------------------------------------------- a recipe's optimizer and schedule
+
+def make_optimizer(recipe: Recipe, params):
+    if recipe.opt == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    if recipe.opt == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas,
+                                weight_decay=recipe.weight_decay)
+    if recipe.opt == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas,
+                                 weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.opt!r}; choose from {OPTIMIZERS}")
+
+
+def make_scheduler(schedule: str, optimizer, total_steps: int):
+    """A scheduler stepped after every training step, or None for a constant rate."""
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineToZero(total_steps))
+    raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+
+
+def change_schedule(optimizer, scheduler, *, lr: float | None = None,
+                    total_steps: int | None = None):
+    """A resumed run's new rate and/or length, from the step it reached on.
+
+    A new rate scales every group's current and base rate by new / old, which keeps any
+    schedule's shape; a new length re-plans the schedules that depend on it (CosineToZero)."""
+    if total_steps is not None and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        step = scheduler.last_epoch
+        scheduler.lr_lambdas = [f.resized(total_steps, step) if hasattr(f, "resized") else f
+                                for f in scheduler.lr_lambdas]
+        for group, base, f in zip(optimizer.param_groups, scheduler.base_lrs,
+                                  scheduler.lr_lambdas):
+            group["lr"] = base * f(step)
+    if lr is not None:
+        ratio = lr / optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            group["initial_lr"] = group.get("initial_lr", group["lr"] / ratio) * ratio
+        if scheduler is not None:
+            scheduler.base_lrs = [base * ratio for base in scheduler.base_lrs]
 
 
 # ---------------------------------------------------------------- the step and scoring
@@ -169,6 +215,95 @@ def log_epoch(run_name: str, row: dict, seconds_key: str = "wall_time_s"):
             parts.append(f"{split} {loss}acc {row[f'{split}_accuracy']:.4f}")
     tqdm.write(f"{run_name} epoch {row['epoch']:.2f}: {' | '.join(parts)} | "
                f"{row[seconds_key]:.0f} s", file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """12 s, 14 min, 2.1 h: as precise as a plan needs."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunEstimate:
+    """How long the epoch and the run will take, from the steps this process took: the first
+    WARMUP steps are left out (first calls allocate and dispatch slowly); a check costs what
+    the checks so far cost, or, before the first, a guess from its evaluation images (a
+    forward pass at about a third of a training step's forward and backward, per image).
+    The loop calls start(), step_done() and check_done(); line() is said once, after TIMED
+    steps (or at the first epoch's end), and left() keeps the progress bar current."""
+    WARMUP, TIMED = 2, 5
+    clock = staticmethod(time.perf_counter)  # a test's stub makes the numbers exact
+
+    def __init__(self, *, epochs: int, steps_per_epoch: int, check_steps: set,
+                 check_images: int, batch_size: int, early_stopping: bool):
+        self.epochs, self.steps_per_epoch, self.check_steps = epochs, steps_per_epoch, check_steps
+        self.check_images, self.batch_size = check_images, batch_size
+        self.early_stopping = early_stopping
+        self.step_times, self.check_times = [], []
+        self._last, self.said = None, False
+
+    def start(self):
+        """The clock starts (again): an epoch begins; what came between is no step."""
+        self._last = self.clock()
+
+    def _lap(self) -> float:
+        now = self.clock()
+        seconds, self._last = now - self._last, now
+        return seconds
+
+    def step_done(self):
+        self.step_times.append(self._lap())
+
+    @property
+    def timed(self) -> list[float]:
+        """The steps after the warm-up; the warm-up's own while there are no others."""
+        return self.step_times[self.WARMUP:] or self.step_times
+
+    def check_done(self):
+        self.check_times.append(self._lap())
+
+    @property
+    def step_time(self) -> float:
+        return sum(self.timed) / len(self.timed)
+
+    @property
+    def check_time(self) -> float:
+        if self.check_times:
+            return sum(self.check_times) / len(self.check_times)
+        return self.check_images * self.step_time / self.batch_size / 3
+
+    def due(self, step_in_epoch: int) -> bool:
+        """Time to say the line: enough steps timed, or the epoch over before that."""
+        return not self.said and bool(self.step_times) and (
+            len(self.step_times) >= self.WARMUP + self.TIMED
+            or step_in_epoch == self.steps_per_epoch)
+
+    def left(self, epoch: int, step_in_epoch: int) -> tuple[float, float]:
+        """Seconds left in this epoch and in the run (every epoch trained: at most)."""
+        t, c = self.step_time, self.check_time
+        this_epoch = ((self.steps_per_epoch - step_in_epoch) * t
+                      + sum(1 for k in self.check_steps if k > step_in_epoch) * c)
+        later = (self.epochs - epoch - 1) * (self.steps_per_epoch * t + len(self.check_steps) * c)
+        return this_epoch, this_epoch + later
+
+    def line(self, name: str, epoch: int) -> str:
+        """The plan, once: an epoch's time and the run's (from `epoch` on), with the sum that
+        gives it."""
+        self.said = True
+        t, c, epochs = self.step_time, self.check_time, self.epochs - epoch
+        one_epoch = self.steps_per_epoch * t + len(self.check_steps) * c
+        checks = (f"{len(self.check_steps)} check{'s' * (len(self.check_steps) != 1)} x "
+                  f"{c:.2f} s{'' if self.check_times else ' guessed from its evaluation images'}")
+        first = len(self.step_times) - len(self.timed) + 1
+        bound = ("at most", "; early stopping may end it sooner") if self.early_stopping else (
+            "about", "")
+        rest = "the run" if epoch == 0 else "the rest of the run"
+        return (f"{name}: expected time, an estimate from steps {first}-{len(self.step_times)}: an "
+                f"epoch about {duration(one_epoch)}, {rest} {bound[0]} {duration(epochs * one_epoch)}"
+                f" = {epochs} epoch{'s' * (epochs != 1)} x ({self.steps_per_epoch:,} steps x "
+                f"{t:.3f} s + {checks}){bound[1]}")
 
 
 Scalars = Callable[[str, float, int], None]  # (tag, value, global step): a Trainer's `scalars`
@@ -318,6 +453,11 @@ class Trainer:
         steps_per_epoch = len(train)
         k = max(1, self.recipe.checks_per_epoch)
         check_steps = {max(1, round(steps_per_epoch * (i + 1) / k)) for i in range(k)}
+        check_loaders = [self.loaders[k] for k in ("val", "test") if self.loaders[k] is not None]
+        self.estimate = RunEstimate(
+            epochs=self.recipe.epochs, steps_per_epoch=steps_per_epoch, check_steps=check_steps,
+            check_images=sum(len(l) * l.batch_size for l in check_loaders),
+            batch_size=train.batch_size, early_stopping=self.recipe.patience is not None)
         with StopRequest(self.dist.enabled) as stop:
             self.clock.start()
             while self.epoch < self.recipe.epochs and not self.early_stopping.should_stop:
@@ -333,22 +473,32 @@ class Trainer:
         name = self.config.run
         bar = progress_bar(len(train), f"{name} epoch {self.epoch + 1}/{self.recipe.epochs}",
                            self.progress and self.dist.is_main, initial=self.step_in_epoch)
+        shown, estimate = {}, self.estimate
         with bar:
             started = time.perf_counter()
+            estimate.start()
             for x, y in train.batches(self.step_in_epoch):
                 stop_now = self._step(x, y, stop)
+                estimate.step_done()
+                if estimate.due(self.step_in_epoch) and self.dist.is_main:
+                    tqdm.write(estimate.line(name, self.epoch), file=sys.stderr)
+                # tqdm's ETA is the epoch's; the run's (at most: every epoch trained) beside it
+                shown["run_left"] = "<=" + duration(estimate.left(self.epoch,
+                                                                  self.step_in_epoch)[1])
+                bar.set_postfix(shown, refresh=False)
                 bar.update(1)
                 if self.step_in_epoch in check_steps:
                     self.pace["seconds"] += time.perf_counter() - started
                     self._check(len(train))
                     started = time.perf_counter()
                     last = self.history["checks"][-1]
-                    bar.set_postfix(loss=f"{last['train_loss']:.3f}",
-                                    val_acc=f"{last['val_accuracy']:.3f}")
+                    shown.update(loss=f"{last['train_loss']:.3f}",
+                                 val_acc=f"{last['val_accuracy']:.3f}")
                     if self.early_stopping.should_stop:
                         break
                     if self.step_in_epoch < len(train):  # the epoch's end saves below
                         self._save_checkpoint()
+                    estimate.check_done()
                 if stop_now:
                     stop.signal = stop.signal or signal.SIGTERM  # another rank was signalled
                     self._interrupt(stop)

@@ -5,10 +5,8 @@ from common.errors import while_starting
 
 while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads is one line
 
+from common.cli import Parser, answer_help, exits_cleanly, path_text
 from common.errors import OutputError, UserError
-from common.files import save_text
-from common.cli import Parser, exits_cleanly, path_text
-from task1.answers import as_markdown, as_text
 
 
 def get_args_parser() -> Parser:
@@ -21,6 +19,12 @@ def get_args_parser() -> Parser:
                         help="also write the answers as a markdown file at PATH, ready to paste "
                              "into a report")
     return parser
+
+
+answer_help(__name__, get_args_parser)  # before torch loads: --help at once
+
+from common.files import save_text  # noqa: E402
+from task1.answers import as_markdown, as_text  # noqa: E402
 
 
 @exits_cleanly

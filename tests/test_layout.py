@@ -86,6 +86,12 @@ def test_common_has_no_import_cycle():
     assert find_cycle(graph) is None
 
 
+# the one deferred import of the package's own, and why: cli's option types check a typed value
+# against the record (common.config, which loads torch through common.files) when one is
+# typed, so that a script's --help answers without torch
+DEFERRED = {"cli": {"config"}}
+
+
 def test_nothing_in_common_imports_a_program_or_hides_an_import_of_common_in_a_function():
     programs = {p.stem for p in PROGRAMS} | {"bench", "task1", "report"}
     for name, tree in modules().items():
@@ -98,7 +104,8 @@ def test_nothing_in_common_imports_a_program_or_hides_an_import_of_common_in_a_f
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 for inner in ast.walk(node):
                     if isinstance(inner, ast.ImportFrom):
-                        assert not imported_modules(inner, name), f"{name}: {ast.dump(inner)}"
+                        hidden = set(imported_modules(inner, name)) - DEFERRED.get(name, set())
+                        assert not hidden, f"{name}: {ast.dump(inner)}"
 
 
 def docstrings(tree: ast.Module) -> set[int]:

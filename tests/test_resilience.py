@@ -18,7 +18,8 @@ import torch
 import common.data
 import common.files
 from common.files import FolderLock
-from common.recipes import CosineToZero, change_schedule
+from common.recipes import CosineToZero
+from common.trainer import change_schedule
 from conftest import (args, interrupt_in, load_script, losses, make_images, metrics,
                       one_error_line, run, write_image_folder)
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from common.data import cifar10_splits
 from common.data import SPEEDRUN_NORMALIZATION, normalize
-from common.recipes import (SPEEDRUN, SpeedrunConfig, WarmupLinear, make_muon,
-                            make_speedrun_optimizer)
-from common.speedrun import (Lookahead, MatrixConv, SpeedrunNet, TrainBatches,
+from common.recipes import SPEEDRUN, SpeedrunConfig, WarmupLinear
+from common.speedrun import (Lookahead, MatrixConv, SpeedrunNet, TrainBatches, make_muon,
+                             make_speedrun_optimizer,
                              patches, predict, train_speedrun,
                              whitening_filters)
 from conftest import load_script
