@@ -31,8 +31,8 @@ from common import results as figures
 from common.config import RunConfig
 from common.data import CLASSES
 from common.errors import UserError
-from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS, RunDir,
-                          read_csv, read_json, save_json, save_text, shape_problem)
+from common.files import (CPU_FLAGS, MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS,
+                          RunDir, read_csv, read_json, save_json, save_text, shape_problem)
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
 from common.results import budget, format_epochs, test_acc
 from common.cli import Parser, exits_cleanly, path_text
@@ -106,7 +106,7 @@ CANDIDATE_SEED = SEED | {"description": str}
 # the side-by-side as written: what its files cannot say (the rest is computed, side_by_side)
 SIDE_BY_SIDE_SHAPE = {"precision": str, "published": dict, "ours": dict}
 TTA_LEVEL = {"accuracy": float, "seconds": float}
-TTA_SHAPE = {"machine": (str, MACHINE),
+TTA_SHAPE = {"machine": MACHINE,
              "seeds": {str: {"levels": {"0": TTA_LEVEL, "1": TTA_LEVEL, "2": TTA_LEVEL}}}}
 RATIO = {"median": float, "q1": float, "q3": float}
 IMAGES = {"rounds": [{"img_s": float}]}
@@ -268,11 +268,7 @@ class Table:
 
 def machine_cell(run: dict) -> str:
     """Where a run trained, from its record (runs from before the record say so)."""
-    machine = run.get("machine")
-    if not machine:
-        return "not recorded"
-    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)] or ["no avx512_bf16"]
-    return f"{machine['cpu']}, {machine['threads']} threads, {', '.join(flags)}"
+    return machine_text(run["machine"], short=True) if run.get("machine") else "not recorded"
 
 
 def speedrun_row(seeds: list[dict]) -> list:
@@ -505,12 +501,18 @@ def one_machine(seeds: list[dict], where: Path) -> dict:
     return json.loads(machines.pop())
 
 
+# The fields of a machine record (common.files.MACHINE) that say which CPU ran and how many
+# threads torch used: two records of one CPU kind agree in each
+CPU_FIELDS = ("cpu", "vendor", "family", "model", "stepping", "threads")
+
+
 def same_cpu(a: dict, b: dict) -> bool:
-    """Two machine records of one CPU kind (name, and vendor/family/model/stepping where both
-    record them) and thread count."""
-    keys = ["cpu", "threads"] + [k for k in ("vendor", "family", "model", "stepping")
-                                  if k in a and k in b]
-    return all(a.get(k) == b.get(k) for k in keys)
+    """Two machine records of one CPU kind and thread count: no field of CPU_FIELDS and no flag
+    recorded differently. A field one of them did not record (None) cannot tell them apart;
+    the captions show it as not recorded."""
+    pairs = [(a[k], b[k]) for k in CPU_FIELDS] + [(a["flags"][f], b["flags"][f])
+                                                   for f in CPU_FLAGS]
+    return all(x == y for x, y in pairs if x is not None and y is not None)
 
 
 def budgets(r: Results) -> dict[int, list[dict]]:
@@ -554,16 +556,23 @@ def side_by_side(r: Results) -> dict:
     return s
 
 
-def machine_text(machine) -> str:
-    """The CPU (with its family and model where recorded: two CPUs of one name differ by them),
-    cores, the flags the precision depends on, torch."""
-    if isinstance(machine, str):
-        return machine
-    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
-    kind = (f" (family {machine['family']}, model {machine['model']})"
-            if "family" in machine and "model" in machine else "")
-    return (f"{machine['cpu']}{kind}, {machine['threads']} threads, "
-            f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
+def machine_text(machine: dict, short: bool = False) -> str:
+    """A machine record in words: the CPU's name and family/model/stepping (two CPUs of one
+    name differ by them), torch's thread count (threads, not cores), the flags it has (short:
+    only those, or what it lacks when it has none) and lacks, torch; what the record does not
+    hold is said to be not recorded."""
+    unknown = [k for k in ("family", "model", "stepping") if machine[k] is None]
+    kind = ("family/model/stepping not recorded" if len(unknown) == 3 else ", ".join(
+        f"{k} {machine[k]}" if machine[k] is not None else f"{k} not recorded"
+        for k in ("family", "model", "stepping")))
+    flags = machine["flags"]
+    has = [f for f in CPU_FLAGS if flags[f]]
+    lacks = [f"no {f}" for f in CPU_FLAGS if flags[f] is False]
+    unrecorded = [f for f in CPU_FLAGS if flags[f] is None]
+    said = (has or lacks) if short else has + lacks + (
+        [f"{'/'.join(unrecorded)} not recorded"] if unrecorded else [])
+    text = f"{machine['cpu']} ({kind}), {machine['threads']} threads, {', '.join(said)}"
+    return text if short else f"{text}, torch {machine['torch']}"
 
 
 def speedrun_vs_published(r: Results) -> Table:
