@@ -231,6 +231,32 @@ def test_a_changed_seed_under_the_side_by_side_makes_its_summary_stale(repo_copy
     assert report.regenerate(repo_copy, check=True) == []
 
 
+def test_an_order_or_time_typed_into_the_side_by_side_is_stale_and_regenerating_drops_it(
+        tmp_path):
+    """No file records when a run began: the side-by-side keeps no order or times of day, and
+    an entry typed beside what its files say is caught rather than kept."""
+    shutil.copytree(report.ROOT / "results" / "task3e", tmp_path / "results" / "task3e")
+    path = tmp_path / "results" / report.SIDE_BY_SIDE
+    committed = json.loads(path.read_text())
+    assert not {"order", "times"} & set(committed)
+    path.write_text(json.dumps(committed | {"order": "the published script first",
+                                            "times": {"ours_11": "2026-12-02T03:49:42Z"}}))
+    r = report.Results(tmp_path)
+    assert report.side_by_side_json(r, check=True) == [
+        f"results/{report.SIDE_BY_SIDE}: differs from the logs and seeds"]
+    report.side_by_side_json(r, check=False)
+    assert json.loads(path.read_text()) == committed
+
+
+def test_the_bracket_table_labels_a_candidate_as_run_after_the_bracket_not_inside_it():
+    table = report.speedrun_bracket(report.Results(report.ROOT))
+    labels = [row[0] for row in table.rows]
+    assert labels[:4] == [labels[0], labels[1], labels[2],
+                          "published airbench94_muon, mean of 1 and 3"]
+    assert labels[4].startswith("4. after the bracket, outside it: candidate `recipe_ema_e11`")
+    assert "rows 1 to 3 the bracket" in table.before
+
+
 def test_the_published_side_is_read_from_its_committed_logs(repo_copy):
     """The published script's figures come from its printed log: a changed final row is
     caught; a log without one is an error, not a silent gap."""
