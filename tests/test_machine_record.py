@@ -135,7 +135,9 @@ def test_a_published_log_from_another_machine_is_refused(tmp_path, capsys):
     ours = json.loads(seed.read_text())["machine"]
     beside = tmp_path / "results" / report.PUBLISHED_LOGS / "epochs8.machine.json"
     beside.write_text(json.dumps(ours))
-    assert report.main(["--check", "--root", str(tmp_path)]) == 0  # one machine: accepted
+    assert report.main(["--root", str(tmp_path)]) == 0  # one machine: accepted, and shown
+    side = json.loads((tmp_path / "results" / report.SIDE_BY_SIDE).read_text())
+    assert [p["machine_recorded"] for p in side["frontier"]["published"]] == [False, False, True]
     beside.write_text(json.dumps(ours | {"cpu": "another CPU"}))
     with pytest.raises(SystemExit) as exit_:
         report.main(["--check", "--root", str(tmp_path)])
