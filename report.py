@@ -49,8 +49,9 @@ answer_help(__name__, get_args_parser)  # before torch loads: --help at once
 from common import results as figures  # noqa: E402
 from common.config import RunConfig  # noqa: E402
 from common.data import CLASSES  # noqa: E402
-from common.files import (MACHINE, METRICS_NAME, SPEEDRUN_METRICS, TRAINER_METRICS,  # noqa: E402
-                          RunDir, read_csv, read_json, save_json, save_text, shape_problem)
+from common.files import (CPU_FLAGS, MACHINE, METRICS_NAME, SPEEDRUN_METRICS, SPLIT,  # noqa: E402
+                          TRAINER_METRICS, RunDir, read_csv, read_json, save_json, save_text,
+                          shape_problem)
 from common.results import budget, format_epochs, test_acc  # noqa: E402
 
 PLOTS = "plots"
@@ -73,6 +74,9 @@ REPORT = {
 REPORT_FIGURE4 = {"ReLU": 81.87, "TanH": 76.59}  # report 3.d, Figure 4's caption
 # The runs the figures and tables are drawn from, under results/.
 CNN, MODEL1, MODEL2 = "task2/cnn1g", "task3/model1", "task3/model2"
+# Model 2 by the same recipe under another draw of its initial weights (before the seeding fix):
+# the run-to-run spread the studies' figures judge a change against
+MODEL2_OTHER_INIT = "task3/model2_before_seedfix"
 TANH, TANH13 = "task3cd/tanh", "task3cd_tanh13/tanh"
 ONE_EPOCH, IMPROVEMENTS = "task3cd_1epoch", "task3e"
 SIDE_BY_SIDE = "task3e/speedrun_vs_published.json"
@@ -121,7 +125,7 @@ CANDIDATE_SEED = SEED | {"description": str}
 # the side-by-side as written: what its files cannot say (the rest is computed, side_by_side)
 SIDE_BY_SIDE_SHAPE = {"precision": str, "published": dict, "ours": dict}
 TTA_LEVEL = {"accuracy": float, "seconds": float}
-TTA_SHAPE = {"machine": (str, MACHINE),
+TTA_SHAPE = {"machine": MACHINE,
              "seeds": {str: {"levels": {"0": TTA_LEVEL, "1": TTA_LEVEL, "2": TTA_LEVEL}}}}
 RATIO = {"median": float, "q1": float, "q3": float}
 IMAGES = {"rounds": [{"img_s": float}]}
@@ -283,11 +287,7 @@ class Table:
 
 def machine_cell(run: dict) -> str:
     """Where a run trained, from its record (runs from before the record say so)."""
-    machine = run.get("machine")
-    if not machine:
-        return "not recorded"
-    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)] or ["no avx512_bf16"]
-    return f"{machine['cpu']}, {machine['threads']} threads, {', '.join(flags)}"
+    return machine_text(run["machine"], short=True) if run.get("machine") else "not recorded"
 
 
 def speedrun_row(seeds: list[dict]) -> list:
@@ -520,12 +520,18 @@ def one_machine(seeds: list[dict], where: Path) -> dict:
     return json.loads(machines.pop())
 
 
+# The fields of a machine record (common.files.MACHINE) that say which CPU ran and how many
+# threads torch used: two records of one CPU kind agree in each
+CPU_FIELDS = ("cpu", "vendor", "family", "model", "stepping", "threads")
+
+
 def same_cpu(a: dict, b: dict) -> bool:
-    """Two machine records of one CPU kind (name, and vendor/family/model/stepping where both
-    record them) and thread count."""
-    keys = ["cpu", "threads"] + [k for k in ("vendor", "family", "model", "stepping")
-                                  if k in a and k in b]
-    return all(a.get(k) == b.get(k) for k in keys)
+    """Two machine records of one CPU kind and thread count: no field of CPU_FIELDS and no flag
+    recorded differently. A field one of them did not record (None) cannot tell them apart;
+    the captions show it as not recorded."""
+    pairs = [(a[k], b[k]) for k in CPU_FIELDS] + [(a["flags"][f], b["flags"][f])
+                                                   for f in CPU_FLAGS]
+    return all(x == y for x, y in pairs if x is not None and y is not None)
 
 
 def budgets(r: Results) -> dict[int, list[dict]]:
@@ -542,8 +548,11 @@ def budgets(r: Results) -> dict[int, list[dict]]:
 def side_by_side(r: Results) -> dict:
     """results/task3e/speedrun_vs_published.json with every figure computed from files: the
     published runs from their logs, ours from the seeds' metrics.json at each budget; what
-    the files cannot say (commands, order, times of day) stays as written."""
-    s = read_json(r.dir / SIDE_BY_SIDE, SIDE_BY_SIDE_SHAPE)
+    the files cannot say (the commands, the precision's reason) stays as written. No order or
+    time of day is kept: neither the logs nor metrics.json record when a run began."""
+    # only what SIDE_BY_SIDE_SHAPE names is kept as written: an entry typed beside it is stale
+    s = {k: v for k, v in read_json(r.dir / SIDE_BY_SIDE, SIDE_BY_SIDE_SHAPE).items()
+         if k in SIDE_BY_SIDE_SHAPE}
     published = published_runs(r)
     at_budget = budgets(r)
     s["machine"] = one_machine([x for seeds in at_budget.values() for x in seeds],
@@ -560,7 +569,7 @@ def side_by_side(r: Results) -> dict:
         "precision_reason": sorted({x["precision_reason"] for x in ours})}
     s["frontier"] = {
         "published": [{k: p[k] for k in ("epochs", "test_acc_tta", "test_acc", "seconds", "log")}
-                      for p in published],
+                      | {"machine_recorded": "machine" in p} for p in published],
         "ours": [{"epochs": e, "n": len(seeds), "test_acc_tta": x["test_acc_tta_mean"],
                   "std": x["test_acc_tta_std"], "test_acc": x["test_acc_mean"],
                   "seconds": x["seconds_mean"],
@@ -569,16 +578,23 @@ def side_by_side(r: Results) -> dict:
     return s
 
 
-def machine_text(machine) -> str:
-    """The CPU (with its family and model where recorded: two CPUs of one name differ by them),
-    cores, the flags the precision depends on, torch."""
-    if isinstance(machine, str):
-        return machine
-    flags = [f for f in ("avx512_bf16", "amx") if machine.get(f)]
-    kind = (f" (family {machine['family']}, model {machine['model']})"
-            if "family" in machine and "model" in machine else "")
-    return (f"{machine['cpu']}{kind}, {machine['threads']} threads, "
-            f"{', '.join(flags) or 'no avx512_bf16/amx'}, torch {machine['torch']}")
+def machine_text(machine: dict, short: bool = False) -> str:
+    """A machine record in words: the CPU's name and family/model/stepping (two CPUs of one
+    name differ by them), torch's thread count (threads, not cores), the flags it has (short:
+    only those, or what it lacks when it has none) and lacks, torch; what the record does not
+    hold is said to be not recorded."""
+    unknown = [k for k in ("family", "model", "stepping") if machine[k] is None]
+    kind = ("family/model/stepping not recorded" if len(unknown) == 3 else ", ".join(
+        f"{k} {machine[k]}" if machine[k] is not None else f"{k} not recorded"
+        for k in ("family", "model", "stepping")))
+    flags = machine["flags"]
+    has = [f for f in CPU_FLAGS if flags[f]]
+    lacks = [f"no {f}" for f in CPU_FLAGS if flags[f] is False]
+    unrecorded = [f for f in CPU_FLAGS if flags[f] is None]
+    said = (has or lacks) if short else has + lacks + (
+        [f"{'/'.join(unrecorded)} not recorded"] if unrecorded else [])
+    text = f"{machine['cpu']} ({kind}), {machine['threads']} threads, {', '.join(said)}"
+    return text if short else f"{text}, torch {machine['torch']}"
 
 
 def speedrun_vs_published(r: Results) -> Table:
@@ -666,7 +682,9 @@ def speedrun_bracket(r: Results) -> Table:
             published_row(f"3. published airbench94_muon again (`{pub['after']['log']}`)",
                           pub["after"]),
             published_row("published airbench94_muon, mean of 1 and 3", mean)]
-    rows += [our_row(f"{i}. candidate `{name}`: {seeds[0]['description']}", seeds)
+    # the candidates ran after the bracket's second published run: outside it, and said so
+    rows += [our_row(f"{i}. after the bracket, outside it: candidate `{name}`: "
+                     f"{seeds[0]['description']}", seeds)
              for i, (name, seeds) in enumerate(b["candidates"].items(), start=4)]
     met = (ours["test_acc_tta_mean"] >= mean["test_acc_tta"]
            and ours["seconds_mean"] <= TARGET_TIME * mean["seconds"])
@@ -675,7 +693,8 @@ def speedrun_bracket(r: Results) -> Table:
                   "whitening + training + scoring (mean)", "time / published mean"], rows,
                  f"{machine_text(b['machine'])}, ours in {', '.join(precisions)} (what `auto` "
                  f"measured faster), the published port in bf16, one after the other in the "
-                 f"order of the numbers; "
+                 f"order of the numbers: rows 1 to 3 the bracket, then its mean; a candidate "
+                 f"ran after the bracket, so its time is not bracketed; "
                  f"`results/{BRACKET_LOGS}/` and `results/{BRACKET}/`.",
                  f"Target on this machine: our recipe at least the published accuracy with TTA "
                  f"(the mean of its two runs) in at most {TARGET_TIME}x its mean time: "
@@ -906,22 +925,32 @@ TABLES = {
 
 # ---------------------------------------------------------------- the figures
 
+def run_to_run_spread(r: Results) -> dict:
+    """The one measured run-to-run spread of the report's recipes: Model 2's test accuracy
+    under two draws of its initial weights, all else alike (one pair: a spread, not a bound)."""
+    # the older run's record predates the run validator's configuration: only its score is read
+    other = read_json(r.dir / MODEL2_OTHER_INIT / METRICS_NAME, {"final": {"test": SPLIT}})
+    points = abs(test_acc(r.run(MODEL2)) - test_acc(other))
+    return {"points": points, "what": "Model 2 under two initialisations"}
+
+
 def figures_to_draw(r: Results) -> list[figures.Figure]:
     """Every committed figure of plots/, by the functions the scripts draw them with."""
     m1, m2 = r.run(MODEL1), r.run(MODEL2)
     one_epoch, improvements = r.study_rows(ONE_EPOCH), r.study_rows(IMPROVEMENTS)
+    spread = run_to_run_spread(r)
     out = [
         figures.figure1(r.run(CNN)), figures.figure2(m1, "model1"), figures.figure2(m2, "model2"),
         figures.figure3(m1, m2), figures.figure4(m1, r.run(TANH)),
         figures.figure4_continued(m1, r.run(TANH13)),
         figures.study_figure("task3c", {v["run"]: r.run(f"{ONE_EPOCH}/{v['run']}")
                                         for v in one_epoch},
-                             {v["run"]: v["change"] for v in one_epoch}),
+                             {v["run"]: v["change"] for v in one_epoch}, spread),
         # task3e's baseline is Model 1 of Table 3.b (its results.csv says it was loaded)
         figures.study_figure("task3e", {v["run"]: r.run(MODEL1 if v["run"] == "baseline"
                                                         else f"{IMPROVEMENTS}/{v['run']}")
                                         for v in improvements},
-                             {v["run"]: v["change"] for v in improvements}),
+                             {v["run"]: v["change"] for v in improvements}, spread),
         figures.speedrun_vs_time(r.seeds(SPEEDRUN), r.run(DEFAULT_PATH["model1", "bf16"])),
         figures.speedrun_vs_published(side_by_side(r)),
     ]

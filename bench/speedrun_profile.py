@@ -467,21 +467,6 @@ def frontier_slope(path: Path = FRONTIER) -> dict:
 
 
 # ---------------------------------------------------------------------------- main
-def cpu_identity() -> dict:
-    """Vendor, family, model and name from /proc/cpuinfo (where there is one), and the machine
-    record every run keeps."""
-    info = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if not line.strip():
-                break  # the first processor's block is enough
-            info.setdefault(key.strip(), value.strip())
-    return {"vendor": info.get("vendor_id"), "family": info.get("cpu family"),
-            "model": info.get("model"), "model_name": info.get("model name"),
-            **machine_record(CPU)}
-
-
 class Printer:
     """print(), and the same lines kept for the output folder's report.txt."""
 
@@ -716,11 +701,11 @@ def main(argv=None):
         args.out_dir.mkdir(parents=True, exist_ok=True)
     say = Printer()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    machine = cpu_identity()
+    machine = machine_record(CPU)
     say(f"python -m bench.speedrun_profile {' '.join(argv if argv is not None else sys.argv[1:])}")
-    say(f"started {started}; CPU: {machine['vendor']} family {machine['family']} model "
-        f"{machine['model']} ({machine['model_name']}), avx512_bf16 {machine['avx512_bf16']}, "
-        f"amx {machine['amx']}, {machine['threads']} threads, torch {machine['torch']}")
+    say(f"started {started}; CPU: {machine['cpu']} ({machine['vendor']} family "
+        f"{machine['family']} model {machine['model']} stepping {machine['stepping']}), flags "
+        f"{machine['flags']}, {machine['threads']} threads, torch {machine['torch']}")
     data = load_data(args)
     with labelled_newton_schulz() as ns:
         if args.earlier:

@@ -325,7 +325,13 @@ class RunDir:
 # any one of its shapes; {key: shape} an object with those keys ("key?": it may be absent;
 # {str: shape}: any keys, at least one); [shape] a list of at least one.
 SPLIT = {"loss": float, "accuracy": float}
-MACHINE = {"cpu": str, "threads": int, "torch": str, "avx512_bf16?": bool, "amx?": bool}
+# common.system.machine_record's one shape, None where the machine did not tell (not recorded).
+# CPU_FLAGS: the instruction sets that decide a CPU's speed here, AVX2 and AVX-512 for fp32,
+# avx512_bf16 and AMX (amx_bf16 or amx_tile in /proc/cpuinfo) for bf16.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
+MACHINE = {"cpu": str, "vendor": (str, None), "family": (int, None), "model": (int, None),
+           "stepping": (int, None), "flags": {f: (bool, None) for f in CPU_FLAGS},
+           "threads": int, "torch": str, "device": str, "gpu?": str}
 # the run's configuration (common.config.RunConfig checks it whole where it is used; files.py
 # sits below it) and the facts of how it ran
 CONFIG = {"schema_version": int, "task": str, "run": str, "model": str, "seed": int,

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from .data import CLASSES  # noqa: E402
 from .files import save_figure  # noqa: E402
@@ -118,49 +119,109 @@ def plot_runs(histories: dict[str, dict], path, title: str, splits=("train", "va
 
 
 def _accuracy_bars(ax, labels: list, values: list, reference: float, reference_label: str,
-                   colors, notes: list, xlabel: str, xlim: float):
-    """Horizontal accuracy bars (%), top to bottom in the given order, each with its note,
-    and a dashed line at the reference value, named above the plot where no bar is."""
+                   colors, notes: list, xlabel: str, band: float = 0.0):
+    """Horizontal accuracy bars (%), top to bottom in the given order, a dashed line at the
+    reference value (named above the plot where no bar is) and, with band, the reference ±
+    band shaded. Each bar's note sits in one column right of every bar and of the line, so
+    that no note crosses the line, however near the reference a bar ends."""
     y = np.arange(len(labels))[::-1]
+    if band:
+        ax.axvspan(reference - band, reference + band, color="0.85", zorder=0)
     ax.barh(y, values, color=colors, alpha=0.8)
     ax.axvline(reference, color="black", linestyle="--", linewidth=1)
     ax.annotate(f"dashed: {reference_label}", (reference, 1), xycoords=("data", "axes fraction"),
                 xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
-    for yi, v, note in zip(y, values, notes):
-        ax.text(max(v, reference) + 1, yi, note, va="center", fontsize=8)
+    column = max(*values, reference + band) + 2
+    for yi, note in zip(y, notes):
+        ax.text(column, yi, note, va="center", fontsize=8)
     ax.set_yticks(y, labels)
-    ax.set_xlim(0, xlim)
+    # room for the notes: about 1.1 % of the axis per character at this size
+    ax.set_xlim(0, column + max(12.0, 1.1 * max(map(len, notes))))
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
 
 
+# A change against the reference run: beyond the run-to-run spread above or below it, or within
+# it (a tie, whichever its sign). common.results.against_spread decides which.
+VERDICT_COLORS = {"beat": "tab:green", "tie": "goldenrod", "lost": "tab:red"}
+
+
+def _verdict_legend(fig, words: dict[str, str], first: list = (), ncol: int = 1):
+    """The key of the verdict colours ({verdict: its words}) at the bottom of the figure,
+    after `first` (other handles: the line styles, the shaded band)."""
+    handles = [Patch(color=VERDICT_COLORS[v], alpha=0.8, label=w) for v, w in words.items()]
+    fig.legend(handles=list(first) + handles, fontsize=8, loc="lower center",
+               bbox_to_anchor=(0.5, 0.0), ncol=ncol)
+
+
 def plot_study_bars(accuracies: dict[str, float], reference: str, path, title: str, *,
+                    verdicts: dict[str, str], verdict_words: dict[str, str], spread: float = 0.0,
                     metadata: dict | None = None):
     """One bar per run (test accuracy, %) and a line at the reference run's (a key of
-    accuracies): a study of short runs reads better so than as a bundle of two-point curves."""
+    accuracies), the reference ± spread shaded: each change coloured by its verdict against
+    that spread (verdicts: {run: beat / tie / lost}), so a tie does not read as a loss."""
     names = list(accuracies)
     values = [accuracies[n] for n in names]
     ref = accuracies[reference]
-    fig, ax = plt.subplots(figsize=(10, 0.42 * len(names) + 1.6))
-    colors = ["tab:gray" if n == reference else ("tab:green" if v > ref else "tab:red")
-              for n, v in zip(names, values)]
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(names) + 2.2))
+    colors = ["tab:gray" if n == reference else VERDICT_COLORS[verdicts[n]] for n in names]
     notes = [f"{v:.2f} %" + ("" if n == reference else f" ({v - ref:+.2f})")
              for n, v in zip(names, values)]
     _accuracy_bars(ax, names, values, ref, f"{reference}: {ref:.2f} %", colors, notes,
-                   "test accuracy (%)", max(100.0, max(values) + 15))
+                   "test accuracy (%)", band=spread)
+    _verdict_legend(fig, verdict_words, [Patch(color="0.85", label="the reference ± the "
+                                               "spread")] if spread else [])
     ax.set_title(title, pad=16)  # above the reference line's name
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    return _save(fig, path, metadata)
+
+
+def plot_study_panels(reference: str, histories: dict[str, dict], path, title: str, *,
+                      panel_titles: dict[str, str], verdicts: dict[str, str],
+                      verdict_words: dict[str, str], splits=("train", "val"),
+                      metadata: dict | None = None):
+    """Small multiples: one column per change, its loss (top) and accuracy (bottom) against
+    the reference run's in black, the change in its verdict's colour; the rows share their
+    axes, so the columns compare at a glance and no curve hides the reference's."""
+    changes = [n for n in histories if n != reference]
+    fig, axes = plt.subplots(2, len(changes), figsize=(3.6 * len(changes) + 1, 7.4),
+                             sharex=True, sharey="row", squeeze=False)
+    for column, name in enumerate(changes):
+        ax_loss, ax_acc = axes[0, column], axes[1, column]
+        _plot_into(ax_loss, ax_acc, histories[reference], color="black", splits=splits)
+        _plot_into(ax_loss, ax_acc, histories[name], color=VERDICT_COLORS[verdicts[name]],
+                   splits=splits)
+        ax_loss.set_title(panel_titles[name], fontsize=8.5)
+        ax_acc.set_xlabel("epoch")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"cross-entropy loss\n({CHECK_CURVE.split(': ')[1]})", fontsize=9)
+    axes[1, 0].set_ylabel("accuracy (%)")
+    styles = [Line2D([], [], color="black", label=f"{reference} (every panel)")] + [
+        Line2D([], [], color="gray", linestyle=LINE_STYLES[s], label=SPLIT_NAMES[s])
+        for s in splits]
+    _verdict_legend(fig, verdict_words, styles, ncol=2)  # a column of each
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return _save(fig, path, metadata)
 
 
 def plot_accuracy_vs_time(curves: dict[str, tuple[list, list]], path, title: str, *,
                           xlabel: str = "wall-clock time (s)", note: str | None = None,
-                          metadata: dict | None = None):
+                          stalls: list[dict] = (), metadata: dict | None = None):
     """Test accuracy (%) against seconds, one line per run: {label: (s, acc)}. All curves
-    must share one time basis; xlabel says which, note adds what a reader needs beside it."""
+    must share one time basis; xlabel says which, note adds what a reader needs beside it.
+    stalls: [{"curve", "start", "end", "label"}], a span of one curve's time that is not
+    its training's (another program on the CPU), shaded in its colour and named on the plot."""
     fig, ax = plt.subplots(figsize=(8, 5.4 if note else 5))
+    colors = {}
     for name, (seconds, accuracy) in curves.items():
-        ax.plot(seconds, accuracy, marker=".", label=name)
+        colors[name] = ax.plot(seconds, accuracy, marker=".", label=name)[0].get_color()
+    for stall in stalls:
+        ax.axvspan(stall["start"], stall["end"], color=colors[stall["curve"]], alpha=0.12)
+        ax.annotate(stall["label"], ((stall["start"] + stall["end"]) / 2, 0.03),
+                    xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7.5,
+                    color=colors[stall["curve"]], wrap=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -242,7 +303,7 @@ def plot_confusion(rows_or_matrix, path, title: str, *, metadata: dict | None = 
     fig.colorbar(image, ax=ax_m, fraction=0.046, pad=0.04, label="% of the true class")
     _accuracy_bars(ax_a, list(CLASSES), list(per_class), overall,
                    f"all classes: {overall:.2f} %", "tab:blue",
-                   [f"{v:.1f} %" for v in per_class], "test accuracy of the class (%)", 110)
+                   [f"{v:.1f} %" for v in per_class], "test accuracy of the class (%)")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path, metadata)

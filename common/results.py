@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -193,31 +194,85 @@ def figure4_continued(relu: dict, tanh: dict) -> Figure:
         "splits": ["train", "val"]})
 
 
-def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str]) -> Figure:
+def against_spread(difference: float, spread: float) -> str:
+    """A change's verdict against the reference (plotting.VERDICT_COLORS): beyond the
+    run-to-run spread above it (beat) or below it (lost), else a tie, whichever its sign."""
+    if abs(difference) <= spread:
+        return "tie"
+    return "beat" if difference > 0 else "lost"
+
+
+def verdict_words(reference: str, spread: dict | None) -> dict[str, str]:
+    """The key of the verdict colours. spread: {"points", "what"}, the run-to-run spread and
+    where it was measured; without one a change is only above or below the reference."""
+    if spread is None:
+        return {"beat": f"above {reference} (no run-to-run spread given)",
+                "tie": f"level with {reference}", "lost": f"below {reference}"}
+    band = f"{spread['points']:.2f} points, {spread['what']}"
+    return {"beat": f"above {reference} by more than the run-to-run spread ({band})",
+            "tie": "within the spread: a tie", "lost": "below it by more than the spread"}
+
+
+# A panel's verdict in a few words (the legend gives the spread)
+VERDICT_SHORT = {"beat": "above, beyond the spread", "tie": "within the spread: a tie",
+                 "lost": "below, beyond the spread"}
+
+
+def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str],
+                 spread: dict | None = None) -> Figure:
     """A study's runs ({variant name: run}, the reference first: the baseline when there is
-    one): test accuracy bars labelled with each change when every run is at most an epoch long
-    (a bundle of two-point curves reads worse), else training and validation curves, each run
-    labelled with its final test accuracy (the curves show none: the test set is not what a
-    study chooses by)."""
+    one), each change coloured by its test accuracy against the reference's beyond the
+    run-to-run spread (spread: {"points", "what"}; without one, by sign): bars labelled with
+    each change when every run is at most an epoch long (a bundle of two-point curves reads
+    worse), else one panel per change, its training and validation curves over the
+    reference's (the test set is not what a study chooses by: it is in the panel's title)."""
     name, title = STUDY_FIGURES[study]
     reference = next(iter(runs))
+    base = test_acc(runs[reference])
+    verdicts = {k: against_spread(test_acc(r) - base, spread["points"] if spread else 0.0)
+                for k, r in runs.items() if k != reference}
+    words = verdict_words(descriptions.get(reference, reference), spread)
     longest = max(r["epochs_completed"] for r in runs.values())
     if longest <= 1:
-        accuracies = {descriptions.get(k, k): test_acc(r) for k, r in runs.items()}
         return Figure(name, plotting.plot_study_bars, {
-            "accuracies": accuracies, "reference": descriptions.get(reference, reference),
+            "accuracies": {descriptions.get(k, k): test_acc(r) for k, r in runs.items()},
+            "reference": descriptions.get(reference, reference),
+            "verdicts": {descriptions.get(k, k): v for k, v in verdicts.items()},
+            "verdict_words": words, "spread": spread["points"] if spread else 0.0,
             "title": trial_title(f"{title}: test accuracy after {longest:g} epoch",
                                  list(runs.values()))})
-    return Figure(name, plotting.plot_runs, {
-        "histories": {f"{k}: final test accuracy {test_acc(r):.2f} %": checks_only(r)
-                      for k, r in runs.items()},
-        "title": trial_title(title, list(runs.values())), "splits": ["train", "val"]})
+    return Figure(name, plotting.plot_study_panels, {
+        "reference": reference, "histories": {k: checks_only(r) for k, r in runs.items()},
+        "panel_titles": {k: f"{k}: test {test_acc(r):.2f} % ({test_acc(r) - base:+.2f})\n"
+                            f"{VERDICT_SHORT[verdicts[k]] if spread else words[verdicts[k]]}"
+                         for k, r in runs.items() if k != reference},
+        "verdicts": verdicts, "verdict_words": words, "splits": ["train", "val"],
+        "title": trial_title(f"{title} (black in every panel: {reference}, test "
+                             f"{base:.2f} %)", list(runs.values()))})
+
+
+# A span between two checks this many times the run's median span is not its training's pace
+# (another program on the CPU): the figure marks it
+STALL_FACTOR = 3
+
+
+def stalls(name: str, seconds: list[float]) -> list[dict]:
+    """The spans of one curve's checks that took STALL_FACTOR times their median or more."""
+    spans = [(a, b) for a, b in zip([0.0, *seconds[:-1]], seconds)]
+    if len(spans) < 3:
+        return []
+    median = statistics.median(b - a for a, b in spans)
+    return [{"curve": name, "start": a, "end": b,
+             "label": f"{name.split(',')[0]}: {b - a:.0f} s between two checks\n"
+                      f"(median {median:.0f} s): not its training's pace"}
+            for a, b in spans if b - a >= STALL_FACTOR * median]
 
 
 def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
     """The speed-run's seeds (and a finished Model 1 run) on one time basis: seconds since the
-    run began, training plus the evaluations made so far. A Model 1 run on other images than
-    the seeds (a full run beside a --quick try) is left out, and the note says so."""
+    run began, training plus the evaluations made so far; a span between two checks far
+    slower than the run's median (stalls) is marked. A Model 1 run on other images than the
+    seeds (a full run beside a --quick try) is left out, and the note says so."""
     curves = {f"speed-run, seed {s['seed']}": _curve(s["history"], "wall_time_s") for s in seeds}
     note = ("Seconds since the run began, training plus the evaluations made so far (speed-run: "
             "the test set after each epoch, accuracy without test-time augmentation")
@@ -237,12 +292,15 @@ def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
     return Figure("task3e_speedrun_accuracy_vs_time.png", plotting.plot_accuracy_vs_time, {
         "curves": curves, "title": trial_title(f"{title}: test accuracy against time", runs),
         "xlabel": "seconds since the run began (training + evaluations so far)",
+        "stalls": [s for name, (seconds, _) in curves.items() for s in stalls(name, seconds)],
         "note": f"{note}). {'; '.join(where)}.{left_out}"})
 
 
 def speedrun_vs_published(side: dict) -> Figure:
     """The frontier: the published script and our recipe, each at several epoch budgets, test
-    accuracy with TTA against the time both count (the side-by-side's `frontier`)."""
+    accuracy with TTA against the time both count (the side-by-side's `frontier`). The title
+    says one machine only where every published run's machine record is our seeds' CPU
+    (report.py refuses one that is not); else the note says which side has no record."""
     def points(runs, who):
         return [{"seconds": r["seconds"], "accuracy": r["test_acc_tta"], "std": r.get("std", 0),
                  "label": f"{r['epochs']:g} ep"
@@ -253,13 +311,17 @@ def speedrun_vs_published(side: dict) -> Figure:
     spread = ("one seed each: no spread" if seeds == [1] else
               f"mean ± sample sd over {seeds[0]} seeds" if len(seeds) == 1 else
               "mean ± sample sd over the seeds beside each point")
+    recorded = all(p["machine_recorded"] for p in side["frontier"]["published"])
+    where = ("one machine" if recorded else
+             "ours on the machine below; the published runs' logs hold no machine record")
     return Figure("task3e_speedrun_vs_published.png", plotting.plot_frontier, {
         "series": {"published airbench94_muon, CPU port (1 run each)":
                    points(side["frontier"]["published"], False),
                    f"ours, the speed-run recipe ({spread})": points(ours, True)},
-        "title": "Speed-run recipe vs the published airbench94_muon, one machine, in turn",
-        "note": f"{machine['cpu']}, {machine['threads']} threads, {side['precision']}; JPEG copy "
-                "of CIFAR-10; per-epoch evaluations not counted."})
+        "title": f"Speed-run recipe vs the published airbench94_muon, run in turn\n({where})",
+        "note": f"Ours: {machine['cpu']}, {machine['threads']} threads, {side['precision']}"
+                + ("" if recorded else "; the published side: machine not recorded")
+                + "; JPEG copy of CIFAR-10; per-epoch evaluations not counted."})
 
 
 def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -> Figure:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .files import CPU_FLAGS
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -103,19 +104,21 @@ def _whole_number(text: str | None) -> int | None:
 def machine_record(device: torch.device) -> dict:
     """What a run records about where it ran: the numbers of a run mean little without it.
     The model name alone ("Intel(R) Xeon(R) Processor" on a cloud VM) does not tell two CPUs
-    apart, so the record adds /proc/cpuinfo's vendor, family, model and stepping numbers (None
-    where the file lacks one) and the instruction sets that decide the speed: avx2, avx512f,
-    avx512_bf16, amx (False where no flags are listed)."""
+    apart, so the record adds /proc/cpuinfo's vendor and its family, model and stepping as
+    whole numbers, and `flags`: which of common.files.CPU_FLAGS the CPU has. A field the
+    machine does not tell is None (not recorded), never a guess: every record has this one
+    shape (common.files.MACHINE), so two records of one CPU compare equal field by field."""
     info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
+    listed = set(info["flags"].split()) if "flags" in info else None
+    present = {"amx": {"amx_bf16", "amx_tile"}}
     record = {"cpu": cpu_name(), "vendor": info.get("vendor_id") or None,
               "family": _whole_number(info.get("cpu family")),
               "model": _whole_number(info.get("model")),
               "stepping": _whole_number(info.get("stepping")),
-              "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-              "avx512_bf16": "avx512_bf16" in flags,
-              "amx": bool(flags & {"amx_bf16", "amx_tile"}), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "device": str(device)}
+              "flags": {f: None if listed is None else bool(listed & present.get(f, {f}))
+                        for f in CPU_FLAGS},
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "device": str(device)}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

@@ -133,21 +133,65 @@ def test_the_confusion_figures_all_classes_line_is_named_where_no_bar_or_value_i
     assert not any(label.overlaps(b) for b in boxes(fig, values + list(ax.patches)))
 
 
-def test_a_figure_of_several_runs_keeps_its_key_off_the_curves_and_names_each_runs_test_accuracy(
+def test_the_per_class_values_stand_in_one_column_clear_of_the_bars_and_the_dashed_line(
         tmp_path, monkeypatch):
-    runs = {name: a_run(name=name, accuracy=0.79 + i / 100)
-            for i, name in enumerate(("baseline", "leaky_relu", "silu", "noise", "cosine"))}
-    figure = results.study_figure("task3e", runs, {})
+    """A class just below or just above the mean: its value sat at the line's edge."""
+    matrix = np.full((10, 10), 10) + np.diag(np.arange(700, 800, 10))
+    closed = keep_figures(monkeypatch)
+    plotting.plot_confusion(matrix, tmp_path / "c.png", "t")
+    fig = closed[0]
+    ax = fig.axes[1]
+    values = [t for t in ax.texts if not t.get_text().startswith("dashed")]
+    left = {round(b.x0) for b in boxes(fig, values)}
+    assert len(left) == 1  # one column
+    line = boxes(fig, ax.get_lines())[0]
+    rightmost = max(b.x1 for b in boxes(fig, list(ax.patches)) + [line])
+    assert left.pop() > rightmost + 4  # pixels: clear of every bar and of the line
+
+
+def test_figure5_draws_each_change_in_its_own_panel_over_the_baseline_with_its_verdict(
+        tmp_path, monkeypatch):
+    """Ten curves in one panel hid the baseline: a column per change, the baseline in black in
+    each, the change coloured by its verdict against the spread, the key off the panels."""
+    runs = {name: a_run(name=name, accuracy=acc) for name, acc in (
+        ("baseline", 0.79), ("leaky_relu", 0.7927), ("silu", 0.8055), ("worse", 0.77))}
+    figure = results.study_figure("task3e", runs, {}, {"points": 1.02, "what": "two inits"})
     closed = keep_figures(monkeypatch)
     figure.draw(tmp_path)
     fig = closed[0]
-    keys = fig.legends
-    assert all(ax.get_legend() is None for ax in fig.axes)
-    assert [t.get_text() for t in keys[0].get_texts()] == [
-        f"{name}: final test accuracy {79 + i:.2f} %" for i, name in enumerate(runs)]
-    assert [t.get_text() for t in keys[1].get_texts()] == ["training", "validation"]
+    loss_row, acc_row = fig.axes[:3], fig.axes[3:]
+    assert len(fig.axes) == 6 and all(ax.get_legend() is None for ax in fig.axes)
+    assert [ax.get_title().split("\n") for ax in loss_row] == [
+        ["leaky_relu: test 79.27 % (+0.27)", "within the spread: a tie"],
+        ["silu: test 80.55 % (+1.55)", "above, beyond the spread"],
+        ["worse: test 77.00 % (-2.00)", "below, beyond the spread"]]
+    for ax, verdict in zip(acc_row, ("tie", "beat", "lost")):
+        colours = [line.get_color() for line in ax.get_lines()]
+        assert colours == ["black"] * 2 + [plotting.VERDICT_COLORS[verdict]] * 2
     panels = boxes(fig, fig.axes)
-    assert not any(k.overlaps(p) for k in boxes(fig, keys) for p in panels)
+    assert not any(k.overlaps(p) for k in boxes(fig, fig.legends) for p in panels)
+
+
+def test_the_accuracy_against_time_figure_marks_a_span_far_slower_than_the_runs_median(
+        monkeypatch):
+    model1 = a_run(name="model1")
+    seconds = [50.0, 100.0, 150.0, 400.0, 450.0, 500.0]  # 250 s between the 3rd and 4th checks
+    model1["history"]["checks"] = [dict(model1["history"]["checks"][0], wall_time_s=t,
+                                        epoch=0.5 * (i + 1)) for i, t in enumerate(seconds)]
+    seed = a_run(name="s") | {"config": model1["config"]}
+    stalls = results.speedrun_vs_time([seed], model1).args["stalls"]
+    assert [(s["curve"], s["start"], s["end"]) for s in stalls] == [
+        ("Model 1, report recipe", 150.0, 400.0)]
+    assert stalls[0]["label"].startswith("Model 1: 250 s between two checks\n(median 50 s)")
+
+
+def test_the_frontier_says_one_machine_only_where_the_published_runs_have_its_record(
+        side_by_side):
+    title = results.speedrun_vs_published(side_by_side).args["title"]
+    assert "one machine" not in title and "hold no machine record" in title
+    recorded = {**side_by_side, "frontier": {**side_by_side["frontier"], "published": [
+        p | {"machine_recorded": True} for p in side_by_side["frontier"]["published"]]}}
+    assert results.speedrun_vs_published(recorded).args["title"].endswith("(one machine)")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@
 report.py (a table between the generated marks, or one value between <!-- value: PATH FIELD
 FORMAT --> and <!-- /value -->, from that field of a file under results/) or is a constant of
 the package (report.constants: a setting's value), and `report.py --check` names any other
-with its file and line; and the machine record that tells two CPUs apart
-(common.system.machine_record).
+with its file and line.
 
 What the check does not read: whole numbers without a unit (counts, epochs, 32x32, exit
 codes), another's words in double quotes (the report's, a paper's title), code and link
@@ -14,7 +13,6 @@ import re
 import shutil
 
 import pytest
-import torch
 
 import report
 
@@ -152,59 +150,6 @@ def test_measured_numbers_are_free_and_constants_counts_code_and_quotations_are_
                 "<!-- /value -->\n<!-- generated: t -->\n4.5 s\n<!-- end generated -->") == []
     # a number the code knows, shown with a unit of measurement, is measured
     assert free("0.75 s") == ["0.75 s"]
-
-
-# ---------------------------------------------------------------- the machine record
-
-def machine_record_from(monkeypatch, tmp_path, cpuinfo: str | None) -> dict:
-    from common import system
-    path = tmp_path / "cpuinfo"
-    if cpuinfo is not None:
-        path.write_text(cpuinfo)
-    monkeypatch.setattr(system, "CPUINFO", str(path))
-    return system.machine_record(torch.device("cpu"))
-
-
-XEON = """processor\t: 0
-vendor_id\t: GenuineIntel
-cpu family\t: 6
-model\t\t: 143
-model name\t: Intel(R) Xeon(R) Processor
-stepping\t: 8
-flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile
-
-processor\t: 1
-vendor_id\t: GenuineIntel
-cpu family\t: 6
-model\t\t: 106
-model name\t: another block, not read
-stepping\t: 6
-flags\t\t: fpu
-"""
-
-
-def test_the_machine_record_names_vendor_family_model_stepping_and_the_flags(monkeypatch,
-                                                                           tmp_path):
-    record = machine_record_from(monkeypatch, tmp_path, XEON)
-    assert record == {"cpu": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel",
-                      "family": 6, "model": 143, "stepping": 8, "avx2": True, "avx512f": True,
-                      "avx512_bf16": True, "amx": True, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "device": "cpu"}
-    # two Xeons with one model name are two records
-    other = XEON.replace("model\t\t: 143", "model\t\t: 106").replace("stepping\t: 8",
-                                                                     "stepping\t: 6")
-    assert machine_record_from(monkeypatch, tmp_path, other) != record
-
-
-def test_the_machine_record_says_none_for_what_cpuinfo_lacks(monkeypatch, tmp_path):
-    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nstepping\t: unknown\n"
-    record = machine_record_from(monkeypatch, tmp_path, arm)
-    assert {k: record[k] for k in ("vendor", "family", "model", "stepping")} == dict.fromkeys(
-        ("vendor", "family", "model", "stepping"))
-    assert not any(record[k] for k in ("avx2", "avx512f", "avx512_bf16", "amx"))
-    assert record["cpu"]  # the platform's name where the file has none
-    nothing = machine_record_from(monkeypatch, tmp_path / "absent", None)
-    assert nothing["vendor"] is None and nothing["amx"] is False and nothing["threads"] >= 1
 
 
 if __name__ == "__main__":

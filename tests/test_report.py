@@ -5,12 +5,13 @@ import json
 import shutil
 import statistics
 
+import matplotlib.colors
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 import report
-from common import plotting
+from common import plotting, results
 from common.data import CLASSES
 from conftest import load_script
 
@@ -177,13 +178,25 @@ def test_confusion_figure_reads_rows_and_matrix_alike_and_shows_per_class_accura
         plotting.confusion_matrix(rows[:9])
 
 
-def test_study_bars_give_one_bar_per_variant_and_a_line_at_the_reference(tmp_path, monkeypatch):
+def test_study_bars_colour_a_change_by_whether_it_beat_the_spread_so_a_tie_is_not_a_loss(
+        tmp_path, monkeypatch):
+    runs = {name: {"epochs_completed": 1.0, "final": {"test": {"accuracy": acc}},
+                   "config": {"subset": None}}
+            for name, acc in (("Model 1", 0.6568), ("filters", 0.6558), ("tanh", 0.4725),
+                              ("wide", 0.70))}
+    figure = results.study_figure("task3c", runs, {}, {"points": 1.02, "what": "two inits"})
+    assert figure.args["verdicts"] == {"filters": "tie", "tanh": "lost", "wide": "beat"}
     closed = keep_figures(monkeypatch)
-    plotting.plot_study_bars({"Model 1": 65.68, "tanh": 47.25, "wide": 70.0}, "Model 1",
-                             tmp_path / "b.png", "t")
+    figure.draw(tmp_path)
     ax = closed[0].axes[0]
-    assert [b.get_width() for b in ax.patches] == [65.68, 47.25, 70.0]
+    bars = [b for b in ax.patches if b.get_height() < 1]  # the bars, not the shaded band
+    assert [round(b.get_width(), 2) for b in bars] == [65.68, 65.58, 47.25, 70.0]
+    assert [matplotlib.colors.to_hex(b.get_facecolor(), keep_alpha=False) for b in bars] == [
+        matplotlib.colors.to_hex(c) for c in ("tab:gray", "goldenrod", "tab:red", "tab:green")]
     assert ax.get_lines()[0].get_xdata()[0] == 65.68
+    # without a spread a change is only above or below: no tie but an exact one
+    assert results.study_figure("task3c", runs, {}).args["verdicts"] == {
+        "filters": "lost", "tanh": "lost", "wide": "beat"}
 
 
 def test_a_figure_never_mixes_per_step_and_per_check_training_curves(tmp_path, monkeypatch):
@@ -216,6 +229,32 @@ def test_a_changed_seed_under_the_side_by_side_makes_its_summary_stale(repo_copy
     assert side["ours"]["per_seed"]["1"]["test_acc_tta"] == round(
         100 * metrics["final"]["test_tta"]["accuracy"], 2)
     assert report.regenerate(repo_copy, check=True) == []
+
+
+def test_an_order_or_time_typed_into_the_side_by_side_is_stale_and_regenerating_drops_it(
+        tmp_path):
+    """No file records when a run began: the side-by-side keeps no order or times of day, and
+    an entry typed beside what its files say is caught rather than kept."""
+    shutil.copytree(report.ROOT / "results" / "task3e", tmp_path / "results" / "task3e")
+    path = tmp_path / "results" / report.SIDE_BY_SIDE
+    committed = json.loads(path.read_text())
+    assert not {"order", "times"} & set(committed)
+    path.write_text(json.dumps(committed | {"order": "the published script first",
+                                            "times": {"ours_11": "2026-12-02T03:49:42Z"}}))
+    r = report.Results(tmp_path)
+    assert report.side_by_side_json(r, check=True) == [
+        f"results/{report.SIDE_BY_SIDE}: differs from the logs and seeds"]
+    report.side_by_side_json(r, check=False)
+    assert json.loads(path.read_text()) == committed
+
+
+def test_the_bracket_table_labels_a_candidate_as_run_after_the_bracket_not_inside_it():
+    table = report.speedrun_bracket(report.Results(report.ROOT))
+    labels = [row[0] for row in table.rows]
+    assert labels[:4] == [labels[0], labels[1], labels[2],
+                          "published airbench94_muon, mean of 1 and 3"]
+    assert labels[4].startswith("4. after the bracket, outside it: candidate `recipe_ema_e11`")
+    assert "rows 1 to 3 the bracket" in table.before
 
 
 def test_the_published_side_is_read_from_its_committed_logs(repo_copy):
