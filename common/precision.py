@@ -1,12 +1,11 @@
 """The precision a run trains in: as asked, or under auto bf16 on CUDA, fp32 on a CPU without
 bf16 instructions, and on a CPU with them whichever a probe of the run's own model measures
-faster in interleaved pairs of steps, kept per machine when the pairs' spread carries the
-verdict (docs/speed.md)."""
+faster by its minimum step time over interleaved rounds, decided once per machine and kept
+(docs/speed.md)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -19,42 +18,48 @@ from .system import cpu_has_bf16, cpu_name, resolve_precision
 from .trainer import train_step
 
 BF16_MIN_SPEEDUP = 1.05  # bf16 only when it is more than 5 % faster: a tie keeps fp32's exactness
-PROBE_SECONDS = 2.0      # a first probe: at least this much timed stepping, both precisions
-PROBE_MAX_SECONDS = 8.0  # a probe whose pairs disagree goes on up to this before it gives up
-PROBE_MIN_PAIRS = 5
-PROBE_CONTRADICTED = 1.5  # a run this much faster than its probe said: the probe was disturbed
-CACHE_VERSION = 2
+PROBE_SECONDS = 2.0      # a probe: at least this much timed stepping, both precisions
+PROBE_MIN_PAIRS = 5      # and at least this many rounds (a pair of steps, one per precision)
+PROBE_REPEATS = 3        # each precision's minimum met by this many of its steps (itself included)
+PROBE_NEAR = 1.05        # ... within 5 %: a minimum no other step meets came from other loads
+PROBE_MAX_SECONDS = 8.0  # minima not yet met again are awaited up to this, then decide as they are
+PROBE_CONTRADICTED = 1.5  # a run this much faster than its probe's fastest step: probed under load
+CACHE_VERSION = 3        # 3: minimum-time verdicts (2 held interquartile ones, some from load)
 clock = time.perf_counter  # the probe's timer (tests replace it, and train_step, to simulate)
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Interleaved pairs of steps, one in each precision: each pair's ratio is bf16's speed
-    relative to fp32's over a moment both shared, so a busy spell that slows both leaves the
-    ratio alone. decided: the middle half of the ratios lies on one side of the threshold."""
-    rates: dict           # images/s per precision (median step)
-    ratios: list          # per pair: fp32 seconds / bf16 seconds
+    """Each precision's step times, taken in interleaved rounds. Contention from another
+    process only ever adds time to a step, so each precision's fastest step is the one least
+    disturbed, and the ratio of the minima is always a verdict: no spread to straddle."""
+    seconds: dict         # precision -> its timed steps' seconds, in the order taken
 
     @property
-    def quartiles(self) -> tuple[float, float, float]:
-        q = statistics.quantiles(self.ratios, n=4, method="inclusive")
-        return q[0], q[1], q[2]
+    def rounds(self) -> int:
+        return len(self.seconds["fp32"])
 
     @property
-    def verdict(self) -> str | None:
-        low, _, high = self.quartiles
-        if low > BF16_MIN_SPEEDUP:
-            return "bf16"
-        if high <= BF16_MIN_SPEEDUP:
-            return "fp32"
-        return None  # the spread straddles the threshold: no verdict to keep
+    def fastest(self) -> dict:
+        return {p: min(self.seconds[p]) for p in system.PRECISIONS}
+
+    @property
+    def ratio(self) -> float:
+        """fp32's fastest step over bf16's: bf16's speed-up."""
+        return self.fastest["fp32"] / self.fastest["bf16"]
+
+    @property
+    def verdict(self) -> str:
+        return "bf16" if self.ratio > BF16_MIN_SPEEDUP else "fp32"
 
 
 def probe(model, device, batch_size: int, image_size: int,
           seconds: float = PROBE_SECONDS, max_seconds: float = PROBE_MAX_SECONDS) -> ProbeResult:
-    """Training steps on random data, fp32 and bf16 in pairs (the order alternating), after one
-    untimed step each; `seconds` of timed steps, extended up to `max_seconds` while the pairs'
-    spread cannot decide."""
+    """Training steps on random data, fp32 and bf16 in rounds (which goes first alternating),
+    after one untimed step each: at least PROBE_MIN_PAIRS rounds and `seconds` of timed steps,
+    then on until PROBE_REPEATS steps of each precision meet its minimum, or `max_seconds`: a
+    quiet moment that gave one precision its fastest step and ended before the other's came
+    would otherwise decide against the other."""
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)  # the step itself is the same fp32
     generator = torch.Generator().manual_seed(0)
@@ -63,27 +68,36 @@ def probe(model, device, batch_size: int, image_size: int,
     y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
     for precision in system.PRECISIONS:  # warm-up
         train_step(model, optimizer, x, y, device, precision)
-    pairs, spent = [], 0.0
+    taken = {p: [] for p in system.PRECISIONS}
+    spent = 0.0
     while True:
-        timed = {}
-        order = system.PRECISIONS if len(pairs) % 2 else system.PRECISIONS[::-1]
+        order = system.PRECISIONS if len(taken["fp32"]) % 2 else system.PRECISIONS[::-1]
         for precision in order:
             start = clock()
             train_step(model, optimizer, x, y, device, precision)
-            timed[precision] = clock() - start
-        pairs.append(timed)
-        spent += sum(timed.values())
-        if len(pairs) < PROBE_MIN_PAIRS or spent < seconds:
-            continue
-        result = ProbeResult({p: batch_size / statistics.median(t[p] for t in pairs)
-                              for p in system.PRECISIONS},
-                             [t["fp32"] / t["bf16"] for t in pairs])
-        if result.verdict is not None or spent >= max_seconds:
-            return result
+            taken[precision].append(clock() - start)
+            spent += taken[precision][-1]
+        minima_met = all(sum(t <= PROBE_NEAR * min(steps) for t in steps) >= PROBE_REPEATS
+                         for steps in taken.values())
+        if len(taken["fp32"]) >= PROBE_MIN_PAIRS and spent >= seconds and \
+                (minima_met or spent >= max_seconds):
+            return ProbeResult(taken)
 
 
 def _cache_file():
     return user_cache_dir() / "precision.json"
+
+
+def _is_entry(v) -> bool:
+    """A cache entry this version wrote: its verdict, each precision's fastest step (images/s),
+    the ratio and the rounds it came from."""
+    def positive(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+    return (isinstance(v, dict) and v.get("verdict") in system.PRECISIONS
+            and all(positive(v.get(p)) for p in system.PRECISIONS)
+            and positive(v.get("ratio")) and isinstance(v.get("rounds"), int)
+            and positive(v["rounds"]) and (v.get("contradicted") is None
+                                           or positive(v["contradicted"])))
 
 
 def _read_cache() -> dict:
@@ -91,17 +105,21 @@ def _read_cache() -> dict:
         data = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
+            or not isinstance(data.get("probes"), dict):
         return {}
-    return {k: v for k, v in data.get("probes", {}).items()
-            if isinstance(v, dict) and v.get("verdict") in system.PRECISIONS
-            and all(isinstance(v.get(p), (int, float)) and v[p] > 0 for p in system.PRECISIONS)}
+    return {k: v for k, v in data["probes"].items() if _is_entry(v)}
 
 
-def _write_cache(probes: dict):
-    # an optimisation: when it cannot be written, the next run probes again
-    save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file(),
-              if_unwritable="could not cache the precision probe")
+# verdicts the cache file could not keep (a read-only home): kept for the process instead, so
+# its identical calls still train alike; keyed by the file too (each test has its own)
+_unsaved: dict[tuple[str, str], dict] = {}
+
+
+def _write_cache(probes: dict) -> bool:
+    # an optimisation across processes: when it cannot be written, the next process probes again
+    return save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file(),
+                     if_unwritable="could not cache the precision probe") is not None
 
 
 @dataclass(frozen=True)
@@ -109,14 +127,18 @@ class PrecisionChoice:
     precision: str
     reason: str
     key: str | None = None   # the probe's cache entry, when a probe decided
-    rate: float = 0.0        # the images/s the probe measured for `precision`
+    rate: float = 0.0        # images/s of the probe's fastest step in `precision`
+
+
+VERDICTS = {"bf16": "bf16 measured faster than fp32", "fp32": "fp32, bf16 not measured faster"}
 
 
 def choose_precision(requested: str, device, make_model, batch_size: int,
                      image_size: int = 32) -> PrecisionChoice:
     """The precision to train `make_model()` at `batch_size` with: the one asked for; under
     auto bf16 on CUDA, fp32 on a CPU without bf16 instructions, and on a CPU with them the one
-    a probe measured faster (kept per machine when the probe's spread carried its verdict)."""
+    whose fastest step a probe measured faster: the first probe for this CPU, torch, workload
+    and architecture decides, and every later call reuses its verdict."""
     device = torch.device(device)
     if requested != "auto":
         return PrecisionChoice(resolve_precision(requested, device), "asked for")
@@ -132,34 +154,43 @@ def choose_precision(requested: str, device, make_model, batch_size: int,
         workload = f"{type(model).__name__} batch {batch_size} at {image_size}px"
         key = " | ".join([cpu_name(), f"torch {torch.__version__}", workload,
                           hashlib.sha1(repr(model).encode()).hexdigest()[:8]])  # architecture
-        entry, cached = cache.get(key), key in cache
-        if entry is None:
+        unsaved = (str(_cache_file()), key)
+        if key in cache:
+            entry, source = cache[key], "cached: the first probe of this workload here"
+        elif unsaved in _unsaved:
+            entry, source = _unsaved[unsaved], "this process's first probe of this workload " \
+                                               "(the cache file could not be written)"
+        else:
             result = probe(model, device, batch_size, image_size)
-            low, mid, high = result.quartiles
-            entry = {**result.rates, "verdict": result.verdict, "median": mid,
-                     "quartiles": [low, high], "pairs": len(result.ratios)}
-            if result.verdict is not None:
-                cache[key] = entry
-                _write_cache(cache)
-    precision = entry["verdict"] or "fp32"
-    spread = f"median {entry['median']:.2f}x, middle half {entry['quartiles'][0]:.2f}-" \
-             f"{entry['quartiles'][1]:.2f}x over {entry['pairs']} pairs"
-    verdict = ({"bf16": "bf16 measured faster than fp32", "fp32": "fp32, bf16 not faster"}
-               [entry["verdict"]] if entry["verdict"] else
-               "fp32, the probe could not tell them apart (not kept; probes again next time)")
-    reason = (f"auto: {verdict} ({spread}, needs over {BF16_MIN_SPEEDUP}x; {cpu_name()}, "
-              f"{workload})" + (" (cached)" if cached else ""))
-    return PrecisionChoice(precision, reason, key if entry["verdict"] else None,
-                           entry[precision])
+            entry = {**{p: batch_size / s for p, s in result.fastest.items()},
+                     "verdict": result.verdict, "ratio": result.ratio, "rounds": result.rounds}
+            source = "measured now, kept for this machine"
+            if not _write_cache(cache | {key: entry}):
+                _unsaved[unsaved] = entry
+                source = "measured now, kept for this process (the cache file could not be " \
+                         "written)"
+    precision = entry["verdict"]
+    fastest = ", ".join(f"{p} {batch_size / entry[p] * 1000:.1f} ms" for p in system.PRECISIONS)
+    if entry.get("contradicted"):
+        source += (f"; a run since trained {entry['contradicted'] / entry[precision]:.2f}x "
+                   f"faster than its fastest {precision} step, so the probe ran under load: "
+                   "the ratio of minima stands")
+    reason = (f"auto: {VERDICTS[precision]} (minimum step times {fastest} over "
+              f"{entry['rounds']} interleaved rounds: {entry['ratio']:.2f}x, needs over "
+              f"{BF16_MIN_SPEEDUP}x; {cpu_name()}, {workload}; {source})")
+    return PrecisionChoice(precision, reason, key, entry[precision])
 
 
 def review_precision(choice: PrecisionChoice, images_per_second: float) -> bool:
-    """After a run: when it trained far faster than its cached probe measured the same
-    precision, the probe was taken in a busy spell; forget it (True), so the next run probes."""
+    """After a run: when it trained far faster than its probe's fastest step in the same
+    precision, every probe step was slowed (another process had the cores). The verdict is
+    kept, so identical calls keep training alike, and the contradiction is recorded beside it
+    (later calls' reasons state it); True when this run contradicted it."""
     if choice.key is None or not choice.rate or \
             images_per_second <= PROBE_CONTRADICTED * choice.rate:
         return False
     cache = _read_cache()
-    if cache.pop(choice.key, None) is not None:
-        _write_cache(cache)
+    entry = cache.get(choice.key)
+    if entry is not None and images_per_second > (entry.get("contradicted") or 0):
+        _write_cache(cache | {choice.key: entry | {"contradicted": images_per_second}})
     return True

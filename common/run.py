@@ -254,8 +254,8 @@ def train_run(session: Session, name: str, module: torch.nn.Module | None = None
             keep_until_outputs(stop)  # the run finished: the script's table first, then it
             result = stop.result
     if session.is_main and review_precision(choice, trainer.images_per_second()):
-        print(f"{name}: trained faster than its cached precision probe measured; the probe "
-              "is forgotten and runs again next time", file=sys.stderr)
+        print(f"{name}: trained far faster than its precision probe's fastest step (under load); "
+              f"{choice.precision} stays, said in the reason of the next", file=sys.stderr)
     if session.is_main and "test" in result["final"]:
         figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
     return result | {"history": trainer.history, "model": trainer.raw_model}
