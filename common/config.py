@@ -17,7 +17,7 @@ from pydantic import Strict, TypeAdapter, ValidationError
 
 from .data import RECORD, Count
 from .errors import UserError
-from .files import METRICS_NAME, RunDir, save_json
+from .files import METRICS_NAME, RunDir, claim_folder, save_json
 from .recipes import Recipe, SpeedrunConfig
 
 SCHEMA_VERSION = 1
@@ -170,6 +170,7 @@ def starting_point(config: RunConfig, run_dir: RunDir, *, resume_state: dict | N
         return resume_state, None
     if not (run_dir / CONFIG_NAME).is_file():
         return None, None
+    claim_folder(run_dir.path.parent, config.task, mark=False)  # never another script's run
     if run_dir.is_finished():
         finished = run_dir.load_finished()
         where = run_dir.path / METRICS_NAME

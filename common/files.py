@@ -604,10 +604,11 @@ def read_checkpoint(path) -> dict:
 OWNER_NAME = ".task"  # the script whose results an output folder holds
 
 
-def claim_folder(folder, task: str):
+def claim_folder(folder, task: str, mark: bool = True):
     """Mark `folder` as holding `task`'s results, or refuse when it holds another script's: two
     scripts write files of the same names (results.csv, a run called baseline/), and the
-    second would replace the first's without a word."""
+    second would replace the first's without a word. mark=False refuses without marking (before
+    anything there is replaced, while the run may still be refused)."""
     path = Path(folder) / OWNER_NAME
     if path.exists() and not path.is_file():
         raise UserError(f"{path} is not the file this package writes there; remove it",
@@ -619,7 +620,7 @@ def claim_folder(folder, task: str):
     if owner and owner != task:
         raise UserError(f"holds the results of {owner}; {task} writes files of the same names "
                         f"there", setting="output_dir", value=Path(folder))
-    if not path.is_file():
+    if mark and not path.is_file():
         save_text(task + "\n", path)
 
 

@@ -40,9 +40,9 @@ def prepare(self, images_uint8):
 original_atomic = common.files._atomic
 
 
-def atomic(path, write):
+def atomic(path, write, *rest):
     record["writes"].append(str(Path(path).resolve()))
-    return original_atomic(path, write)
+    return original_atomic(path, write, *rest)
 
 
 original_fit = Trainer.fit
