@@ -103,6 +103,7 @@ def test_evaluate_reproduces_a_speedrun_seeds_scores_with_and_without_tta(
         int(rows[c["class"]][c["class"]]) for c in record["per_class"]]
 
 
+@pytest.mark.slow  # bf16 is emulated on a CPU without bf16 instructions: 33 s on an AVX2 EPYC
 def test_a_run_made_from_a_committed_config_in_bf16_reproduces_its_scores(
         fake_image_folder, tmp_path, capsys):
     # results/ holds no weights: the committed Model 1 record (its recipe and model) trained
