@@ -77,7 +77,7 @@ def output_path(text: str) -> str:
 cli.answer_help(__name__, get_args_parser)  # before torch loads: --help at once
 
 from common import api  # noqa: E402
-from common.data import CLASSES  # noqa: E402
+from common.data import CLASSES, read_image  # noqa: E402
 from common.files import output_file, save_csv  # noqa: E402
 from common.trainer import confusion_rows  # noqa: E402
 
@@ -106,7 +106,7 @@ def top_classes(probabilities, k: int) -> list[list[tuple[str, float]]]:
 def classify(trained: api.TrainedRun, paths: list[str], k: int) -> list[list]:
     """Every image read first (a bad one stops before anything is printed), then classified
     in batches."""
-    images = [api.read_image(path) for path in paths]
+    images = [read_image(path, size=None) for path in paths]
     out = []
     for start in range(0, len(images), BATCH):
         out += top_classes(trained.predict(images[start:start + BATCH]), k)

@@ -93,7 +93,7 @@ def as_tensor(image):
     if isinstance(image, Image.Image):
         return pixels(image)
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return data.read_image(image, size=None)  # the one reader, at the file's size
     return image
 
 
@@ -101,12 +101,6 @@ def pixels(image: Image.Image, name="the image") -> torch.Tensor:
     """A PIL image as (3, H, W) uint8, decoded as the data's images are (common.data: 16-bit
     greyscale scaled to 8 bits, not clipped)."""
     return torch.from_numpy(decoded_rgb(image, name).copy()).permute(2, 0, 1)
-
-
-def read_image(path) -> torch.Tensor:
-    """An image file of any size and mode as (3, H, W) uint8, decoded as the data's images are;
-    a file that cannot be read as one is one UserError line."""
-    return data.read_image(path, size=None)
 
 
 def preprocessing(config: RunConfig) -> Preprocess:
@@ -152,7 +146,7 @@ def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> Trained
     module, whose names and shapes must be the run's. A folder that is not a finished run,
     whose files are damaged, or whose weights do not fit, is one UserError line."""
     run_dir = Path(run_dir)
-    missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
+    missing = [n for n in LOADED_FILES if not (run_dir / n).is_file()]
     if missing:
         raise UserError(f"{run_dir} is not a finished run's folder (no {', '.join(missing)}); "
                         + _finished_runs_text(run_dir), value=run_dir)
@@ -174,7 +168,7 @@ def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> Trained
     return TrainedRun(model, preprocessing(config), config, metrics, run_dir)
 
 
-RUN_FILES = (CONFIG_NAME, BEST_NAME, METRICS_NAME)  # what load() reads
+LOADED_FILES = (CONFIG_NAME, BEST_NAME, METRICS_NAME)  # what load() reads
 SEARCHED = ("outputs",)  # where the scripts write by default
 SEARCH_FOLDERS = 2000    # at most this many folders looked at: a --run of / stays quick
 
@@ -189,7 +183,7 @@ def finished_runs(*roots, depth: int = 3) -> list[Path]:
         while stack and looked < SEARCH_FOLDERS:
             folder, level = stack.pop()
             looked += 1
-            if all((folder / n).is_file() for n in RUN_FILES):
+            if all((folder / n).is_file() for n in LOADED_FILES):
                 found.append(folder)
             if level < depth:
                 try:

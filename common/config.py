@@ -23,8 +23,8 @@ from .recipes import Recipe, SpeedrunConfig
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 SPEEDRUN_MODEL = "speedrun"  # the one model trained by a SpeedrunConfig (common.speedrun)
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 CUSTOM_MODEL = "custom"  # a module of the caller's own (api.train(model=...)), named by model_class
 # what a resumed run may change from the step it reached; everything else must match
 MAY_CHANGE_ON_RESUME = ("lr", "epochs", "patience", "momentum", "weight_decay",
@@ -50,10 +50,10 @@ class RunConfig:
     data_digest: str | None = None      # the data by content, filled in once it is read
     # what the run trained with once it started (auto resolved: the record says what ran, so
     # --config replays the same steps on the same machine), and what was asked for
-    precision: Literal[PRECISIONS] = "auto"
-    device: Literal[DEVICES] = "auto"
-    precision_asked: Literal[PRECISIONS] | None = None
-    device_asked: Literal[DEVICES] | None = None
+    precision: Literal[PRECISION_CHOICES] = "auto"
+    device: Literal[DEVICE_CHOICES] = "auto"
+    precision_asked: Literal[PRECISION_CHOICES] | None = None
+    device_asked: Literal[DEVICE_CHOICES] | None = None
     model_class: str | None = None      # CUSTOM_MODEL's class, "module.QualName": a record only
     schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
 

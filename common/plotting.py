@@ -16,7 +16,7 @@ from .files import save_figure  # noqa: E402
 STEP_CURVE = "training loss: per step, smoothed"
 CHECK_CURVE = "training loss: mean over the steps between two checks"
 LINE_STYLES = {"train": "-", "val": "--", "test": ":"}
-SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+CURVE_LABELS = {"train": "training", "val": "validation", "test": "test"}
 
 
 def _save(fig, path, metadata: dict | None):
@@ -51,13 +51,13 @@ def _plot_into(ax_loss, ax_acc, history, label_prefix="", color=None,
             window = max(1, int(spe // 20))
             smooth = _smooth(history["step_loss"], window)
             x = (np.arange(len(smooth)) + window) / spe
-            ax_loss.plot(x, smooth, label=f"{label_prefix}{SPLIT_NAMES[split]} loss", alpha=0.8,
+            ax_loss.plot(x, smooth, label=f"{label_prefix}{CURVE_LABELS[split]} loss", alpha=0.8,
                          **kw)
         else:
             ax_loss.plot(epochs, [c[f"{split}_loss"] for c in checks], marker=".",
-                         label=f"{label_prefix}{SPLIT_NAMES[split]} loss", **kw)
+                         label=f"{label_prefix}{CURVE_LABELS[split]} loss", **kw)
         ax_acc.plot(epochs, [100 * c[f"{split}_accuracy"] for c in checks], marker=".",
-                    label=f"{label_prefix}{SPLIT_NAMES[split]} accuracy", **kw)
+                    label=f"{label_prefix}{CURVE_LABELS[split]} accuracy", **kw)
 
 
 def _finish(fig, ax_loss, ax_acc, title, per_step: bool, splits, legend: bool = True):
@@ -79,7 +79,7 @@ def _runs_legend(fig, colors: dict, splits):
     """The key of a figure of several runs, below its panels, off the curves: a colour per run
     and a line style per split (five runs would otherwise list ten curves in each panel)."""
     runs = [Line2D([], [], color=c, marker=".", label=name) for name, c in colors.items()]
-    styles = [Line2D([], [], color="black", linestyle=LINE_STYLES[s], label=SPLIT_NAMES[s])
+    styles = [Line2D([], [], color="black", linestyle=LINE_STYLES[s], label=CURVE_LABELS[s])
               for s in splits]
     fig.legend(handles=runs, loc="upper right", bbox_to_anchor=(0.58, 0.0), fontsize=8,
                ncol=1 if len(runs) <= 6 else 2, title="run (colour)", title_fontsize=8)
@@ -198,7 +198,7 @@ def plot_study_panels(reference: str, histories: dict[str, dict], path, title: s
     axes[0, 0].set_ylabel(f"cross-entropy loss\n({CHECK_CURVE.split(': ')[1]})", fontsize=9)
     axes[1, 0].set_ylabel("accuracy (%)")
     styles = [Line2D([], [], color="black", label=f"{reference} (every panel)")] + [
-        Line2D([], [], color="gray", linestyle=LINE_STYLES[s], label=SPLIT_NAMES[s])
+        Line2D([], [], color="gray", linestyle=LINE_STYLES[s], label=CURVE_LABELS[s])
         for s in splits]
     _verdict_legend(fig, verdict_words, styles, ncol=2)  # a column of each
     fig.suptitle(title)

@@ -24,7 +24,7 @@ PROBE_REPEATS = 3        # each precision's minimum met by this many of its step
 PROBE_NEAR = 1.05        # ... within 5 %: a minimum no other step meets came from other loads
 PROBE_MAX_SECONDS = 8.0  # minima not yet met again are awaited up to this, then decide as they are
 PROBE_CONTRADICTED = 1.5  # a run this much faster than its probe's fastest step: probed under load
-CACHE_VERSION = 3        # 3: minimum-time verdicts (2 held interquartile ones, some from load)
+PROBE_CACHE_VERSION = 3        # 3: minimum-time verdicts (2 held interquartile ones, some from load)
 clock = time.perf_counter  # the probe's timer (tests replace it, and train_step, to simulate)
 
 
@@ -105,7 +105,7 @@ def _read_cache() -> dict:
         data = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
+    if not isinstance(data, dict) or data.get("version") != PROBE_CACHE_VERSION \
             or not isinstance(data.get("probes"), dict):
         return {}
     return {k: v for k, v in data["probes"].items() if _is_entry(v)}
@@ -118,7 +118,7 @@ _unsaved: dict[tuple[str, str], dict] = {}
 
 def _write_cache(probes: dict) -> bool:
     # an optimisation across processes: when it cannot be written, the next process probes again
-    return save_json({"version": CACHE_VERSION, "probes": probes}, _cache_file(),
+    return save_json({"version": PROBE_CACHE_VERSION, "probes": probes}, _cache_file(),
                      if_unwritable="could not cache the precision probe") is not None
 
 

@@ -348,14 +348,14 @@ def figure6(run: dict, name: str, weights: str, image_size: int) -> Figure:
 
 # ---------------------------------------------------------------- printed tables
 
-SPLIT_NAMES = (("train", "Training"), ("validation", "Validation"), ("test", "Test"))
+TABLE_SPLITS = (("train", "Training"), ("validation", "Validation"), ("test", "Test"))
 
 
 def final_table(result: dict, title: str | None = None) -> str:
     """The report's Table 2.b / 3.b layout for one run."""
     lines = [title] if title else []
     lines.append(f"{'-':<12}{'Loss':>8}{'Accuracy':>11}")
-    for key, name in SPLIT_NAMES:
+    for key, name in TABLE_SPLITS:
         if key in result["final"]:
             row = result["final"][key]
             lines.append(f"{name:<12}{row['loss']:>8.4f}{100 * row['accuracy']:>10.2f}%")

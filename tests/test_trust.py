@@ -188,10 +188,10 @@ def test_a_16_bit_photograph_for_task4bc_keeps_its_brightness(tmp_path):
 
 def test_an_image_too_large_for_predict_is_refused_before_decoding(tmp_path, monkeypatch):
     from PIL import Image
-    from common.api import read_image
+    from common.data import read_image
     from common.errors import UserError
     path = tmp_path / "large.png"
     Image.new("RGB", (100, 100)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
     with pytest.raises(UserError, match="declares 100x100 pixels"):
-        read_image(path)
+        read_image(path, size=None)

@@ -208,7 +208,7 @@ def shown_quadrants(pixels) -> list[tuple]:
 def test_a_photograph_is_read_as_its_exif_orientation_shows_it(tmp_path, orientation, shape,
                                                                shown):
     path = with_orientation(tmp_path / "photo.jpg", quadrants(), orientation)
-    for pixels in (read_image(path, size=None), api.read_image(path)):  # task4bc's, predict's
+    for pixels in (read_image(path, size=None), api.as_tensor(path)):  # task4bc's, predict's
         assert tuple(pixels.shape[1:]) == shape
         for got, want in zip(shown_quadrants(pixels), shown):
             assert got == pytest.approx(want, abs=40), shown_quadrants(pixels)  # JPEG
