@@ -192,7 +192,7 @@ def evaluate(args):
                                 is_confusion_csv)
     trained = api.load(args.run)
     try:
-        result = api.evaluate(trained, args.data_dir, progress=sys.stderr.isatty())
+        result = api.score(trained, args.data_dir, progress=sys.stderr.isatty())
     except UserError as err:
         if args.data_dir is None and err.setting == "data_dir":  # config.json's, not typed
             raise UserError(f"the run's data {err.value}: {err.message}; give the CIFAR-10 "

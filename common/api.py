@@ -1,7 +1,7 @@
 """The package from Python (a notebook, another program): train() trains any script's run by
 name, or a module of the caller's own with a script's recipe, through the scripts' own path
 and returns it; load() reads a finished run folder back as its model, in eval mode, with the
-preprocessing its images had; evaluate() scores it on a test split as the run scored itself;
+preprocessing its images had; score() scores it on a test split as the run scored itself;
 export_onnx() writes it for runtimes outside Python. predict.py
 is the command line over this module."""
 from __future__ import annotations
@@ -254,7 +254,7 @@ class Evaluation:
     device: str
 
 
-def evaluate(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluation:
+def score(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluation:
     """The run's network on a test split: the run's own data, subset and split (config.json's
     data_dir, subset and seed, read by common.data.cifar10_splits as training read them), or
     the CIFAR-10 folder `data_dir` with the run's subset and split. Scored as the run scored
