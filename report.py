@@ -26,10 +26,12 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from common.cli import Parser, answer_help, exits_cleanly, path_text
 from common.errors import UserError
 from common.recipes import SPEEDRUN as SPEEDRUN_RECIPE
+from common.recipes import Finite, Flag, Text, Whole
 
 ROOT = Path(__file__).resolve().parent
 
@@ -47,12 +49,14 @@ def get_args_parser() -> Parser:
 answer_help(__name__, get_args_parser)  # before torch loads: --help at once
 
 from common import results as figures  # noqa: E402
-from common.config import RunConfig  # noqa: E402
+from common.config import (Machine, RunConfig, SpeedrunMetrics, SplitScore,  # noqa: E402
+                           TrainerMetrics, checked, load_finished, read_json)
 from common.data import CLASSES  # noqa: E402
-from common.files import (CPU_FLAGS, MACHINE, METRICS_NAME, SPEEDRUN_METRICS, SPLIT,  # noqa: E402
-                          TRAINER_METRICS, RunDir, read_csv, read_json, save_json, save_text,
-                          shape_problem)
+from common.files import (CPU_FLAGS, METRICS_NAME, RunDir, read_csv, save_json,  # noqa: E402
+                          save_text)
 from common.results import budget, format_epochs, test_acc  # noqa: E402
+from pydantic import Field  # noqa: E402
+from typing_extensions import TypedDict  # noqa: E402
 
 PLOTS = "plots"
 DOCUMENTS = ("README.md", "docs/*.md")
@@ -115,36 +119,98 @@ COMMANDS = [("1.g CNN", CNN), *[(f"1.g CNN, default path, {p}", DEFAULT_PATH["cn
 
 # ---------------------------------------------------------------- reading results/
 
-# What the report reads of the files only it reads (common.files.shape_problem's shapes; the
-# run folders' files are checked by common.files' readers). A speed-run seed, beyond what every
-# seed holds: the machine (the side-by-side compares times on one), the recipe's reason for its
-# precision, a candidate's change.
-SEED = SPEEDRUN_METRICS | {"machine": MACHINE}
-RECIPE_SEED = SEED | {"precision_reason": str}
-CANDIDATE_SEED = SEED | {"description": str}
-# the side-by-side as written: what its files cannot say (the rest is computed, side_by_side)
-SIDE_BY_SIDE_SHAPE = {"precision": str, "published": dict, "ours": dict}
-TTA_LEVEL = {"accuracy": float, "seconds": float}
-TTA_SHAPE = {"machine": MACHINE,
-             "seeds": {str: {"levels": {"0": TTA_LEVEL, "1": TTA_LEVEL, "2": TTA_LEVEL}}}}
-RATIO = {"median": float, "q1": float, "q3": float}
-IMAGES = {"rounds": [{"img_s": float}]}
-EPOCHS = {"rounds": [{"img_s": float, "epoch_s": float}]}
-BENCH_PRECISION = {"ceiling": IMAGES, "project": EPOCHS, "train_ratio_spread": RATIO,
-                   "epoch_ratio_spread": RATIO}
-BENCH_SHAPE = {
-    "environment": {"device_name": str, "threads": int, "cpu_has_bf16": bool, "torch": str,
-                    "rounds": int},
-    "models": {str: {"batch_size": int,
-                     "classic": {"rounds": [{"img_s": float, "eval_img_s": float,
-                                             "epoch_s": float}]},
-                     "precisions": {"fp32": BENCH_PRECISION,
-                                    "bf16": BENCH_PRECISION | {"ceiling_contiguous": IMAGES}}}}}
+# What the report reads of the files only it reads, as types (common.files.checked validates a
+# file against them; the run folders' files are checked by common.files' readers). A speed-run
+# seed, beyond what every seed holds: the machine (the side-by-side compares times on one), the
+# recipe's reason for its precision, a candidate's change.
+class Seed(SpeedrunMetrics):
+    machine: Machine
+
+
+class RecipeSeed(Seed):
+    precision_reason: Text
+
+
+class CandidateSeed(Seed):
+    description: Text
+
+
+class SideBySide(TypedDict):
+    """The side-by-side as written: what its files cannot say (the rest is computed,
+    side_by_side)."""
+    precision: Text
+    published: dict
+    ours: dict
+
+
+class TtaLevel(TypedDict):
+    accuracy: Finite
+    seconds: Finite
+
+
+TtaSeed = TypedDict("TtaSeed", {"levels": TypedDict("TtaLevels", {
+    "0": TtaLevel, "1": TtaLevel, "2": TtaLevel})})
+
+
+class Tta(TypedDict):
+    machine: Machine
+    seeds: Annotated[dict[str, TtaSeed], Field(min_length=1)]
+
+
+class Ratio(TypedDict):
+    median: Finite
+    q1: Finite
+    q3: Finite
+
+
+class ImagesRound(TypedDict):
+    img_s: Finite
+
+
+class EpochRound(ImagesRound):
+    epoch_s: Finite
+
+
+class ClassicRound(EpochRound):
+    eval_img_s: Finite
+
+
+def rounds_of(kind):
+    return TypedDict(f"{kind.__name__}s", {"rounds": Annotated[list[kind], Field(min_length=1)]})
+
+
+class BenchPrecision(TypedDict):
+    ceiling: rounds_of(ImagesRound)
+    project: rounds_of(EpochRound)
+    train_ratio_spread: Ratio
+    epoch_ratio_spread: Ratio
+
+
+class BenchBf16(BenchPrecision):
+    ceiling_contiguous: rounds_of(ImagesRound)
+
+
+BenchModel = TypedDict("BenchModel", {"batch_size": Whole, "classic": rounds_of(ClassicRound),
+                                      "precisions": TypedDict("BenchPrecisions", {
+                                          "fp32": BenchPrecision, "bf16": BenchBf16})})
+
+
+class BenchEnvironment(TypedDict):
+    device_name: Text
+    threads: Whole
+    cpu_has_bf16: Flag
+    torch: Text
+    rounds: Whole
+
+
+class Bench(TypedDict):
+    environment: BenchEnvironment
+    models: Annotated[dict[str, BenchModel], Field(min_length=1)]
 
 
 class Results:
     """The committed results/ folder, read once per run folder; each file is checked as it is
-    read (common.files' readers, the shapes above)."""
+    read (common.files' readers, the types above)."""
 
     def __init__(self, root: Path):
         self.dir = root / "results"
@@ -159,19 +225,15 @@ class Results:
             raise UserError(problem, setting="root", value=root)
         self._runs = {}
 
-    def run(self, name: str, shape=TRAINER_METRICS) -> dict:
-        """A finished run: one a task script trained (TRAINER_METRICS), a speed-run seed (SEED)
-        or, with shape None, either."""
+    def run(self, name: str, kind=TrainerMetrics) -> dict:
+        """A finished run: one a task script trained (TrainerMetrics), a speed-run seed (Seed)
+        or, with kind None, either."""
         if name not in self._runs:
-            run = RunDir(self.dir / name, writer=False).load_finished()
-            # the configuration as validated, not as read: a missing entry is its default,
-            # which the tables then show (stale), never a KeyError
-            run["config"] = RunConfig.from_dict(run["config"],
-                                                self.dir / name / METRICS_NAME).to_dict()
-            self._runs[name] = run
-        problem = shape and shape_problem(self._runs[name], shape)
-        if problem:
-            raise UserError(f"{self.dir / name / METRICS_NAME}: {problem}")
+            # its record as validated: a missing entry is its default, which the tables then
+            # show (stale), never a KeyError
+            self._runs[name] = load_finished(RunDir(self.dir / name, writer=False))
+        if kind:
+            checked(self._runs[name], kind, self.dir / name / METRICS_NAME)
         return self._runs[name]
 
     def finished(self, name: str) -> bool:
@@ -184,12 +246,12 @@ class Results:
         """The study's results.csv (its variants in order, with their descriptions)."""
         return read_csv(self.dir / study / "results.csv", ("run", "change"), min_rows=1)
 
-    def seeds(self, folder: str, shape=SEED) -> list[dict]:
+    def seeds(self, folder: str, kind=Seed) -> list[dict]:
         """The speed-run seeds of a folder (seed<N>/metrics.json), at least one."""
         paths = sorted((self.dir / folder).glob("seed*/metrics.json"))
         if not paths:
             raise UserError(f"{self.dir / folder}: no seed<N>/metrics.json in it")
-        return [self.run(str(p.parent.relative_to(self.dir)), shape) for p in paths]
+        return [self.run(str(p.parent.relative_to(self.dir)), kind) for p in paths]
 
     def folders(self, name: str) -> list[Path]:
         """The folders in results/<name>."""
@@ -497,7 +559,7 @@ def read_published(path: Path, machine_required: bool = False) -> dict:
         raise UserError(str(err)) from None
     beside = path.with_suffix(".machine.json")
     if beside.is_file() or machine_required:
-        run["machine"] = read_json(beside, MACHINE)
+        run["machine"] = read_json(beside, Machine)
     return run
 
 
@@ -520,7 +582,7 @@ def one_machine(seeds: list[dict], where: Path) -> dict:
     return json.loads(machines.pop())
 
 
-# The fields of a machine record (common.files.MACHINE) that say which CPU ran and how many
+# The fields of a machine record (common.files.Machine) that say which CPU ran and how many
 # threads torch used: two records of one CPU kind agree in each
 CPU_FIELDS = ("cpu", "vendor", "family", "model", "stepping", "threads")
 
@@ -550,9 +612,9 @@ def side_by_side(r: Results) -> dict:
     published runs from their logs, ours from the seeds' metrics.json at each budget; what
     the files cannot say (the commands, the precision's reason) stays as written. No order or
     time of day is kept: neither the logs nor metrics.json record when a run began."""
-    # only what SIDE_BY_SIDE_SHAPE names is kept as written: an entry typed beside it is stale
-    s = {k: v for k, v in read_json(r.dir / SIDE_BY_SIDE, SIDE_BY_SIDE_SHAPE).items()
-         if k in SIDE_BY_SIDE_SHAPE}
+    # only what SideBySide names is kept as written: an entry typed beside it is stale
+    s = {k: v for k, v in read_json(r.dir / SIDE_BY_SIDE, SideBySide).items()
+         if k in SideBySide.__annotations__}
     published = published_runs(r)
     at_budget = budgets(r)
     s["machine"] = one_machine([x for seeds in at_budget.values() for x in seeds],
@@ -564,7 +626,7 @@ def side_by_side(r: Results) -> dict:
                         "our seeds' (the side-by-side compares times on one machine)")
     s["published"] = s["published"] | {k: v for k, v in next(
         p for p in published if p["epochs"] == PUBLISHED_EPOCHS).items() if k != "machine"}
-    ours = r.seeds(SPEEDRUN, RECIPE_SEED)
+    ours = r.seeds(SPEEDRUN, RecipeSeed)
     s["ours"] = s["ours"] | seeds_summary(ours) | {
         "precision_reason": sorted({x["precision_reason"] for x in ours})}
     s["frontier"] = {
@@ -637,8 +699,8 @@ def bracket(r: Results) -> dict:
         raise UserError(f"{r.dir / BRACKET}: {len(budget)} budget folders (epochs<N>); the "
                         "bracket has one")
     folder = budget[0]
-    ours = r.seeds(str(folder.relative_to(r.dir)), RECIPE_SEED)
-    candidates = {f.name: r.seeds(str(f.relative_to(r.dir)), CANDIDATE_SEED)
+    ours = r.seeds(str(folder.relative_to(r.dir)), RecipeSeed)
+    candidates = {f.name: r.seeds(str(f.relative_to(r.dir)), CandidateSeed)
                   for f in (r.folders(BRACKET_CANDIDATES)
                             if (r.dir / BRACKET_CANDIDATES).is_dir() else [])}
     machine = one_machine(ours + [s for seeds in candidates.values() for s in seeds],
@@ -721,7 +783,7 @@ def candidates_table(r: Results, second_round: bool = False) -> Table:
                         f"(`results/{FRONTIER}/epochs{CANDIDATE_EPOCHS}/`)", None))
     for name, folder, description, only_seed in folders:
         seeds = [s for s in r.seeds(str(folder.relative_to(r.dir)),
-                                    SEED if description else CANDIDATE_SEED)
+                                    Seed if description else CandidateSeed)
                  if only_seed is None or s["seed"] == only_seed]
         if not seeds:
             raise UserError(f"{folder}: no seed{only_seed}/metrics.json in it")
@@ -748,7 +810,7 @@ def second_round_table(r: Results) -> Table:
 def tta_table(r: Results) -> Table:
     """The recipe's seeds scored again at each test-time augmentation level (bench.speedrun_tta):
     what each level's views add, and what they cost."""
-    t = read_json(r.dir / TTA, TTA_SHAPE)
+    t = read_json(r.dir / TTA, Tta)
     views = {"0": "the image", "1": "+ its mirror (2 views)",
              "2": "+ both shifted one pixel up-left and down-right (6 views)"}
     acc = {level: statistics.fmean(s["levels"][level]["accuracy"] for s in t["seeds"].values())
@@ -764,7 +826,7 @@ def tta_table(r: Results) -> Table:
 
 def speedrun_epochs(r: Results) -> Table:
     """Seed 0 of the three-seed study, epoch by epoch."""
-    seed0 = r.run(f"{SPEEDRUN}/seed0", SEED)
+    seed0 = r.run(f"{SPEEDRUN}/seed0", Seed)
     checks = seed0["history"]["checks"]
     return Table(["epoch", *[f"{c['epoch']:g}" for c in checks]],
                  [["test accuracy (no TTA)", *[pct(c["test_accuracy"]) for c in checks]],
@@ -789,7 +851,7 @@ def ratio(s: dict, verdict: str | None = None) -> str:
 def bench_table(r: Results) -> Table:
     """The benchmark's figures (results/bench/train_speed_cpu.json), median [min-max] over
     rounds; ratios as medians of per-round ratios with their interquartile range."""
-    bench = read_json(r.dir / BENCH, BENCH_SHAPE)
+    bench = read_json(r.dir / BENCH, Bench)
     models = bench["models"]
     def rounds(m, key, p, part):
         source = m["classic"] if part == "classic" else m["precisions"][p][part]
@@ -860,7 +922,17 @@ def speedrun_vs_model1(r: Results) -> Table:
 
 
 PROFILE = "task3e/profile"                 # bench.speedrun_profile's shares and step candidates
-STEP_CANDIDATES = {"candidates": {str: {"description": str, "per_image": bool}}}
+Candidate = TypedDict("Candidate", {"description": Text, "per_image": Flag})
+StepCandidates = TypedDict("StepCandidates", {"candidates": dict[str, Candidate]})
+Frontier = TypedDict("Frontier", {"step_ratio_to_close_gap": Finite,
+                                  "seconds_to_close_gap": Finite, "train_time_11_epochs_s": Finite})
+FrontierCandidates = TypedDict("FrontierCandidates", {"candidates": dict[str, Candidate],
+                                                      "frontier": Frontier})
+Shares = TypedDict("Shares", {"machine": Machine, "sides": TypedDict("Sides", {
+    "ours": TypedDict("Ours", {"precision": Text, "training": TypedDict("Training", {
+        "groups": Annotated[dict[str, Finite], Field(min_length=1)]})})})})
+PerImage = TypedDict("PerImage", {"ratio_per_image": Ratio})
+PerStep = TypedDict("PerStep", {"ratio_per_step": Ratio})
 
 
 def step_cost(r: Results) -> Table:
@@ -869,17 +941,13 @@ def step_cost(r: Results) -> Table:
     the step ratio that would fit the missing accuracy's training into the recipe's time
     (T / (T + the seconds the frontier's slope asks)) against compute's share of a step."""
     folder = r.dir / PROFILE
-    runs = {name: read_json(folder / name, STEP_CANDIDATES | ({"frontier": {
-        "step_ratio_to_close_gap": float, "seconds_to_close_gap": float,
-        "train_time_11_epochs_s": float}} if name == "step_candidates.json" else {}))
-        for name in ("step_candidates.json", "step_candidates_other_precision.json")}
-    shares = read_json(folder / "shares.json", {"sides": {"ours": {"precision": str,
-                                                                   "training": dict}}})
+    runs = {name: read_json(folder / name, FrontierCandidates if name == "step_candidates.json"
+                            else StepCandidates)
+            for name in ("step_candidates.json", "step_candidates_other_precision.json")}
+    shares = read_json(folder / "shares.json", Shares)
     def measured(c):  # a candidate that changes the batch is timed per image, the rest per step
-        problem = shape_problem(c, {"ratio_per_image" if c["per_image"] else "ratio_per_step":
-                                    RATIO})
-        if problem:
-            raise UserError(f"{folder}: candidate {c['description']!r}: {problem}")
+        checked(c, PerImage if c["per_image"] else PerStep,
+                f"{folder}: candidate {c['description']!r}")
         return c["ratio_per_image" if c["per_image"] else "ratio_per_step"]
     rows = [[f"`{name}`", c["description"], ratio(measured(c)) + (" per image" if c["per_image"]
                                                                  else ""),
@@ -925,11 +993,14 @@ TABLES = {
 
 # ---------------------------------------------------------------- the figures
 
+TestScore = TypedDict("TestScore", {"final": TypedDict("TestFinal", {"test": SplitScore})})
+
+
 def run_to_run_spread(r: Results) -> dict:
     """The one measured run-to-run spread of the report's recipes: Model 2's test accuracy
     under two draws of its initial weights, all else alike (one pair: a spread, not a bound)."""
     # the older run's record predates the run validator's configuration: only its score is read
-    other = read_json(r.dir / MODEL2_OTHER_INIT / METRICS_NAME, {"final": {"test": SPLIT}})
+    other = read_json(r.dir / MODEL2_OTHER_INIT / METRICS_NAME, TestScore)
     points = abs(test_acc(r.run(MODEL2)) - test_acc(other))
     return {"points": points, "what": "Model 2 under two initialisations"}
 
@@ -957,7 +1028,7 @@ def figures_to_draw(r: Results) -> list[figures.Figure]:
     for path in sorted(r.dir.rglob("confusion.csv")):
         folder = str(path.parent.relative_to(r.dir))
         name = folder.replace("/", "_").replace("\\", "_")
-        out.append(figures.confusion_figure(r.run(folder, shape=None),
+        out.append(figures.confusion_figure(r.run(folder, kind=None),
                                             RunDir(path.parent, writer=False).confusion(CLASSES),
                                             f"{name}_confusion.png"))
     return out
@@ -1137,7 +1208,7 @@ def side_by_side_json(r: Results, check: bool) -> list[str]:
     """The side-by-side JSON, rewritten from the published logs and our seeds (or, with check,
     compared)."""
     path = r.dir / SIDE_BY_SIDE
-    old = read_json(path, SIDE_BY_SIDE_SHAPE)
+    old = read_json(path, SideBySide)
     new = side_by_side(r)
     if new == old:
         return []

@@ -70,6 +70,7 @@ def chosen_recipe(argv=None) -> str:
 cli.answer_help(__name__, lambda: get_args_parser(chosen_recipe()))  # before torch loads
 
 from common import results, run  # noqa: E402
+from common.config import load_finished  # noqa: E402
 from common.files import RunDir  # noqa: E402
 from common.speedrun import DATA_SEED  # noqa: E402
 
@@ -87,9 +88,9 @@ def speedrun_settings(args) -> dict:
 def model1_run(args) -> dict | None:
     """The finished Model 1 run drawn beside the speed-run, read before anything trains."""
     if args.model1_run:
-        return RunDir(args.model1_run, setting="model1_run").load_finished()
+        return load_finished(RunDir(args.model1_run, setting="model1_run"))
     found = next((d for d in MODEL1_RUNS if RunDir(d).is_finished()), None)
-    return RunDir(found).load_finished() if found else None
+    return load_finished(RunDir(found)) if found else None
 
 
 def main_speedrun(args, argv):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data, system, trainer
-from .config import CONFIG_NAME, CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config
+from .config import (CONFIG_NAME, CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config,
+                     load_finished)
 from .data import CLASSES, SPEEDRUN_NORMALIZATION, decoded_rgb, normalize
 from .errors import UserError, forget_kept, raise_kept, require_extra
 from .files import (BEST_NAME, METRICS_NAME, FolderLock, RunDir, load_torch, output_file,
@@ -152,7 +153,7 @@ def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> Trained
                         + _finished_runs_text(run_dir), value=run_dir)
     config = load_config(run_dir / CONFIG_NAME)
     model = _network(config, run_dir) if model is None else _own_module(model)
-    metrics = RunDir(run_dir).load_finished()
+    metrics = load_finished(RunDir(run_dir))
     state = load_torch(run_dir / BEST_NAME, weights_only=True)
     weights = state.get("model") if isinstance(state, dict) else None
     problem = "no model weights" if not isinstance(weights, dict) else \

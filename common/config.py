@@ -1,24 +1,36 @@
-"""What defines a run, in one frozen record: the script and run, the model, every recipe
-setting, the data, the subset, the seed, the precision and device asked for. It is built in one
-place (`RunConfig.build`, which common.run.setup calls for every run), by precedence: the recipe's values, then a config.json given with
---config, then the options typed; each run writes it once as config.json in its folder, and its
-checkpoint and metrics.json hold the same record under "config". A config.json read back is
-checked entry by entry before anything uses it."""
+"""A run's records and the one validator that reads them back.
+
+What defines a run, in one frozen record (RunConfig): the script and run, the model, every
+recipe setting, the data, the subset, the seed, the precision and device that ran and those
+asked for. It is built in one place (`RunConfig.build`, which common.run.setup calls for every
+run), by precedence: the recipe's values, then a config.json given with --config, then the
+options typed; each run writes it once as config.json in its folder, and its checkpoint and
+metrics.json hold the same record under "config".
+
+What a run's files hold is declared here as types (metrics.json, checkpoint.pt, the machine
+record) and every value read back, or given, is validated against its type by one function,
+`checked` (pydantic), before anything uses it; `starting_point` is the one rule for how a run
+starts."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Strict, TypeAdapter, ValidationError
+import torch
+from pydantic import AfterValidator, Field, InstanceOf, Strict, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from .data import RECORD, Count
 from .errors import UserError
-from .files import METRICS_NAME, RunDir, claim_folder, save_json
-from .recipes import Recipe, SpeedrunConfig
+from .files import (BEST_NAME, CHECKPOINT_NAME, CPU_FLAGS, HISTORY_NAME, METRICS_NAME,
+                    SPEEDRUN_HISTORY, TRAINER_HISTORY, RunDir, claim_folder, load_history,
+                    load_torch, save_json, shown, unreadable)
+from .recipes import Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -31,6 +43,120 @@ MAY_CHANGE_ON_RESUME = ("lr", "epochs", "patience", "momentum", "weight_decay",
                         "label_smoothing", "precision", "device", "data_dir")
 # what says how a run was asked for, not what it is: two runs that differ only here are one
 ASKED = ("data_dir", "schema_version", "precision_asked", "device_asked")
+
+
+# ---------------------------------------------------------------- the one validator
+
+_RULES = {"greater_than": "must be greater than {gt}",
+          "greater_than_equal": "must be at least {ge}",
+          "less_than": "must be less than {lt}", "less_than_equal": "must be at most {le}",
+          "literal_error": "must be {expected}", "finite_number": "must be a finite number",
+          "int_type": "must be a whole number", "float_type": "must be a number",
+          "bool_type": "must be true or false", "string_type": "must be a string",
+          "dict_type": "must be an object", "list_type": "must be a list",
+          "tuple_type": "must be a tuple", "too_short": "must hold at least {min_length}",
+          "too_long": "must hold at most {max_length}", "is_instance_of": "must be a {class}",
+          "unexpected_keyword_argument": "is not a setting of this record",
+          "missing_argument": "is missing", "missing": "is missing"}
+
+
+@functools.cache
+def _adapter(kind) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def checked(data, kind, where=None, *, prefix: str | None = None, hint: str = "", **named):
+    """`data` validated against `kind` (a type: its annotations are its limits) by pydantic,
+    the package's one validator: the value validated, or one UserError line. Read from a file
+    (`where`: the file, or what the value should have been), "{where}: {place} {value}: {rule}"
+    (`named`: the UserError's setting and value, the option that named the file); a value
+    given (where None) names the setting (`prefix`, then the place in it) and the value:
+    "epochs '1': must be a whole number". `hint` follows the rule."""
+    try:
+        return _adapter(kind).validate_python(data)
+    except ValidationError as err:
+        error = err.errors()[0]
+        place = ".".join([prefix] * bool(prefix) + [str(p) for p in error["loc"]])
+        rule = _RULES.get(error["type"])
+        rule = (rule.format(**error.get("ctx", {})) if rule
+                else error["msg"].removeprefix("Value error, "))
+        if where is None:
+            raise UserError(rule + hint, setting=place or "record",
+                            value=error.get("input")) from None
+        if "missing" not in error["type"]:
+            place = f"{place} {shown(error.get('input'))}".strip()
+        raise UserError(f"{where}: {place}: {rule}{hint}", **named) from None
+
+
+# ---------------------------------------------------------------- what a run's files hold
+
+# As types: `checked` validates a file read back against them (each annotation is a limit;
+# strict: a number is an int or a float, never a bool or a string, as the writer wrote it).
+class SplitScore(TypedDict):
+    loss: Finite
+    accuracy: Finite
+
+
+# common.system.machine_record's one shape, None where the machine did not tell (not recorded)
+Flags = TypedDict("Flags", {f: Flag | None for f in CPU_FLAGS})
+
+
+class Machine(TypedDict):
+    cpu: Text
+    vendor: Text | None
+    family: Whole | None
+    model: Whole | None
+    stepping: Whole | None
+    flags: Flags
+    threads: Whole
+    torch: Text
+    device: Text
+    gpu: NotRequired[Text]
+
+
+class _Finished(TypedDict):
+    """metrics.json of every finished run; its "config" is the run's record (a RunConfig:
+    load_finished validates it)."""
+    run: Text
+    epochs_completed: Finite
+    precision: Text
+    device: Text
+    config: dict[str, Any]
+    data_source: NotRequired[Text]
+    command: NotRequired[Text]
+    machine: NotRequired[Machine]
+    precision_reason: NotRequired[Text]
+
+
+class TrainerFinal(TypedDict):
+    train: SplitScore
+    validation: SplitScore
+    test: SplitScore
+
+
+class TrainerMetrics(_Finished):
+    final: TrainerFinal
+    stopped_early: Flag
+    data_source: Text
+    best_check: Whole
+    best_epoch: Finite
+    train_wall_time_s: Finite
+
+
+class SpeedrunFinal(TypedDict):
+    test: SplitScore
+    test_tta: SplitScore
+
+
+class SpeedrunMetrics(_Finished):
+    final: SpeedrunFinal
+    whiten_time_s: Finite
+    train_time_s: Finite
+    tta_time_s: Finite
+    recipe_time_s: Finite
+    wall_time_s: Finite
+    seed: Whole
+    description: NotRequired[Text]
 
 
 @dataclass(frozen=True)
@@ -148,6 +274,120 @@ def load_config(path) -> RunConfig:
     return RunConfig.from_dict(data, path)
 
 
+def read_json(path, kind=dict, setting: str | None = None):
+    """A JSON file the package wrote, checked against `kind` before anything uses it; a
+    missing, unreadable or damaged one is one UserError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: not JSON, not UTF-8
+        raise unreadable(path, err, setting) from None
+    checked(value, kind, path, setting=setting, value=path)
+    return value
+
+
+def load_finished(run_dir: RunDir) -> dict:
+    """metrics.json with the history attached (["history"]: checks and step losses), each
+    file checked against what its writer writes before anything uses it: a damaged one is
+    one UserError naming it. Its record ("config") as validated: an entry it lacks holds its
+    default."""
+    path, named = run_dir / METRICS_NAME, dict(setting=run_dir.setting, value=run_dir.path)
+    result = read_json(path, _Finished, setting=run_dir.setting)
+    config = RunConfig.from_dict(result["config"], path)
+    trainer = config.model != SPEEDRUN_MODEL
+    checked(result, TrainerMetrics if trainer else SpeedrunMetrics, path, **named)
+    result["config"] = config.to_dict()
+    result["history"] = load_history(run_dir.path, TRAINER_HISTORY if trainer
+                                     else SPEEDRUN_HISTORY, setting=run_dir.setting)
+    checks = len(result["history"]["checks"])
+    if trainer and not 0 <= result["best_check"] < checks:
+        raise UserError(f"{path}: best_check {result['best_check']} is not one of the "
+                        f"{checks} rows of {HISTORY_NAME}", **named)
+    return result
+
+
+# what a resumable checkpoint holds (common.trainer.Trainer.state_dict), every entry checked
+# before anything uses it: the generators' states too, as each generator takes them (a damaged
+# one makes random.setstate or numpy raise mid-resume)
+Word = Annotated[int, Strict(), Field(ge=0, lt=2**32)]
+Index = Annotated[int, Strict(), Field(ge=0, le=624)]  # the Mersenne Twister's position
+
+
+def _not_nan(value: float) -> float:
+    if value != value:
+        raise ValueError("must be a number, not NaN")
+    return value
+
+
+def _bytes(value: torch.Tensor) -> torch.Tensor:
+    if value.dtype != torch.uint8:
+        raise ValueError(f"must be a tensor of bytes, not of {value.dtype}")
+    return value
+
+
+# inf too (a best score before any check), not NaN
+Number = Annotated[float, Strict(), AfterValidator(_not_nan)]
+
+
+class Rng(TypedDict):
+    torch: Annotated[InstanceOf[torch.Tensor], AfterValidator(_bytes)]
+    python: tuple[Literal[3], tuple[(Word,) * 624 + (Index,)], Annotated[float, Strict()] | None]
+    numpy: tuple[Literal["MT19937"], Annotated[list[Word], Field(min_length=624, max_length=624)],
+                 Index, Whole, Annotated[float, Strict()]]
+
+
+class LRScheduler(TypedDict):
+    last_epoch: Whole
+    base_lrs: Annotated[list[Finite], Field(min_length=1)]
+    lr_lambdas: NotRequired[Annotated[list[dict[str, Finite] | None], Field(min_length=1)]]
+
+
+class EarlyStoppingState(TypedDict):
+    best_score: Number
+    best_check: Whole
+    wait_count: Whole
+
+
+class RunningState(TypedDict):
+    loss_sum: Number
+    correct: Number
+    count: Number
+
+
+class History(TypedDict):
+    checks: list[dict[str, Any]]
+    step_loss: list
+
+
+class Checkpoint(TypedDict):
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    lr_scheduler: LRScheduler | None
+    epoch: Whole
+    step_in_epoch: Whole
+    global_step: Whole
+    best_model: dict[str, Any] | None
+    early_stopping: EarlyStoppingState
+    running: RunningState
+    history: History
+    wall_time_s: Number
+    rng: Rng
+    config: dict[str, Any]
+    precision: Text
+
+
+def read_checkpoint(path) -> dict:
+    """A resumable checkpoint, or one UserError line saying why the file is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such checkpoint file", setting="resume", value=path)
+    state = load_torch(path, weights_only=True, setting="resume")
+    checked(state, Checkpoint, "not a resumable checkpoint",
+            hint=f"; use the {CHECKPOINT_NAME} of a run's output folder ({BEST_NAME} holds the "
+                 "best weights alone)", setting="resume", value=path)
+    return state
+
+
 # ---------------------------------------------------------------- how a run starts
 
 def starting_point(config: RunConfig, run_dir: RunDir, *, resume_state: dict | None = None,
@@ -172,7 +412,7 @@ def starting_point(config: RunConfig, run_dir: RunDir, *, resume_state: dict | N
         return None, None
     claim_folder(run_dir.path.parent, config.task, mark=False)  # never another script's run
     if run_dir.is_finished():
-        finished = run_dir.load_finished()
+        finished = load_finished(run_dir)
         where = run_dir.path / METRICS_NAME
         differ = RunConfig.from_dict(finished["config"], where).differences(
             config, names=("finished", "now"))
@@ -199,52 +439,20 @@ def _flat(config: RunConfig) -> dict:
     return {**{k: v for k, v in d.items() if k != "recipe"}, **d["recipe"]}
 
 
-# ---------------------------------------------------------------- the one validator
-
-_RECORDS = {cls: TypeAdapter(cls) for cls in (RunConfig, Recipe, SpeedrunConfig)}
-_RULES = {"greater_than": "must be greater than {gt}",
-          "greater_than_equal": "must be at least {ge}",
-          "less_than": "must be less than {lt}", "less_than_equal": "must be at most {le}",
-          "literal_error": "must be {expected}", "finite_number": "must be a finite number",
-          "int_type": "must be a whole number", "float_type": "must be a number",
-          "bool_type": "must be true or false", "string_type": "must be a string",
-          "unexpected_keyword_argument": "is not a setting of this record",
-          "missing_argument": "is missing", "missing": "is missing"}
-
-
-def _rule(error: dict) -> str:
-    """pydantic's error in the package's words: "must be at least 1"."""
-    rule = _RULES.get(error["type"])
-    if rule is None:
-        return error["msg"][:1].lower() + error["msg"][1:]
-    return rule.format(**error.get("ctx", {}))
-
-
-def _user_error(setting: str, value, rule: str, record=None) -> UserError:
-    """A problem with a setting: typed or given to api.train, it names the setting; in a file
-    (`record`: its path), the file, the setting and the value, in one message."""
-    if record is None:
-        return UserError(rule, setting=setting, value=value)
-    return UserError(f"{record}: {setting} {value!r}: {rule}")
-
+# ---------------------------------------------------------------- the record's validation
 
 def validated(data: dict, record=None) -> RunConfig:
-    """The one validator of a run's record: every entry's type and limit (the fields'
-    annotations), the recipe's kind by its model, as a UserError naming the setting and its
-    value (and `record`, the file it was read from)."""
+    """A run's record checked whole by the one validator (common.files.checked: every entry's
+    type and limit, the fields' annotations), the recipe's kind by its model: a UserError names
+    the setting and its value (and `record`, the file it was read from)."""
     recipe_kind = SpeedrunConfig if data.get("model") == SPEEDRUN_MODEL else Recipe
-    try:
-        recipe = _RECORDS[recipe_kind].validate_python(data.get("recipe"))
-        config = _RECORDS[RunConfig].validate_python({**data, "recipe": recipe})
-    except ValidationError as err:
-        error = err.errors()[0]  # its location in the record: named as the options are
-        where = [str(p) for p in error["loc"] if p not in ("Recipe", "SpeedrunConfig")]
-        raise _user_error(".".join(where) or "record", error.get("input"), _rule(error),
-                          record) from None
+    recipe = checked(data.get("recipe"), recipe_kind, record)
+    config = checked({**data, "recipe": recipe}, RunConfig, record)
     if isinstance(recipe, Recipe) and recipe.opt != "sgd" and recipe.momentum:
         # the record says what ran: Adam's moments come from its betas
-        raise _user_error("momentum", recipe.momentum, f"is SGD's setting; {recipe.opt} has "
-                          f"none (its betas are {recipe.betas})", record)
+        rule = f"is SGD's setting; {recipe.opt} has none (its betas are {recipe.betas})"
+        raise (UserError(rule, setting="momentum", value=recipe.momentum) if record is None
+               else UserError(f"{record}: momentum {recipe.momentum!r}: {rule}"))
     # JSON's lists as the tuples the model's switches hold: a record read back equals its writer's
     return dataclasses.replace(config, recipe=recipe, model_kwargs=_tuples(config.model_kwargs))
 
@@ -263,8 +471,5 @@ def check_setting(name: str, value):
     for cls in (Recipe, SpeedrunConfig, RunConfig):
         kind = typing.get_type_hints(cls, include_extras=True).get(name)
         if kind is not None:
-            try:
-                TypeAdapter(kind).validate_python(value)
-            except ValidationError as err:
-                raise UserError(_rule(err.errors()[0]), setting=name, value=value) from None
+            checked(value, kind, prefix=name)
             return

@@ -20,11 +20,9 @@ import errno
 import fcntl
 import io
 import json
-import math
 import os
 import pickle
 import struct
-import sys
 import tempfile
 import warnings
 import zipfile
@@ -43,6 +41,9 @@ CONFUSION_NAME = "confusion.csv"
 # every file a run writes in its folder ("config.json": common.config.CONFIG_NAME)
 RUN_FILES = (METRICS_NAME, CONFUSION_NAME, "confusion.png", HISTORY_NAME, STEPS_NAME, BEST_NAME,
              CHECKPOINT_NAME, "config.json")
+# CPU_FLAGS: the instruction sets that decide a CPU's speed here, AVX2 and AVX-512 for fp32,
+# avx512_bf16 and AMX (amx_bf16 or amx_tile in /proc/cpuinfo) for bf16.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
 # what torch.load raises for a file that is not a (complete, readable) torch file; a damaged
 # pickle can declare an object of any size (MemoryError, OverflowError: found by generated tests)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError, TypeError,
@@ -299,169 +300,27 @@ class RunDir:
     def is_finished(self) -> bool:
         return (self.path / METRICS_NAME).is_file()
 
-    def load_finished(self) -> dict:
-        """metrics.json with the history attached (["history"]: checks and step losses), each
-        file checked against what its writer writes before anything uses it: a damaged one is
-        one UserError naming it."""
-        path, named = self.path / METRICS_NAME, dict(setting=self.setting, value=self.path)
-        result = read_json(path, dict, setting=self.setting)
-        problem = metrics_problem(result)
-        if problem:
-            raise UserError(f"{path}: {problem}", **named)
-        trainer = result["config"]["model"] != "speedrun"  # common.config.SPEEDRUN_MODEL
-        result["history"] = load_history(self.path, TRAINER_HISTORY if trainer
-                                         else SPEEDRUN_HISTORY, setting=self.setting)
-        checks = len(result["history"]["checks"])
-        if trainer and not 0 <= result["best_check"] < checks:
-            raise UserError(f"{path}: best_check {result['best_check']} is not one of the "
-                            f"{checks} rows of {HISTORY_NAME}", **named)
-        return result
+# ---------------------------------------------------------------- reading a run's files back, checked
 
-
-# ---------------------------------------------------------------- reading files back, checked
-
-# What results/ files hold, for shape_problem: float is a finite number (an int or a float, not
-# a bool); int a whole number (not a bool); str, bool, dict, list that type; None null; a tuple
-# any one of its shapes; {key: shape} an object with those keys ("key?": it may be absent;
-# {str: shape}: any keys, at least one); [shape] a list of at least one.
-SPLIT = {"loss": float, "accuracy": float}
-# common.system.machine_record's one shape, None where the machine did not tell (not recorded).
-# CPU_FLAGS: the instruction sets that decide a CPU's speed here, AVX2 and AVX-512 for fp32,
-# avx512_bf16 and AMX (amx_bf16 or amx_tile in /proc/cpuinfo) for bf16.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
-MACHINE = {"cpu": str, "vendor": (str, None), "family": (int, None), "model": (int, None),
-           "stepping": (int, None), "flags": {f: (bool, None) for f in CPU_FLAGS},
-           "threads": int, "torch": str, "device": str, "gpu?": str}
-# the run's configuration (common.config.RunConfig checks it whole where it is used; files.py
-# sits below it) and the facts of how it ran
-CONFIG = {"schema_version": int, "task": str, "run": str, "model": str, "seed": int,
-          "recipe": dict}
-# metrics.json of every finished run, then what each writer adds: the Trainer and the
-# speed-run; history.csv's columns
-METRICS = {"run": str, "final": {str: SPLIT}, "epochs_completed": float, "precision": str,
-           "device": str, "config": CONFIG, "data_source?": str, "command?": str,
-           "machine?": MACHINE, "precision_reason?": str}
-TRAINER_METRICS = METRICS | {
-    "final": {"train": SPLIT, "validation": SPLIT, "test": SPLIT}, "stopped_early": bool,
-    "data_source": str,
-    "best_check": int, "best_epoch": float, "train_wall_time_s": float}
-SPEEDRUN_METRICS = METRICS | {
-    "final": {"test": SPLIT, "test_tta": SPLIT}, "whiten_time_s": float, "train_time_s": float,
-    "tta_time_s": float, "recipe_time_s": float, "wall_time_s": float, "seed": int,
-    "precision_reason?": str, "description?": str}
+# history.csv's columns: every run's, then the Trainer's and the speed-run's
 HISTORY = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
            "wall_time_s")
 TRAINER_HISTORY = HISTORY + ("val_loss", "val_accuracy")
 SPEEDRUN_HISTORY = HISTORY + ("train_time_s",)
 
 
-def metrics_problem(metrics) -> str | None:
-    """Why `metrics` is not a finished run's metrics.json, or None."""
-    if not isinstance(metrics, dict):
-        return f"it holds {_shown(metrics)}, not the metrics of a finished run"
-    problem = shape_problem(metrics, METRICS)
-    if problem:
-        return problem
-    speedrun = metrics["config"]["model"] == "speedrun"  # common.config.SPEEDRUN_MODEL
-    return shape_problem(metrics, SPEEDRUN_METRICS if speedrun else TRAINER_METRICS)
-
-
-def _shown(value) -> str:
+def shown(value) -> str:
+    """A value in an error line: short, an object or a list by its kind."""
     if isinstance(value, (dict, list)):
         return "an object" if isinstance(value, dict) else "a list"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_a(value, kind) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def _finite(value) -> bool:
-    if not _is_a(value, (int, float)):
-        return False
-    return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
-
-
-NUMBER = "a number"  # an int or a float, infinite too (a best score before any check), not NaN
-_NAMES = {NUMBER: NUMBER, float: "a finite number", int: "a whole number", str: "a string", bool: "true or false",
-          None: "null", dict: "an object", list: "a list", tuple: "a tuple",
-          torch.Tensor: "a tensor"}
-
-
-def shape_problem(value, shape, where: str = "") -> str | None:
-    """What in `value` (read from a file) does not have `shape` (the shapes above), or None:
-    "final.test.accuracy is 'high', not a finite number"."""
-    name = where or "it"
-    if isinstance(shape, tuple):
-        problems = [shape_problem(value, s, where) for s in shape]
-        if None in problems:
-            return None
-        inside = [p for s, p in zip(shape, problems)  # the alternative of the value's kind
-                  if isinstance(s, dict) and isinstance(value, dict)
-                  or isinstance(s, list) and isinstance(value, list)]
-        return inside[0] if inside else (
-            f"{name} is {_shown(value)}, not "
-            + " or ".join(_NAMES.get(type(s) if isinstance(s, (dict, list)) else s, str(s))
-                          for s in shape))
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            return f"{name} is {_shown(value)}, not an object"
-        if list(shape) == [str]:
-            if not value:
-                return f"{name} is empty"
-            items = [(key, shape[str]) for key in value]
-        else:
-            missing = [k for k in shape if not k.endswith("?") and k not in value]
-            if missing:
-                return f"{name} lacks {', '.join(repr(k) for k in missing[:4])}"
-            items = [(k.removesuffix("?"), s) for k, s in shape.items()
-                     if k.removesuffix("?") in value]
-        for key, inner in items:
-            problem = shape_problem(value[key], inner, f"{where}.{key}" if where else str(key))
-            if problem:
-                return problem
-        return None
-    if isinstance(shape, list):
-        if not isinstance(value, list) or not value:
-            return f"{name} is {_shown(value) if value != [] else 'empty'}, not a list of " \
-                   f"at least one"
-        for i, item in enumerate(value):
-            problem = shape_problem(item, shape[0], f"{where}[{i}]")
-            if problem:
-                return problem
-        return None
-    if shape is float:
-        ok = _finite(value)
-    elif shape is int:
-        ok = _is_a(value, int)
-    elif shape is NUMBER:
-        ok = _is_a(value, (int, float)) and value == value
-    elif shape is None:
-        ok = value is None
-    else:
-        ok = isinstance(value, shape)
-    return None if ok else f"{name} is {_shown(value)}, not {_NAMES.get(shape, str(shape))}"
-
-
-def _unreadable(path, err: Exception, setting=None) -> UserError:
+def unreadable(path, err: Exception, setting=None) -> UserError:
     reason = (err.strerror if isinstance(err, OSError) and err.strerror
               else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
     return UserError(f"cannot read {path} ({reason})", setting=setting, value=path)
-
-
-def read_json(path, shape=dict, setting: str | None = None):
-    """A JSON file the package wrote, checked against `shape` (shape_problem) before anything
-    uses it; a missing, unreadable or damaged one is one UserError naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError, RecursionError) as err:  # ValueError: not JSON, not UTF-8
-        raise _unreadable(path, err, setting) from None
-    problem = shape_problem(value, shape)
-    if problem:
-        raise UserError(f"{path}: {problem}", setting=setting, value=path)
-    return value
 
 
 def _number(text) -> bool:
@@ -482,7 +341,7 @@ def read_csv(path, columns=(), numbers=(), min_rows: int = 0,
         with open(path, newline="", encoding="utf-8") as f:
             lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
     except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8
-        raise _unreadable(path, err, setting) from None
+        raise unreadable(path, err, setting) from None
     if not lines:  # what save_csv writes for no rows
         lines = [(0, list(columns))]
     header, lines = lines[0][1], lines[1:]
@@ -499,7 +358,7 @@ def read_csv(path, columns=(), numbers=(), min_rows: int = 0,
                             f"{len(header)}", setting=setting, value=path)
         for column, text in zip(header, row):
             if (numbers is True or column in numbers) and not _number(text):
-                raise UserError(f"{path}: line {n}, {column} is {_shown(text)}, not a "
+                raise UserError(f"{path}: line {n}, {column} is {shown(text)}, not a "
                                 "number", setting=setting, value=path)
     return [dict(zip(header, row)) for _, row in lines]
 
@@ -519,10 +378,10 @@ def confusion_problem(rows: list[dict], classes: tuple[str, ...]) -> str | None:
                 f"{', '.join(repr(c) for c in missing[:4])}")
     for row in rows:
         if row["class"] not in classes:
-            return f"it has a row of class {_shown(row['class'])}, not one of {', '.join(classes)}"
+            return f"it has a row of class {shown(row['class'])}, not one of {', '.join(classes)}"
         for c in classes:
             if not _number(row[c]) or not (float(row[c]).is_integer() and float(row[c]) >= 0):
-                return f"its row of {row['class']}, column {c} is {_shown(row[c])}, not a count"
+                return f"its row of {row['class']}, column {c} is {shown(row[c])}, not a count"
     named = [row["class"] for row in rows]
     wrong = [c for c in classes if named.count(c) != 1]
     if wrong:
@@ -540,63 +399,6 @@ def load_history(run_dir, columns=HISTORY, setting: str | None = None) -> dict:
                                                   setting=setting)]
              if (run_dir / STEPS_NAME).is_file() else [])
     return {"checks": checks, "step_loss": steps}
-
-
-# what a resumable checkpoint holds (common.trainer.Trainer.state_dict), in shape_problem's
-# terms: every entry is checked before anything uses it
-LR_SCHEDULER = {"last_epoch": int, "base_lrs": [float], "lr_lambdas?": [({str: float}, None)]}
-CHECKPOINT = {
-    "model": dict, "optimizer": dict, "lr_scheduler": (LR_SCHEDULER, None), "epoch": int,
-    "step_in_epoch": int, "global_step": int, "best_model": (dict, None),
-    "early_stopping": {"best_score": NUMBER, "best_check": int, "wait_count": int},
-    "running": {"loss_sum": NUMBER, "correct": NUMBER, "count": NUMBER},
-    "history": {"checks": list, "step_loss": list}, "wall_time_s": NUMBER,
-    "rng": {"torch": torch.Tensor, "python": tuple, "numpy": list}, "config": dict,
-    "precision": str}
-
-
-def _checkpoint_problem(state) -> str | None:
-    """Why `state` is not a resumable checkpoint, or None."""
-    problem = shape_problem(state, CHECKPOINT)
-    if problem:
-        return problem
-    if not all(isinstance(c, dict) for c in state["history"]["checks"]):
-        return "its history is damaged"
-    return _rng_problem(state["rng"])
-
-
-def _rng_problem(rng: dict) -> str | None:
-    """The generators' states must be what each generator takes (a damaged one makes
-    random.setstate or numpy raise mid-resume)."""
-    python, numpy = rng.get("python"), rng.get("numpy")
-    words = lambda values, n: (isinstance(values, (list, tuple)) and len(values) == n  # noqa: E731
-                               and all(_is_a(v, int) and 0 <= v < 2**32 for v in values))
-    if rng["torch"].dtype != torch.uint8:
-        return "its rng (torch) is damaged"
-    if not (isinstance(python, tuple) and len(python) == 3 and python[0] == 3
-            and words(python[1][:-1] if isinstance(python[1], tuple) else None, 624)
-            and _is_a(python[1][-1], int) and 0 <= python[1][-1] <= 624
-            and (python[2] is None or _is_a(python[2], float))):
-        return "its rng (python) is damaged"
-    if not (isinstance(numpy, list) and len(numpy) == 5 and numpy[0] == "MT19937"
-            and words(numpy[1], 624) and _is_a(numpy[2], int) and 0 <= numpy[2] <= 624
-            and _is_a(numpy[3], int) and _is_a(numpy[4], float)):
-        return "its rng (numpy) is damaged"
-    return None
-
-
-def read_checkpoint(path) -> dict:
-    """A resumable checkpoint, or one UserError line saying why the file is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such checkpoint file", setting="resume", value=path)
-    state = load_torch(path, weights_only=True, setting="resume")
-    problem = _checkpoint_problem(state)
-    if problem:
-        raise UserError(f"not a resumable checkpoint ({problem}); use the {CHECKPOINT_NAME} of "
-                        f"a run's output folder ({BEST_NAME} holds the best weights alone)",
-                        setting="resume", value=path)
-    return state
 
 
 # ---------------------------------------------------------------- the folder's owner and lock

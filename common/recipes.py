@@ -30,6 +30,9 @@ SPEEDRUN_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 # annotations, so a limit is stated once, beside the field it limits. Strict: "1" is no number
 # and True no count (a JSON file or a keyword argument is taken as written).
 Flag = Annotated[bool, Strict()]
+Whole = Annotated[int, Strict()]
+Text = Annotated[str, Strict()]
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Count = Annotated[int, Strict(), Field(ge=1)]
 WholeAtLeast0 = Annotated[int, Strict(), Field(ge=0)]
 Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]

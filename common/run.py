@@ -16,12 +16,11 @@ import torch
 
 from . import models, system
 from . import results as figures
-from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config,
-                     starting_point)
+from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config, load_finished,
+                     read_checkpoint, starting_point)
 from .data import CIFAR10Splits, Split, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, UserError, keep_until_outputs, raise_kept, require_extra)
-from .files import (FolderLock, RunDir, claim_folder, ensure_writable_dir,
-                    read_checkpoint, save_csv, save_json)
+from .files import FolderLock, RunDir, claim_folder, ensure_writable_dir, save_csv, save_json
 from .models import CNN1g, Model1, Model2
 from .speedrun import SpeedrunNet, check_batch_size, run_seeds
 from .recipes import Recipe, Variant
@@ -298,7 +297,7 @@ def run_study(session: Session, variants: list[Variant], *, study: str, baseline
     variants = [v for v in variants if v.name in session.configs]
     results = {}
     if baseline_dir and any(v.name == "baseline" for v in variants):
-        finished = RunDir(baseline_dir, setting="reuse_baseline").load_finished()
+        finished = load_finished(RunDir(baseline_dir, setting="reuse_baseline"))
         differ = RunConfig.from_dict(finished["config"], baseline_dir).differences(
             session.configs["baseline"], ignore=("task", "run"), names=("there", "here"))
         if differ:

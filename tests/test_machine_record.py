@@ -1,4 +1,4 @@
-"""The machine record (common.system.machine_record): one shape (common.files.MACHINE) in every
+"""The machine record (common.system.machine_record): one shape (common.files.Machine) in every
 run and file under results/, the fields that tell two CPUs apart as whole numbers, None where
 the machine did not tell; report.same_cpu compares two by it, and report.py accepts the
 side-by-side and the bracket only when the published script's record (bench.machine_record,
@@ -12,7 +12,17 @@ import torch
 import report
 from bench import machine_record
 from common import system
-from common.files import MACHINE, shape_problem
+from common.errors import UserError
+from common.config import Machine, checked
+
+
+def problem(record) -> str | None:
+    """What the one validator says of a machine record read from m.json, or None."""
+    try:
+        checked(record, Machine, "m.json")
+    except UserError as err:
+        return str(err)
+    return None
 
 
 def machine_record_from(monkeypatch, tmp_path, cpuinfo: str | None) -> dict:
@@ -50,7 +60,7 @@ def test_the_machine_record_names_vendor_family_model_stepping_and_the_flags(mon
                                 "amx": True},
                       "threads": torch.get_num_threads(), "torch": torch.__version__,
                       "device": "cpu"}
-    assert shape_problem(record, MACHINE) is None
+    assert problem(record) is None
     # two Xeons with one model name are two records
     other = XEON.replace("model\t\t: 143", "model\t\t: 106").replace("stepping\t: 8",
                                                                      "stepping\t: 6")
@@ -68,7 +78,7 @@ def test_the_machine_record_says_none_for_what_cpuinfo_lacks(monkeypatch, tmp_pa
     # no flags line: not recorded, not "lacks every flag"
     assert record["flags"] == dict.fromkeys(("avx2", "avx512f", "avx512_bf16", "amx"))
     assert record["cpu"]  # the platform's name where the file has none
-    assert shape_problem(record, MACHINE) is None
+    assert problem(record) is None
     nothing = machine_record_from(monkeypatch, tmp_path / "absent", None)
     assert nothing["vendor"] is None and nothing["flags"]["amx"] is None
     assert nothing["threads"] >= 1
@@ -77,21 +87,21 @@ def test_the_machine_record_says_none_for_what_cpuinfo_lacks(monkeypatch, tmp_pa
 def test_machine_record_writes_the_record_every_run_keeps(tmp_path, capsys):
     machine_record.main([str(tmp_path / "m.json")])
     record = json.loads((tmp_path / "m.json").read_text())
-    assert shape_problem(record, MACHINE) is None
+    assert problem(record) is None
     assert record == system.machine_record(torch.device("cpu"))
 
 
-@pytest.mark.parametrize("field, value, problem", [
-    ("family", "25", "family is '25', not a whole number or null"),
-    ("stepping", 1.5, "stepping is 1.5, not a whole number or null"),
+@pytest.mark.parametrize("field, value, expected", [
+    ("family", "25", "m.json: family '25': must be a whole number"),
+    ("stepping", 1.5, "m.json: stepping 1.5: must be a whole number"),
 ])
 def test_a_machine_record_with_family_or_stepping_as_text_is_not_the_shape(field, value,
-                                                                           problem, monkeypatch,
+                                                                           expected, monkeypatch,
                                                                            tmp_path):
     record = machine_record_from(monkeypatch, tmp_path, XEON)
-    assert shape_problem(record | {field: value}, MACHINE) == problem
+    assert problem(record | {field: value}) == expected
     flat = {k: v for k, v in record.items() if k != "flags"} | record["flags"]
-    assert shape_problem(flat, MACHINE) == "it lacks 'flags'"  # the old flat flags
+    assert problem(flat) == "m.json: flags: is missing"  # the old flat flags
 
 
 def machine_records(value):
@@ -109,7 +119,7 @@ def test_every_machine_record_under_results_has_the_one_shape():
         data = json.loads(path.read_text())
         records = [data] if path.name.endswith(".machine.json") else machine_records(data)
         for record in records:
-            found[str(path.relative_to(report.ROOT))] = shape_problem(record, MACHINE)
+            found[str(path.relative_to(report.ROOT))] = problem(record)
     assert len(found) >= 40  # every seed, run and profile that keeps one
     assert {path: problem for path, problem in found.items() if problem} == {}
 

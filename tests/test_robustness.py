@@ -20,7 +20,8 @@ from common.data import AugmentConfig
 from common.errors import DivergenceError, Interrupted
 from common.data import TensorLoader
 from common.models import Model1
-from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
+from common.config import read_checkpoint
+from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir
 from common.trainer import Trainer
 from conftest import trainer_config
 

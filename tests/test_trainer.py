@@ -12,7 +12,8 @@ from common.data import TensorLoader
 from common.models import CNN1g
 from common.trainer import evaluate
 from common.errors import UserError
-from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir, read_checkpoint
+from common.config import read_checkpoint
+from common.files import BEST_NAME, CHECKPOINT_NAME, RunDir
 from common.trainer import Trainer
 from conftest import trainer_config
 

@@ -22,7 +22,8 @@ import common.data
 import common.files
 import common.cli
 import common.trainer
-from common.files import FolderLock, _atomic, read_checkpoint
+from common.config import read_checkpoint
+from common.files import FolderLock, _atomic
 from common.errors import UserError
 from conftest import (args, interrupt_in, load_script, losses, metrics, one_error_line, run,
                       write_official)
