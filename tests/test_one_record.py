@@ -190,3 +190,77 @@ def test_a_study_baseline_trained_with_other_settings_is_refused(fake_image_fold
                                   "--reuse-baseline", str(tmp_path / "t2" / "cnn1g")), capsys)
     line = one_error_line(err)
     assert code == 2 and "--reuse-baseline" in line and "model cnn1g (there)" in line, line
+
+
+# ---------------------------------------------------------------- the files read back, by the same validator
+
+def finished_copy(tmp_path, source="results/default/task2/cnn1g"):
+    import shutil
+    from pathlib import Path
+    folder = tmp_path / "model1"
+    shutil.copytree(Path(__file__).resolve().parents[1] / source, folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda m: m["final"]["test"].update(accuracy="high"),
+     "final.test.accuracy 'high': must be a number"),
+    (lambda m: m.update(best_check=1.5), "best_check 1.5: must be a whole number"),
+    (lambda m: m["machine"]["flags"].pop("amx"), "machine.flags.amx: is missing"),
+    (lambda m: m["config"]["recipe"].update(lr=-1), "lr -1: must be greater than 0.0"),
+])
+def test_a_damaged_metrics_json_is_one_line_naming_the_place_and_value(tmp_path, damage, words):
+    """metrics.json, its machine record and its run record are read by the one validator
+    (common.config.checked): one line, the file, the place, the value and the rule."""
+    from common.config import load_finished
+    from common.files import RunDir
+    folder = finished_copy(tmp_path)
+    assert load_finished(RunDir(folder))["run"] == "cnn1g"  # as committed: read
+    record = json.loads((folder / "metrics.json").read_text())
+    damage(record)
+    (folder / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(UserError) as err:
+        load_finished(RunDir(folder))
+    assert str(err.value) == f"{folder / 'metrics.json'}: {words}"
+
+
+def resumable_state() -> dict:
+    """What Trainer.state_dict writes, by hand: every entry of common.config.Checkpoint."""
+    import random
+
+    import numpy as np
+    import torch
+    numpy = np.random.get_state()
+    return {"model": {"w": torch.zeros(2)}, "optimizer": {"state": {}, "param_groups": []},
+            "lr_scheduler": None, "epoch": 0, "step_in_epoch": 3, "global_step": 3,
+            "best_model": None,
+            "early_stopping": {"best_score": math.inf, "best_check": -1, "wait_count": 0},
+            "running": {"loss_sum": 1.5, "correct": 2, "count": 4},
+            "history": {"checks": [], "step_loss": [2.3, 2.2, 2.1]}, "wall_time_s": 1.0,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "numpy": [numpy[0], numpy[1].tolist(), *numpy[2:]]},
+            "config": RunConfig("task2", "cnn1g", "cnn1g", CNN1G).to_dict(), "precision": "fp32"}
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda s: s.update(global_step="5"), "global_step '5': must be a whole number"),
+    (lambda s: s["early_stopping"].update(best_score=math.nan),
+     "early_stopping.best_score nan: must be a number, not NaN"),
+    (lambda s: s["rng"].update(python=(3, s["rng"]["python"][1][:-1] + (625,), None)),
+     "rng.python.1.624 625: must be at most 624"),
+    (lambda s: s.pop("optimizer"), "optimizer: is missing"),
+])
+def test_a_damaged_checkpoint_is_one_line_naming_the_place_and_value(tmp_path, damage, words):
+    import torch
+
+    from common.config import read_checkpoint
+    state = resumable_state()
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["global_step"] == 3
+    damage(state)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError) as err:
+        read_checkpoint(tmp_path / "checkpoint.pt")
+    assert (err.value.setting, str(err.value)) == (
+        "resume", f"not a resumable checkpoint: {words}; use the checkpoint.pt of a run's output "
+                  "folder (best.pt holds the best weights alone)")
