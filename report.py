@@ -19,6 +19,7 @@ while_starting(__name__)  # before the heavy imports: a Ctrl-C while torch loads
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -48,6 +49,8 @@ def get_args_parser() -> Parser:
 
 answer_help(__name__, get_args_parser)  # before torch loads: --help at once
 
+from bench import train_speed  # noqa: E402
+from common import data, models, recipes  # noqa: E402
 from common import results as figures  # noqa: E402
 from common.config import (Machine, RunConfig, SpeedrunMetrics, SplitScore,  # noqa: E402
                            TrainerMetrics, checked, load_finished, read_json)
@@ -55,6 +58,7 @@ from common.data import CLASSES  # noqa: E402
 from common.files import (CPU_FLAGS, METRICS_NAME, RunDir, read_csv, save_json,  # noqa: E402
                           save_text)
 from common.results import budget, format_epochs, test_acc  # noqa: E402
+from common.run import MODELS  # noqa: E402
 from pydantic import Field  # noqa: E402
 from typing_extensions import TypedDict  # noqa: E402
 
@@ -1114,9 +1118,6 @@ NOT_PROSE = (BLOCK, VALUE, re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE),
 def constants() -> set[float]:
     """The package's own values, which the prose may state as they are: every number a recipe
     or the run configuration is set to (common.recipes, common.config) and the target's."""
-    import dataclasses
-    from common import recipes
-
     def numbers(value):
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
@@ -1185,17 +1186,85 @@ def blank(text: str) -> str:
     return text
 
 
-def free_numbers(text: str, where: str, known: set[float]) -> list[str]:
+# A whole number before one of these nouns is a count: one the code or a run's record knows (a
+# setting, the data's size, a model's parameters, a budget, a machine's threads) or a measured
+# one, which is generated like any other. Other whole numbers (a year, a section, 32x32) pass.
+COUNTED = re.compile(r"\s+(epoch|check|image|parameter|pixel|px|thread|round|seed)s?\b")
+# the record's and the recipes' fields, and the options typed in the docs' commands, by noun
+COUNT_FIELDS = {"epochs": "epoch", "whiten_bias_epochs": "epoch", "low_res_epochs": "epoch",
+                "ema_epochs": "epoch", "patience": "check", "checks_per_epoch": "check",
+                "batch_size": "image", "eval_batch_size": "image", "whiten_images": "image",
+                "subset": "image", "image_size": "pixel", "translate_px": "pixel",
+                "low_res_px": "pixel", "image-size": "pixel", "batch-size": "image",
+                "threads": "thread", "rounds": "round"}
+OPTION_VALUE = re.compile(r"--([a-z-]+)[ =](\d+)\b")
+
+
+def counts(root: Path) -> dict[str, set[float]]:
+    """The whole numbers each counted noun may be stated with: the recipes' and every committed
+    run's settings, the options the docs' commands type and the benchmark's defaults, the
+    data's sizes, the parameters of each network the package builds, the budgets and seeds
+    under results/, the machine records' threads and the benchmarks' rounds."""
+    found = {noun: set() for noun in ("epoch", "check", "image", "parameter", "pixel", "thread",
+                                      "round", "seed")}
+    found["px"] = found["pixel"]
+
+    def add(name, value):
+        if name in COUNT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+            found[COUNT_FIELDS[name]].add(float(value))
+
+    def walk(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                add(k, v)
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+    walk([v for v in vars(recipes).values() if dataclasses.is_dataclass(v)])
+    walk([recipes.SpeedrunConfig()])
+    for path in sorted((root / "results").rglob("*.json")):
+        try:
+            walk(json.loads(path.read_text()))
+        except (OSError, ValueError):  # the tables name a damaged file; this check only reads
+            continue
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for name, value in OPTION_VALUE.findall(doc.read_text()):
+            add(name, int(value))
+    add("rounds", train_speed.get_args_parser().get_default("rounds"))  # the benchmark's own
+    train = round(50_000 * (1 - data.VALIDATION_FRACTION))
+    found["image"] |= {float(n) for n in (recipes.QUICK_SUBSET, 60_000, 50_000, 10_000, train,
+                                          50_000 - train, 60_000 - train)}
+    found["epoch"] |= {1.0, float(PUBLISHED_EPOCHS), float(CANDIDATE_EPOCHS)}  # 1: --quick
+    found["epoch"] |= {float(p.name[6:]) for p in (root / "results").rglob("epochs*")
+                       if p.is_dir() and p.name[6:].isdigit()}
+    found["seed"] |= {float(len(list(p.glob("seed*/")))) for p in (root / "results").rglob("*")
+                      if p.is_dir() and any(p.glob("seed*/"))}
+    for build in [*MODELS.values()]:
+        model = build(weights="none") if build is models.resnet18_for_transfer else build()
+        trained = models.count_parameters(model)
+        total = sum(p.numel() for p in model.parameters())
+        found["parameter"] |= {float(trained), float(total), float(total - trained)}
+    return found
+
+
+def free_numbers(text: str, where: str, known: set[float],
+                 counted: dict[str, set[float]]) -> list[str]:
     """One line per measured number written by hand: a number with a unit, or a decimal point,
-    that is neither generated nor a constant (a unitless value or a ratio of the package's)."""
+    that is neither generated nor a constant (a unitless value or a ratio of the package's),
+    and a count (COUNTED) that no setting, size or record of the package's gives."""
     lines = []
     for number, line in enumerate(blank(text).split("\n"), 1):
         for m in NUMBER.finditer(line):
             whole, fraction, fraction2, unit = m.groups()
-            if not unit and not fraction and not fraction2:
-                continue  # a whole number without a unit: a count, an epoch, a year, 32x32
             value = float(whole.replace(",", "") + (fraction or ""))
-            if unit in (None, "x", "×") and value in known:
+            if not unit and not fraction and not fraction2:
+                noun = COUNTED.match(line, m.end())
+                if noun is None or value in counted[noun.group(1)]:
+                    continue  # a count the package knows, a year, a section, 32x32
+            elif unit in (None, "x", "×") and value in known:
                 continue  # a setting's value as the code has it
             lines.append(f"{where}:{number}: {m.group(0).strip()} is a measured number written "
                          "by hand: generate it (<!-- value: -->) or point at its table")
@@ -1239,7 +1308,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
             lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
             if not check:
                 save_text(text, path)
-    known = constants()
+    known, counted = constants(), counts(root)
     for doc, old in texts.items():
         where = doc.relative_to(root).as_posix()
         new, errors = render_blocks(old, markdown, where)
@@ -1252,7 +1321,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
                   f"{m.group(2)} " + ("differs from results/" if check else "rewritten")
                   for m, n in zip(VALUE.finditer(old), VALUE.finditer(new))
                   if m.group(4) != n.group(4)]
-        lines += free_numbers(new, where, known)
+        lines += free_numbers(new, where, known, counted)
         if new != old and not check:
             save_text(new, doc)
     plots = root / PLOTS

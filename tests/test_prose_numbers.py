@@ -4,9 +4,12 @@ FORMAT --> and <!-- /value -->, from that field of a file under results/) or is 
 the package (report.constants: a setting's value), and `report.py --check` names any other
 with its file and line.
 
-What the check does not read: whole numbers without a unit (counts, epochs, 32x32, exit
-codes), another's words in double quotes (the report's, a paper's title), code and link
-targets."""
+A whole number is read when it counts epochs, checks, images, parameters, pixels, threads,
+rounds or seeds (report.COUNTED): the package knows such a count (report.counts: a setting of
+the recipes or of a committed run, an option a documented command types, the data's size, a
+network's parameters) or it is measured. What the check does not read: other whole numbers
+without a unit (a year, a section, 32x32, an exit code), another's words in double quotes (the
+report's, a paper's title), code and link targets."""
 from __future__ import annotations
 
 import re
@@ -23,9 +26,9 @@ ROOT = report.ROOT
 
 def test_the_committed_documents_hold_no_measured_number_by_hand_and_their_values_are_current():
     texts = report.documents(ROOT)
-    known = report.constants()
+    known, counted = report.constants(), report.counts(ROOT)
     assert [line for doc, text in texts.items()
-            for line in report.free_numbers(text, doc.name, known)] == []
+            for line in report.free_numbers(text, doc.name, known, counted)] == []
     values = [m for text in texts.values() for m in report.VALUE.finditer(text)]
     assert len(values) >= 10  # the prose states its numbers through generated values
     for doc, text in texts.items():
@@ -135,7 +138,10 @@ def test_a_value_marker_naming_no_number_is_one_line_with_its_place(docs_copy):
 
 def free(text: str) -> list[str]:
     return [line.split(": ", 1)[1].split(" is a measured")[0]
-            for line in report.free_numbers(text, "doc", report.constants())]
+            for line in report.free_numbers(text, "doc", report.constants(), COUNTED)]
+
+
+COUNTED = report.counts(ROOT)
 
 
 def test_measured_numbers_are_free_and_constants_counts_code_and_quotations_are_not():
@@ -152,12 +158,36 @@ def test_measured_numbers_are_free_and_constants_counts_code_and_quotations_are_
     assert free("0.75 s") == ["0.75 s"]
 
 
+def test_a_count_is_known_to_the_package_or_measured():
+    # settings, the data's size, a network's parameters, a committed run's budget: known
+    assert free("10 epochs, 4 checks, 1,000 images, 45,000 images, 588,426 parameters, "
+                "224 pixels, 13 epochs, 2 threads") == []
+    # a count no setting, size or record gives: measured, to be generated
+    assert free("it stopped after 9 epochs of 44,000 images; 588,427 parameters, 7 seeds") == [
+        "9", "44,000", "588,427", "7"]
+    # other whole numbers: a year, a section, a size, an exit code
+    assert free("Jordan 2024, report 3, 32x32 images, exit code 2, 9 variants") == []
+
+
+def test_a_planted_count_fails_the_check_naming_its_line(docs_copy):
+    for doc, old, new in (("docs/readings.md", "588,426 parameters", "588,462 parameters"),
+                          ("docs/task4.md", "8,398,858 parameters", "8,398,885 parameters")):
+        text = (docs_copy / doc).read_text(encoding="utf-8")
+        assert old in text, old
+        (docs_copy / doc).write_text(text.replace(old, new, 1), encoding="utf-8")
+        lines = report.regenerate(docs_copy, check=True)
+        assert len(lines) == 1 and re.fullmatch(
+            rf"{doc}:\d+: {new.split()[0]} is a measured number written by hand: .*",
+            lines[0]), lines
+        (docs_copy / doc).write_text(text, encoding="utf-8")
+
+
 if __name__ == "__main__":
     import sys
     texts = report.documents(ROOT)
     problems = [line for doc, text in texts.items()
                 for line in report.free_numbers(text, str(doc.relative_to(ROOT)),
-                                                report.constants())]
+                                                report.constants(), report.counts(ROOT))]
     values = sum(len(report.VALUE.findall(t)) for t in texts.values())
     print("\n".join(problems))
     print(f"{values} generated values, {len(problems)} measured numbers by hand")
