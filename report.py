@@ -59,6 +59,7 @@ from common.files import (CPU_FLAGS, METRICS_NAME, RunDir, read_csv, save_json, 
                           save_text)
 from common.results import budget, format_epochs, test_acc  # noqa: E402
 from common.run import MODELS  # noqa: E402
+import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
 from typing_extensions import TypedDict  # noqa: E402
 
@@ -1115,25 +1116,56 @@ NOT_PROSE = (BLOCK, VALUE, re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE),
              re.compile(r"arXiv \d{4}\.\d+"), re.compile(r"<!--.*?-->", re.DOTALL))
 
 
-def constants() -> set[float]:
-    """The package's own values, which the prose may state as they are: every number a recipe
-    or the run configuration is set to (common.recipes, common.config) and the target's."""
-    def numbers(value):
+# The words that name a setting in prose, where they are not its field's name with spaces
+SETTING_WORDS = {"lr": ("lr", "rate"), "muon_lr": ("rate",), "lr_start": ("rate", "start"),
+                 "lr_end": ("rate", "end"), "bias_lr_scale": ("bias",),
+                 "normalization": ("mean", "std", "normalis"), "noise_std": ("noise", "std"),
+                 "label_smoothing": ("smoothing",), "bn_momentum": ("momentum",),
+                 "muon_momentum": ("momentum",), "betas": ("betas",),
+                 "dropout": ("dropout", "p ", "probability"), "rotate_degrees": ("rotation",),
+                 "negative_slope": ("slope",), "target": ("time",)}
+
+
+def constants() -> dict[str, set[float]]:
+    """The package's own values, by the setting they belong to, which the prose may state as
+    they are beside the setting's words (SETTING_WORDS): every number a recipe, a study's
+    change or the run configuration is set to (common.recipes, common.config), torch's
+    defaults the studies keep (LeakyReLU's slope) and the speed-run's target."""
+    found = {"target": {TARGET_TIME}, "noise_std": {recipes.NOISE_STD},
+             "negative_slope": {torch.nn.LeakyReLU().negative_slope}}
+
+    def walk(name, value):
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            for f in dataclasses.fields(value):
-                yield from numbers(getattr(value, f.name))
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(key, inner)
         elif isinstance(value, (tuple, list)):
-            for v in value:
-                yield from numbers(v)
+            for inner in value:
+                walk(name, inner)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield float(value)
-    found = {TARGET_TIME, recipes.NOISE_STD}
-    for value in vars(recipes).values():
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            found.update(numbers(value))
-    found.update(v for f in dataclasses.fields(RunConfig) for v in numbers(f.default))
-    found.update(numbers(recipes.SpeedrunConfig()))
+            found.setdefault(name, set()).add(float(value))
+    for value in [*vars(recipes).values(), recipes.SpeedrunConfig()]:
+        walk(None, value)
+    for f in dataclasses.fields(RunConfig):
+        walk(f.name, f.default)
     return found
+
+
+CLAUSE = re.compile(r"[;:—]|\. ")  # what ends the clause a setting's name and value share
+
+
+def stated(value: float, before: str, after: str, known: dict[str, set[float]]) -> bool:
+    """`value` is a value of the setting named nearest before it in `before` (its clause, up to
+    it), or, when none is named there, nearest after it in `after` (its clause, from it)."""
+    for text, last in ((before.lower(), True), (after.lower(), False)):
+        spots = [(m.end() if last else -m.start(), name) for name in known if name
+                 for word in SETTING_WORDS.get(name, (name.replace("_", " "),))
+                 for m in re.finditer(rf"\b{re.escape(word)}", text)]
+        if spots:
+            nearest = max(spot for spot, _ in spots)
+            return any(value in known[name] for spot, name in spots if spot == nearest)
+    return False
 
 
 def field_value(data, field_path: str):
@@ -1250,11 +1282,12 @@ def counts(root: Path) -> dict[str, set[float]]:
     return found
 
 
-def free_numbers(text: str, where: str, known: set[float],
+def free_numbers(text: str, where: str, known: dict[str, set[float]],
                  counted: dict[str, set[float]]) -> list[str]:
     """One line per measured number written by hand: a number with a unit, or a decimal point,
-    that is neither generated nor a constant (a unitless value or a ratio of the package's),
-    and a count (COUNTED) that no setting, size or record of the package's gives."""
+    that is neither generated nor a constant (a unitless value or a ratio of the package's,
+    beside the words of the setting it is), and a count (COUNTED) that no setting, size or
+    record of the package's gives."""
     lines = []
     for number, line in enumerate(blank(text).split("\n"), 1):
         for m in NUMBER.finditer(line):
@@ -1264,8 +1297,10 @@ def free_numbers(text: str, where: str, known: set[float],
                 noun = COUNTED.match(line, m.end())
                 if noun is None or value in counted[noun.group(1)]:
                     continue  # a count the package knows, a year, a section, 32x32
-            elif unit in (None, "x", "×") and value in known:
-                continue  # a setting's value as the code has it
+            elif unit in (None, "x", "×") and stated(
+                    value, CLAUSE.split(line[max(0, m.start() - 30):m.start()])[-1],
+                    CLAUSE.split(line[m.end():m.end() + 40])[0], known):
+                continue  # a setting's value as the code has it, beside the setting's name
             lines.append(f"{where}:{number}: {m.group(0).strip()} is a measured number written "
                          "by hand: generate it (<!-- value: -->) or point at its table")
     return lines
