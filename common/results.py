@@ -121,7 +121,7 @@ def trial_title(title: str, runs: list[dict]) -> str:
     """A figure's title, and a second line when its runs are trial runs: a figure of 1,000
     images is never mistaken for the report's. A full run's title is left as it is."""
     trials = {trial(r) for r in runs}
-    if trials == {None}:
+    if trials <= {None}:  # none, or only full runs
         return title
     beside = "; other runs on every image" if None in trials else ""
     return f"{title}\ntrial run: {'; '.join(sorted(trials - {None}))}{beside} (not a full run)"
@@ -324,12 +324,12 @@ def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -
 
 def final_table(result: dict, title: str | None = None) -> str:
     """The report's Table 2.b / 3.b layout for one run."""
+    final = result["final"]
     lines = [title] if title else []
     lines.append(f"{'-':<12}{'Loss':>8}{'Accuracy':>11}")
-    for key, name in (("train", "Training"), ("validation", "Validation"), ("test", "Test")):
-        if key in result["final"]:
-            row = result["final"][key]
-            lines.append(f"{name:<12}{row['loss']:>8.4f}{100 * row['accuracy']:>10.2f}%")
+    lines += [f"{name:<12}{final[key]['loss']:>8.4f}{100 * final[key]['accuracy']:>10.2f}%"
+              for key, name in (("train", "Training"), ("validation", "Validation"),
+                                ("test", "Test")) if key in final]
     return "\n".join(lines)
 
 
