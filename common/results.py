@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,6 @@ from PIL.PngImagePlugin import PngInfo
 
 from . import plotting
 from .files import save_bytes
-from .data import CLASSES
 
 # The report's studies: figure file and title (tasks 3c, 3d and 3e).
 STUDY_FIGURES = {
@@ -35,24 +34,22 @@ STUDY_FIGURES = {
 class Figure:
     name: str            # the file name, in whichever folder it is drawn into
     plot: Callable       # the common.plotting function that draws it
-    args: dict = field(default_factory=dict)
+    args: dict
 
     def digest(self) -> str:
-        code = Path(plotting.__file__).read_bytes()
-        spec = json.dumps([self.plot.__name__, self.args, hashlib.sha256(code).hexdigest()])
+        code = hashlib.sha256(Path(plotting.__file__).read_bytes()).hexdigest()
+        spec = json.dumps([self.plot.__name__, self.args, code])
         return "sha256:" + hashlib.sha256(spec.encode()).hexdigest()
 
     def draw(self, folder) -> Path:
         path = Path(folder) / self.name
-        self.plot(path=path, **self.args, metadata={"Source": self.digest()})
-        # what the figure shows, read back from the file itself: the Pixels chunk is written
-        # beside Source, the same pixels re-encoded
+        self.plot(path=path, **self.args)
+        # what the figure shows, read back from the file itself, and what it draws, in its text
+        # chunks: the same pixels re-encoded
         with Image.open(path) as image:
-            shown = pixel_digest(image)
             chunks = PngInfo()
-            for key, value in image.text.items():
-                chunks.add_text(key, value)
-            chunks.add_text("Pixels", shown)
+            chunks.add_text("Source", self.digest())
+            chunks.add_text("Pixels", pixel_digest(image))
             buffer = io.BytesIO()
             image.save(buffer, format="PNG", pnginfo=chunks)
         save_bytes(buffer.getvalue(), path)
@@ -74,17 +71,13 @@ class Figure:
             return "not a readable PNG"
         return None
 
-    def is_current(self, folder) -> bool:
-        return self.problem(folder) is None
-
 
 def pixel_digest(image: Image.Image) -> str:
     """What a figure shows: SHA-256 of its size and decoded RGBA pixels (not its bytes: the
     PNG encoder and the text chunks do not count)."""
     rgba = image.convert("RGBA")
-    h = hashlib.sha256(f"{rgba.width}x{rgba.height}".encode())
-    h.update(rgba.tobytes())
-    return "sha256:" + h.hexdigest()
+    size = f"{rgba.width}x{rgba.height}".encode()
+    return "sha256:" + hashlib.sha256(size + rgba.tobytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- what the figures say
@@ -103,10 +96,9 @@ def test_acc(run: dict) -> float:
 def budget(run: dict) -> str:
     """The epochs and early stopping a run was allowed (not what it used)."""
     recipe = run["config"]["recipe"]
-    epochs, early = recipe["epochs"], recipe["patience"]
-    epochs = f"{epochs} epoch{'' if epochs == 1 else 's'}"
-    return (f"up to {epochs}, early stop after {early} checks" if early
-            else f"{epochs}, no early stopping")
+    epochs = f"{recipe['epochs']} epoch{'' if recipe['epochs'] == 1 else 's'}"
+    return (f"up to {epochs}, early stop after {recipe['patience']} checks"
+            if recipe["patience"] else f"{epochs}, no early stopping")
 
 
 def format_epochs(epochs: float) -> str:
@@ -128,11 +120,11 @@ def trial(run: dict) -> str | None:
 def trial_title(title: str, runs: list[dict]) -> str:
     """A figure's title, and a second line when its runs are trial runs: a figure of 1,000
     images is never mistaken for the report's. A full run's title is left as it is."""
-    trials = sorted({t for t in map(trial, runs) if t})
-    if not trials:
+    trials = {trial(r) for r in runs}
+    if trials <= {None}:  # none, or only full runs
         return title
-    beside = "; other runs on every image" if any(trial(r) is None for r in runs) else ""
-    return f"{title}\ntrial run: {'; '.join(trials)}{beside} (not a full run)"
+    beside = "; other runs on every image" if None in trials else ""
+    return f"{title}\ntrial run: {'; '.join(sorted(trials - {None}))}{beside} (not a full run)"
 
 
 def seed_spread(stats: dict, n: int) -> str:
@@ -142,11 +134,6 @@ def seed_spread(stats: dict, n: int) -> str:
         return "one seed: no spread"
     return (f"sample sd {stats['std']:.2f} over {n} seeds, range {stats['min']:.2f}-"
             f"{stats['max']:.2f}")
-
-
-def _curve(history: dict, seconds_key: str) -> tuple[list, list]:
-    checks = history["checks"]
-    return [c[seconds_key] for c in checks], [100 * c["test_accuracy"] for c in checks]
 
 
 # ---------------------------------------------------------------- the figures
@@ -194,61 +181,56 @@ def figure4_continued(relu: dict, tanh: dict) -> Figure:
         "splits": ["train", "val"]})
 
 
-def against_spread(difference: float, spread: float) -> str:
-    """A change's verdict against the reference (plotting.VERDICT_COLORS): beyond the
-    run-to-run spread above it (beat) or below it (lost), else a tie, whichever its sign."""
-    if abs(difference) <= spread:
-        return "tie"
-    return "beat" if difference > 0 else "lost"
-
-
-def verdict_words(reference: str, spread: dict | None) -> dict[str, str]:
-    """The key of the verdict colours. spread: {"points", "what"}, the run-to-run spread and
-    where it was measured; without one a change is only above or below the reference."""
-    if spread is None:
-        return {"beat": f"above {reference} (no run-to-run spread given)",
-                "tie": f"level with {reference}", "lost": f"below {reference}"}
-    band = f"{spread['points']:.2f} points, {spread['what']}"
-    return {"beat": f"above {reference} by more than the run-to-run spread ({band})",
-            "tie": "within the spread: a tie", "lost": "below it by more than the spread"}
-
-
-# A panel's verdict in a few words (the legend gives the spread)
-VERDICT_SHORT = {"beat": "above, beyond the spread", "tie": "within the spread: a tie",
-                 "lost": "below, beyond the spread"}
+def figure6(run: dict, name: str, weights: str, image_size: int) -> Figure:
+    return Figure(f"task4a_figure6_{name}.png", plotting.plot_run, {
+        "history": checks_only(run),
+        "title": trial_title(f"Figure 6: ResNet18 with {weights}, layer4 + fc trained, "
+                             f"{image_size} px, final test accuracy {test_acc(run):.2f}%",
+                             [run])})
 
 
 def study_figure(study: str, runs: dict[str, dict], descriptions: dict[str, str],
                  spread: dict | None = None) -> Figure:
     """A study's runs ({variant name: run}, the reference first: the baseline when there is
-    one), each change coloured by its test accuracy against the reference's beyond the
-    run-to-run spread (spread: {"points", "what"}; without one, by sign): bars labelled with
-    each change when every run is at most an epoch long (a bundle of two-point curves reads
-    worse), else one panel per change, its training and validation curves over the
-    reference's (the test set is not what a study chooses by: it is in the panel's title)."""
+    one), each change coloured by its verdict (plotting.VERDICT_COLORS): its test accuracy
+    beyond the run-to-run spread above the reference's (beat) or below it (lost), else a tie,
+    whichever its sign (spread: {"points", "what"}, the spread and where it was measured;
+    without one, a change is only above or below). Bars labelled with each change when every
+    run is at most an epoch long (a bundle of two-point curves reads worse), else one panel
+    per change, its training and validation curves over the reference's (the test set is not
+    what a study chooses by: it is in the panel's title)."""
     name, title = STUDY_FIGURES[study]
     reference = next(iter(runs))
     base = test_acc(runs[reference])
-    verdicts = {k: against_spread(test_acc(r) - base, spread["points"] if spread else 0.0)
-                for k, r in runs.items() if k != reference}
-    words = verdict_words(descriptions.get(reference, reference), spread)
-    longest = max(r["epochs_completed"] for r in runs.values())
+    points = spread["points"] if spread else 0.0
+    changes = {k: test_acc(r) - base for k, r in runs.items() if k != reference}
+    verdicts = {k: "tie" if abs(d) <= points else "beat" if d > 0 else "lost"
+                for k, d in changes.items()}
+    label = {k: descriptions.get(k, k) for k in runs}
+    ref = label[reference]
+    words = ({"beat": f"above {ref} (no run-to-run spread given)", "tie": f"level with {ref}",
+              "lost": f"below {ref}"} if spread is None else
+             {"beat": f"above {ref} by more than the run-to-run spread ({points:.2f} points, "
+                      f"{spread['what']})",
+              "tie": "within the spread: a tie", "lost": "below it by more than the spread"})
+    every = list(runs.values())
+    longest = max(r["epochs_completed"] for r in every)
     if longest <= 1:
         return Figure(name, plotting.plot_study_bars, {
-            "accuracies": {descriptions.get(k, k): test_acc(r) for k, r in runs.items()},
-            "reference": descriptions.get(reference, reference),
-            "verdicts": {descriptions.get(k, k): v for k, v in verdicts.items()},
-            "verdict_words": words, "spread": spread["points"] if spread else 0.0,
-            "title": trial_title(f"{title}: test accuracy after {longest:g} epoch",
-                                 list(runs.values()))})
+            "accuracies": {label[k]: test_acc(r) for k, r in runs.items()}, "reference": ref,
+            "verdicts": {label[k]: v for k, v in verdicts.items()},
+            "verdict_words": words, "spread": points,
+            "title": trial_title(f"{title}: test accuracy after {longest:g} epoch", every)})
+    # a panel's verdict in a few words (the legend gives the spread)
+    short = {"beat": "above, beyond the spread", "tie": "within the spread: a tie",
+             "lost": "below, beyond the spread"} if spread else words
     return Figure(name, plotting.plot_study_panels, {
         "reference": reference, "histories": {k: checks_only(r) for k, r in runs.items()},
-        "panel_titles": {k: f"{k}: test {test_acc(r):.2f} % ({test_acc(r) - base:+.2f})\n"
-                            f"{VERDICT_SHORT[verdicts[k]] if spread else words[verdicts[k]]}"
-                         for k, r in runs.items() if k != reference},
+        "panel_titles": {k: f"{k}: test {test_acc(runs[k]):.2f} % ({d:+.2f})\n{short[verdicts[k]]}"
+                         for k, d in changes.items()},
         "verdicts": verdicts, "verdict_words": words, "splits": ["train", "val"],
-        "title": trial_title(f"{title} (black in every panel: {reference}, test "
-                             f"{base:.2f} %)", list(runs.values()))})
+        "title": trial_title(f"{title} (black in every panel: {reference}, test {base:.2f} %)",
+                             every)})
 
 
 # A span between two checks this many times the run's median span is not its training's pace
@@ -258,7 +240,7 @@ STALL_FACTOR = 3
 
 def stalls(name: str, seconds: list[float]) -> list[dict]:
     """The spans of one curve's checks that took STALL_FACTOR times their median or more."""
-    spans = [(a, b) for a, b in zip([0.0, *seconds[:-1]], seconds)]
+    spans = list(zip([0.0, *seconds[:-1]], seconds))
     if len(spans) < 3:
         return []
     median = statistics.median(b - a for a, b in spans)
@@ -273,27 +255,29 @@ def speedrun_vs_time(seeds: list[dict], model1: dict | None) -> Figure:
     run began, training plus the evaluations made so far; a span between two checks far
     slower than the run's median (stalls) is marked. A Model 1 run on other images than the
     seeds (a full run beside a --quick try) is left out, and the note says so."""
-    curves = {f"speed-run, seed {s['seed']}": _curve(s["history"], "wall_time_s") for s in seeds}
+    def curve(run):
+        checks = run["history"]["checks"]
+        return [c["wall_time_s"] for c in checks], [100 * c["test_accuracy"] for c in checks]
+    curves = {f"speed-run, seed {s['seed']}": curve(s) for s in seeds}
     note = ("Seconds since the run began, training plus the evaluations made so far (speed-run: "
             "the test set after each epoch, accuracy without test-time augmentation")
-    images = {s["config"]["subset"] for s in seeds}
     left_out = ""
-    if model1 is not None and {model1["config"]["subset"]} != images:
+    if model1 is not None and {model1["config"]["subset"]} != {s["config"]["subset"] for s in seeds}:
         left_out = (f" Model 1 ({model1['run']}) left out: it trained on "
                     f"{trial(model1) or 'every image'}, the speed-run on "
                     f"{trial(seeds[0]) or 'every image'}.")
         model1 = None
+    runs, title = seeds, "Speed-run recipe"
     if model1 is not None:
-        curves["Model 1, report recipe"] = _curve(model1["history"], "wall_time_s")
+        curves["Model 1, report recipe"] = curve(model1)
         note += "; Model 1: validation and test sets at each of its checks"
-    runs = seeds + ([model1] if model1 else [])
-    where = sorted({f"{r['device']}, {r['precision']}" for r in runs})
-    title = "Speed-run recipe vs Model 1" if model1 else "Speed-run recipe"
+        runs, title = seeds + [model1], "Speed-run recipe vs Model 1"
+    where = "; ".join(sorted({f"{r['device']}, {r['precision']}" for r in runs}))
     return Figure("task3e_speedrun_accuracy_vs_time.png", plotting.plot_accuracy_vs_time, {
         "curves": curves, "title": trial_title(f"{title}: test accuracy against time", runs),
         "xlabel": "seconds since the run began (training + evaluations so far)",
         "stalls": [s for name, (seconds, _) in curves.items() for s in stalls(name, seconds)],
-        "note": f"{note}). {'; '.join(where)}.{left_out}"})
+        "note": f"{note}). {where}.{left_out}"})
 
 
 def speedrun_vs_published(side: dict) -> Figure:
@@ -301,22 +285,21 @@ def speedrun_vs_published(side: dict) -> Figure:
     accuracy with TTA against the time both count (the side-by-side's `frontier`). The title
     says one machine only where every published run's machine record is our seeds' CPU
     (report.py refuses one that is not); else the note says which side has no record."""
-    def points(runs, who):
+    def points(runs, seeds):
         return [{"seconds": r["seconds"], "accuracy": r["test_acc_tta"], "std": r.get("std", 0),
                  "label": f"{r['epochs']:g} ep"
-                          + (f", {r['n']} seed{'s' if r['n'] > 1 else ''}" if who else "")}
+                          + (f", {r['n']} seed{'s' if r['n'] > 1 else ''}" if seeds else "")}
                 for r in runs]
-    machine, ours = side["machine"], side["frontier"]["ours"]
+    machine, published, ours = side["machine"], side["frontier"]["published"], side["frontier"]["ours"]
     seeds = sorted({r["n"] for r in ours})
     spread = ("one seed each: no spread" if seeds == [1] else
               f"mean ± sample sd over {seeds[0]} seeds" if len(seeds) == 1 else
               "mean ± sample sd over the seeds beside each point")
-    recorded = all(p["machine_recorded"] for p in side["frontier"]["published"])
+    recorded = all(p["machine_recorded"] for p in published)
     where = ("one machine" if recorded else
              "ours on the machine below; the published runs' logs hold no machine record")
     return Figure("task3e_speedrun_vs_published.png", plotting.plot_frontier, {
-        "series": {"published airbench94_muon, CPU port (1 run each)":
-                   points(side["frontier"]["published"], False),
+        "series": {"published airbench94_muon, CPU port (1 run each)": points(published, False),
                    f"ours, the speed-run recipe ({spread})": points(ours, True)},
         "title": f"Speed-run recipe vs the published airbench94_muon, run in turn\n({where})",
         "note": f"Ours: {machine['cpu']}, {machine['threads']} threads, {side['precision']}"
@@ -328,37 +311,25 @@ def confusion_figure(run: dict, rows: list[dict], name: str = "confusion.png") -
     """The test set's confusion matrix of a finished run (its confusion.csv rows), titled with
     the script and run, the precision and the images it trained on: the fp32 and bf16 runs
     of one model differ by more than a number."""
-    total = sum(int(float(row[row["class"]])) for row in rows)
-    count = sum(int(float(row[c])) for row in rows for c in CLASSES)
+    matrix = plotting.confusion_matrix(rows)
     scored = "with TTA" if "test_tta" in run["final"] else "best weights"
     trained = f"trial run: {trial(run)}" if trial(run) else "full run"
     return Figure(name, plotting.plot_confusion, {
         "rows_or_matrix": rows,
         "title": f"{run['config']['task']} {run['run']}, {run['precision']}, {trained}: test "
-                 f"set, {scored} ({100 * total / max(count, 1):.2f} % correct)"})
-
-
-def figure6(run: dict, name: str, weights: str, image_size: int) -> Figure:
-    return Figure(f"task4a_figure6_{name}.png", plotting.plot_run, {
-        "history": checks_only(run),
-        "title": trial_title(f"Figure 6: ResNet18 with {weights}, layer4 + fc trained, "
-                             f"{image_size} px, final test accuracy {test_acc(run):.2f}%",
-                             [run])})
+                 f"set, {scored} ({100 * matrix.trace() / max(matrix.sum(), 1):.2f} % correct)"})
 
 
 # ---------------------------------------------------------------- printed tables
 
-TABLE_SPLITS = (("train", "Training"), ("validation", "Validation"), ("test", "Test"))
-
-
 def final_table(result: dict, title: str | None = None) -> str:
     """The report's Table 2.b / 3.b layout for one run."""
+    final = result["final"]
     lines = [title] if title else []
     lines.append(f"{'-':<12}{'Loss':>8}{'Accuracy':>11}")
-    for key, name in TABLE_SPLITS:
-        if key in result["final"]:
-            row = result["final"][key]
-            lines.append(f"{name:<12}{row['loss']:>8.4f}{100 * row['accuracy']:>10.2f}%")
+    lines += [f"{name:<12}{final[key]['loss']:>8.4f}{100 * final[key]['accuracy']:>10.2f}%"
+              for key, name in (("train", "Training"), ("validation", "Validation"),
+                                ("test", "Test")) if key in final]
     return "\n".join(lines)
 
 
@@ -392,8 +363,7 @@ def comparison_rows(results: dict[str, dict]) -> list[dict]:
 def format_rows(rows: list[dict]) -> str:
     if not rows:
         return ""
-    keys = list(rows[0].keys())
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    out = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    out += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(out)
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in rows[0]}
+    header = dict(zip(widths, widths))  # each column's name over it
+    return "\n".join("  ".join(str(r[k]).ljust(w) for k, w in widths.items())
+                     for r in [header, *rows])

@@ -153,9 +153,8 @@ def test_task4a_random_weights_end_to_end_says_random_everywhere(fake_image_fold
                                                                  capsys, monkeypatch):
     titles = []
     original = plotting.plot_run
-    monkeypatch.setattr(plotting, "plot_run", lambda history, path, title, metadata:
-                        titles.append(title) or original(history, path, title,
-                                                         metadata=metadata))
+    monkeypatch.setattr(plotting, "plot_run", lambda history, path, title:
+                        titles.append(title) or original(history, path, title))
     task4a.main(["--weights", "none", "--quick", "--image-size", "32", "--device", "cpu",
                  "--data-dir", str(fake_image_folder), "--output-dir", str(tmp_path),
                  "--no-progress"])
