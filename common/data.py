@@ -65,34 +65,34 @@ def resolve_data_dir(arg: str | Path | None) -> Path:
 # ---------------------------------------------------------------- official batches (torchvision)
 
 def _official_files(root: Path) -> list[Path]:
-    """The batch files, whether `root` holds cifar-10-batches-py/ or is that folder."""
+    """The batch files, whether `root` holds cifar-10-batches-py/ or is that folder; a missing
+    one is refused."""
     from torchvision.datasets import CIFAR10
     folder = (root.parent if root.name == OFFICIAL_SUBDIR else root) / OFFICIAL_SUBDIR
-    return [folder / name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    files = [folder / name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise UserError(f"{root / OFFICIAL_SUBDIR} is missing {', '.join(missing)}; delete "
+                        "the folder to download CIFAR-10 again", value=root)
+    return files
 
 
 def _decode_official(root: Path) -> dict:
     from torchvision.datasets import CIFAR10
 
     class _PresentCIFAR10(CIFAR10):
-        # torchvision checks the md5 of every batch (and of the meta file) at each load; the
-        # download path already verifies the archive, presence is checked below, and a
-        # damaged batch fails to unpickle, so presence suffices
+        # torchvision checks every batch's md5 (and the meta file's) at each load; the download
+        # verified the archive, _official_files their presence; a damaged batch fails to unpickle
         def _check_integrity(self):
             return True
 
         def _load_meta(self):  # the class names are CLASSES: no meta file needed
             pass
 
-    files = _official_files(root)
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        raise UserError(f"{root / OFFICIAL_SUBDIR} is missing {', '.join(missing)}; delete "
-                        "the folder to download CIFAR-10 again", value=root)
-    out = {}
-    for split, train in (("train", True), ("test", False)):
+    out, parent = {}, _official_files(root)[0].parent.parent
+    for split in ("train", "test"):
         try:
-            ds = _PresentCIFAR10(files[0].parent.parent, train=train, download=False)
+            ds = _PresentCIFAR10(parent, train=split == "train", download=False)
         except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError, OSError, RuntimeError) as err:  # a damaged batch
             raise UserError(f"cannot read the CIFAR-10 batches in {root} ({type(err).__name__}); "
@@ -105,17 +105,15 @@ def _decode_official(root: Path) -> dict:
         if not len(images):  # checked here: the split would fail on it first (torch.cat)
             raise UserError(f"{batches} hold no images; delete the folder to download "
                             "CIFAR-10 again", value=root)
-        # only uint8, even integers that all lie in 0-255: CIFAR-10's batches are uint8, so
-        # another type means another writer, whose scale (0-255 in int64, 0-1 in float, 16
-        # bits) cannot be known; guessing it would train on wrong data
+        # only uint8, even integers within 0-255: another type is another writer's, whose scale
+        # (0-255 in int64, 0-1 in float, 16 bits) cannot be known; a guess trains on wrong data
         if images.dtype != np.uint8:
             spread = f" from {images.min()} to {images.max()}" \
                 if images.size and images.dtype.kind in "iuf" else ""
             raise UserError(f"{batches} hold {images.dtype} pixels{spread}; expected uint8 "
                             "(0-255)", value=root)
         out[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        # the labels as int64, each a whole number in 0-9: a float that is whole (1.0) counts
-        # as that number, any other (1.5) is refused rather than cut to one
+        # labels: whole numbers in 0-9; a whole float (1.0) is that number, 1.5 refused, not cut
         try:
             values = np.asarray(labels)
         except ValueError:  # a ragged list: numpy refuses to make one array of it
