@@ -215,6 +215,27 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """The global generators' states in plain types (torch.load's weights_only reads them back):
+    a checkpoint's, for a resumed run to draw what the run never stopped would have drawn."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    # .cpu(): the checkpoint may be mapped onto a GPU; the generators take CPU byte tensors
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 def generator(seed: int, offset: int = 0) -> torch.Generator:
     """A private CPU generator for one purpose (the split, the subset, the whitening sample),
     independent of the global ones; `offset` gives another purpose its own stream."""

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import common.trainer
+import common.system
 from common.config import SCHEMA_VERSION, RunConfig, load_config
 from common.errors import UserError
 from common.recipes import CNN1G, MODEL1
@@ -112,7 +112,7 @@ def test_a_bug_during_resume_is_not_reworded_as_a_users_mistake(fake_image_folde
 
     def planted_bug(*a, **k):
         raise TypeError("a bug in the package")
-    monkeypatch.setattr(common.trainer, "_set_rng_state", planted_bug)
+    monkeypatch.setattr(common.system, "set_rng_state", planted_bug)
     with pytest.raises(TypeError, match="a bug in the package"):
         task2.main(base + ["--epochs", "2", "--resume", str(out / "cnn1g" / "checkpoint.pt")])
 
