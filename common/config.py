@@ -25,12 +25,11 @@ import torch
 from pydantic import AfterValidator, Field, InstanceOf, Strict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
-from .data import RECORD, Count
 from .errors import UserError
 from .files import (BEST_NAME, CHECKPOINT_NAME, CPU_FLAGS, HISTORY_NAME, METRICS_NAME,
                     SPEEDRUN_HISTORY, TRAINER_HISTORY, RunDir, claim_folder, load_history,
                     load_torch, save_json, shown, unreadable)
-from .recipes import Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
+from .recipes import RECORD, Count, Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -346,6 +345,7 @@ class EarlyStoppingState(TypedDict):
     best_score: Number
     best_check: Whole
     wait_count: Whole
+    patience: NotRequired[Count | None]  # the run's as it was (a resumed run takes the one given)
 
 
 class RunningState(TypedDict):
