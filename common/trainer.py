@@ -463,7 +463,7 @@ class Trainer:
             while self.epoch < self.recipe.epochs and not self.early_stopping.should_stop:
                 self._train_epoch(train, check_steps, stop)
             result = self._finish(steps_per_epoch)
-            if stop.requested:  # in the last check or the final table: finished and written
+            if stop.signal:  # in the last check or the final table: finished and written
                 raise stop.interrupted("the end of training", result=result)
         return result
 
@@ -518,7 +518,7 @@ class Trainer:
         self.pace["images"] += len(y)
         # one collective per step: the loss averaged over ranks (steps.csv), and divergence
         # and stop requests decided alike on every rank
-        loss, stop_now = system.mean_and_any(local_loss, stop.requested, self.device)
+        loss, stop_now = system.mean_and_any(local_loss, stop.signal is not None, self.device)
         self._check_finite(loss, "training loss")
         self.history["step_loss"].append(loss)
         if self.scalars is not None:
