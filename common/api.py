@@ -243,7 +243,7 @@ def score(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluat
                                  seed=SPEEDRUN_DATA_SEED if speedrun else config.seed,
                                  subset=config.subset, download=False, progress=progress)
     kind = torch.device(trained.metrics["device"]).type  # metrics.json's "cuda:0": cuda
-    device = system.pick_device(kind if system.device_available(kind) else "cpu")
+    device = torch.device(kind if system.device_available(kind) else "cpu")
     precision = trained.metrics["precision"]
     model = trained.model.to(device)
     confusion = empty_confusion()
