@@ -297,6 +297,31 @@ def _plan(task: str, run: str, module, recipe_of: str | None) -> tuple:
     return CUSTOM_MODEL, recipes[recipe_of] if recipe_of else distinct[0], {}
 
 
+def _settings(task: str, run: str, recipe, module, data_dir, settings: dict) -> tuple:
+    """(the run's settings, train()'s own, the call as typed for metrics.json's "command");
+    a name that is neither kind of setting is a UserError naming it. quick=True fills in
+    subset and epochs where they are not given, as --quick does."""
+    allowed = {f.name for f in dataclasses.fields(recipe)} | set(RUN_SETTINGS) | \
+        set(CALL_SETTINGS)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise UserError(f"{task} {run}: unknown setting(s) {', '.join(unknown)}; the settings "
+                        f"are {', '.join(sorted(allowed))}")
+    call = {k: v for k, v in settings.items() if k in CALL_SETTINGS}
+    run_settings = {k: v for k, v in settings.items() if k not in CALL_SETTINGS}
+    if call.get("quick"):
+        for name, value in (("subset", QUICK_SUBSET), ("epochs", 1)):
+            if run_settings.get(name) is None:
+                run_settings[name] = value
+    own = ""  # a module of the caller's by its class: its repr spans lines
+    if module is not None:  # the record says what trained: this class, not a registered model
+        run_settings["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
+        own = f", model=<{type(module).__qualname__}>"
+    given = ({"data_dir": data_dir} if data_dir is not None else {}) | settings
+    return run_settings, call, f"api.train({task!r}, {run!r}{own}" + "".join(
+        f", {k}={(str(v) if isinstance(v, Path) else v)!r}" for k, v in given.items()) + ")"
+
+
 def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None = None,
           recipe: str | None = None, **settings) -> TrainedRun:
     """Train script `task`'s run `run` as `python TASK.py` trains it (common.run.setup and
@@ -321,29 +346,9 @@ def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None =
                         "model=")
     module = None if model is None else _own_module(model)
     model_name, run_recipe, model_kwargs = _plan(task, run, module, recipe)
-    allowed = {f.name for f in dataclasses.fields(run_recipe)} | set(RUN_SETTINGS) | \
-        set(CALL_SETTINGS)
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise UserError(f"{task} {run}: unknown setting(s) {', '.join(unknown)}; the settings "
-                        f"are {', '.join(sorted(allowed))}")
-    call = {k: v for k, v in settings.items() if k in CALL_SETTINGS}
-    run_settings = {k: v for k, v in settings.items() if k not in CALL_SETTINGS}
-    if call.get("quick"):  # as --quick: each unless given
-        for name, value in (("subset", QUICK_SUBSET), ("epochs", 1)):
-            if run_settings.get(name) is None:
-                run_settings[name] = value
-    # metrics.json's "command": the call as typed (a module of the caller's by its class: its
-    # repr spans lines)
-    own = ""
-    if module is not None:  # the record says what trained: this class, not a registered model
-        run_settings["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
-        own = f", model=<{type(module).__qualname__}>"
     if data_dir is not None:  # config.json records it as text, as the command line's
         data_dir = str(Path(data_dir).expanduser())
-    given = ({"data_dir": data_dir} if data_dir is not None else {}) | settings
-    command = f"api.train({task!r}, {run!r}{own}" + "".join(
-        f", {k}={(str(v) if isinstance(v, Path) else v)!r}" for k, v in given.items()) + ")"
+    run_settings, call, command = _settings(task, run, run_recipe, module, data_dir, settings)
     speedrun = model_name == SPEEDRUN_MODEL
     locks_before = set(FolderLock.held)
     try:

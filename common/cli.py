@@ -77,84 +77,107 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+# the options every task script shares, with torchvision's names where it has them (make_parser)
+COMMON_OPTIONS = (
+    ("--data-dir", dict(
+        metavar="DIR", type=path_text,
+        help="CIFAR-10 folder: either torchvision's official format (DIR/cifar-10-batches-py/, "
+             "downloaded there when absent and online) or an image folder "
+             "DIR/train/<class>/*.png|jpg and DIR/test/<class>/* (default: $CIFAR10_DIR, else "
+             "./data/cifar10)")),
+    ("--epochs", dict(
+        type=whole_number(1), metavar="N",
+        help="maximum number of epochs (default: the recipe's); with --resume, the run's new "
+             "length (a schedule is rebuilt to it)")),
+    ("--patience", dict(
+        type=whole_number(0), metavar="N",
+        help="early stopping: stop after N validation checks (two per epoch) without a lower "
+             "validation loss; 0 turns it off and trains all --epochs (default: the recipe's, 4: "
+             "the starter code's)")),
+    ("--batch-size", dict(
+        type=whole_number(1), metavar="N",
+        help="training batch size (default: the recipe's)")),
+    ("--lr", dict(
+        type=setting_type("lr"), metavar="LR",
+        help="learning rate (default: the recipe's); with --resume, the rate from the step "
+             "reached on (e.g. lower, after a divergence)")),
+    # the recipe's settings beyond the rate, batch and length
+    ("--opt", dict(
+        choices=OPTIMIZERS, type=str.lower,
+        help="optimizer (default: the recipe's)")),
+    ("--momentum", dict(
+        type=setting_type("momentum"), metavar="M",
+        help="SGD's momentum, in [0, 1) (default: the recipe's); with --resume, from the step "
+             "reached")),
+    ("--weight-decay", dict(
+        type=setting_type("weight_decay"), metavar="W",
+        help="weight decay, >= 0 (default: the recipe's); with --resume, from the step reached")),
+    ("--lr-scheduler", dict(
+        choices=SCHEDULES, type=str.lower,
+        help="constant rate, or cosine decay to 0 over the run, stepped every step (default: the "
+             "recipe's)")),
+    ("--label-smoothing", dict(
+        type=setting_type("label_smoothing"), metavar="S",
+        help="label smoothing of the training loss, in [0, 1) (default: the recipe's); with "
+             "--resume, from the step reached")),
+    ("--config", dict(
+        metavar="CONFIG.JSON", type=path_text,
+        help="a run's config.json (written in every run folder): trains that run again with its "
+             "recipe, data, seed and precision; options typed beside it change those values")),
+    ("--device", dict(
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")),
+    ("--precision", dict(
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a CPU, "
+             "whichever a probe of the model measures faster in interleaved pairs (kept per "
+             "machine when its spread decides) (default: auto)")),
+    ("--seed", dict(
+        type=int,
+        help="seed for the train/validation split, initialisation, shuffling and augmentation; "
+             "any whole number (default: 0)")),
+    ("--output-dir", dict(
+        metavar="DIR", type=path_text,
+        help="where metrics.json, history.csv, steps.csv and checkpoints go, one subfolder per "
+             "run; figures too when given (default: outputs/<task>; figures of full runs go to "
+             "plots/)")),
+    ("--subset", dict(
+        type=whole_number(1), metavar="N",
+        help="use at most N images per split, class-balanced (quick experiments)")),
+    ("--quick", dict(
+        action="store_true",
+        help=f"a first try: --subset {QUICK_SUBSET} (images per split) and --epochs 1, "
+             "each unless given; the run says its expected time after its first steps")),
+    ("--resume", dict(
+        metavar="CHECKPOINT", type=path_text,
+        help="continue the run a checkpoint.pt belongs to, from any folder; its script, run, "
+             "data, subset, seed, model and recipe must match, but --lr, --epochs, --patience, "
+             "--momentum, --weight-decay, --label-smoothing and --precision, which take effect "
+             "from the step reached; in scripts with several runs, runs already finished in the "
+             "output folder with the same settings are loaded instead of retrained")),
+    # how a run shows itself while it trains
+    ("--tensorboard", dict(
+        action="store_true",
+        help="write the losses and accuracies as they happen (every step's training loss, every "
+             "check's splits) to <run folder>/tensorboard/; watch with tensorboard --logdir "
+             "<output folder>")),
+    ("--no-progress", dict(
+        action="store_true",
+        help="no progress bars (they are also off when output is not a terminal)")),
+)
+
+
 def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParser:
-    """A parser with the options every task script shares (but those in `exclude`, e.g.
-    "patience" for a recipe without early stopping); scripts add their own to it."""
+    """A parser with the options every task script shares (COMMON_OPTIONS, but those in
+    `exclude`, e.g. "patience" for a recipe without early stopping); scripts add their own to
+    it."""
     p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = p.add_argument_group("common options")
-
-    def option(flag, **kwargs):
+    for flag, settings in COMMON_OPTIONS:
         if flag.lstrip("-").replace("-", "_") not in exclude:
-            group.add_argument(flag, **kwargs)
-    option("--data-dir", metavar="DIR", type=path_text,
-           help="CIFAR-10 folder: either torchvision's official format "
-                "(DIR/cifar-10-batches-py/, downloaded there when absent and online) or "
-                "an image folder DIR/train/<class>/*.png|jpg and DIR/test/<class>/* "
-                "(default: $CIFAR10_DIR, else ./data/cifar10)")
-    option("--epochs", type=whole_number(1), metavar="N",
-           help="maximum number of epochs (default: the recipe's); with --resume, "
-                "the run's new length (a schedule is rebuilt to it)")
-    option("--patience", type=whole_number(0), metavar="N",
-           help="early stopping: stop after N validation checks (two per epoch) "
-                "without a lower validation loss; 0 turns it off and trains all "
-                "--epochs (default: the recipe's, 4: the starter code's)")
-    option("--batch-size", type=whole_number(1), metavar="N",
-           help="training batch size (default: the recipe's)")
-    option("--lr", type=setting_type("lr"), metavar="LR",
-           help="learning rate (default: the recipe's); with --resume, the rate from "
-                "the step reached on (e.g. lower, after a divergence)")
-    # the recipe's settings beyond the rate, batch and length, with torchvision's names
-    option("--opt", choices=OPTIMIZERS, type=str.lower,
-           help="optimizer (default: the recipe's)")
-    option("--momentum", type=setting_type("momentum"), metavar="M",
-           help="SGD's momentum, in [0, 1) (default: the recipe's); with --resume, from the "
-                "step reached")
-    option("--weight-decay", type=setting_type("weight_decay"), metavar="W",
-           help="weight decay, >= 0 (default: the recipe's); with --resume, from the step "
-                "reached")
-    option("--lr-scheduler", choices=SCHEDULES, type=str.lower,
-           help="constant rate, or cosine decay to 0 over the run, stepped every step "
-                "(default: the recipe's)")
-    option("--label-smoothing", type=setting_type("label_smoothing"),
-           metavar="S", help="label smoothing of the training loss, in [0, 1) (default: the "
-                             "recipe's); with --resume, from the step reached")
-    option("--config", metavar="CONFIG.JSON", type=path_text,
-           help="a run's config.json (written in every run folder): trains that run again "
-                "with its recipe, data, seed and precision; options typed beside it change "
-                "those values")
-    option("--device", choices=["auto", "cpu", "cuda", "mps"],
-           help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")
-    option("--precision", choices=["auto", "fp32", "bf16"],
-           help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a "
-                "CPU, whichever a probe of the model measures faster in interleaved pairs "
-                "(kept per machine when its spread decides) (default: auto)")
-    option("--seed", type=int,
-           help="seed for the train/validation split, initialisation, shuffling and "
-                "augmentation; any whole number (default: 0)")
-    option("--output-dir", metavar="DIR", type=path_text,
-           help="where metrics.json, history.csv, steps.csv and checkpoints go, one "
-                "subfolder per run; figures too when given (default: outputs/<task>; "
-                "figures of full runs go to plots/)")
-    option("--subset", type=whole_number(1), metavar="N",
-           help="use at most N images per split, class-balanced (quick experiments)")
-    option("--quick", action="store_true",
-           help=f"a first try: --subset {QUICK_SUBSET} (images per split) and --epochs 1, "
-                "each unless given; the run says its expected time after its first steps")
-    option("--resume", metavar="CHECKPOINT", type=path_text,
-           help="continue the run a checkpoint.pt belongs to, from any folder; "
-                "its script, run, data, subset, seed, model and recipe must match, but --lr, "
-                "--epochs, --patience, --momentum, --weight-decay, --label-smoothing and "
-                "--precision, which take effect from the step reached; in "
-                "scripts with several runs, runs already finished in the output folder with "
-                "the same settings are loaded instead of retrained")
-    # how a run shows itself while it trains
-    option("--tensorboard", action="store_true",
-           help="write the losses and accuracies as they happen (every step's training loss, "
-                "every check's splits) to <run folder>/tensorboard/; watch with "
-                "tensorboard --logdir <output folder>")
-    option("--no-progress", action="store_true",
-           help="no progress bars (they are also off when output is not a terminal)")
+            group.add_argument(flag, **settings)
     return p
+
 
 
 def add_weights_option(parser: argparse.ArgumentParser):
