@@ -243,13 +243,12 @@ def script_options(args: argparse.Namespace, argv=None, extra: dict | None = Non
     typed; `extra` adds a script's own, e.g. the speed-run's widths), the config file, the
     output folder, the checkpoint to resume, progress bars and the command as typed."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    typed = [Path(sys.executable).name, sys.argv[0], *argv]
     settings = {k: getattr(args, k, None) for k in RUN_OPTIONS} | (extra or {})
     return dict(settings=settings, config_file=getattr(args, "config", None),
                 output_dir=args.output_dir, resume=getattr(args, "resume", None),
                 progress=not args.no_progress and sys.stderr.isatty(),
                 tensorboard=getattr(args, "tensorboard", False),
-                command=" ".join(shlex.quote(a) for a in typed))
+                command=shlex.join([Path(sys.executable).name, sys.argv[0], *argv]))
 
 
 
@@ -309,12 +308,12 @@ def command_line(argv: list[str], drop: tuple = ("--resume",), add: tuple = ()) 
     for a in it:
         if a in drop:
             next(it, None)
-        elif not any(a.startswith(d + "=") for d in drop):
+        elif a.partition("=")[0] not in drop:  # --resume=PATH
             out.append(a)
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
-    return " ".join(shlex.quote(str(a)) for a in launcher + [sys.argv[0], *out, *add])
+    return shlex.join(map(str, [*launcher, sys.argv[0], *out, *add]))
 
 
 def word_divergence(err: DivergenceError, argv: list[str]) -> str:
