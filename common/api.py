@@ -53,55 +53,43 @@ class Preprocess:
     def __call__(self, images) -> torch.Tensor:
         """uint8 (0-255) or float ([0, 1]) tensors (N, 3, H, W) or (3, H, W), a PIL image, an
         image file's path (str or Path) or a list of any of them -> the float (N, 3, S, S)
-        batch the model takes; an empty list is an empty batch (0, 3, S, S)."""
+        batch the model takes; an empty list is an empty batch (0, 3, S, S). Anything else is
+        the caller's bug and raises."""
+        size = (self.image_size, self.image_size)
         if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         if isinstance(images, (list, tuple)):  # each its own size, resized before stacking
-            if not images:  # torch.cat refuses an empty list: no image is an empty batch
-                return torch.empty(0, 3, self.image_size, self.image_size)
-            return torch.cat([self(as_tensor(im)) for im in images])
-        x = unit_range(images)
-        size = (self.image_size, self.image_size)
+            # torch.cat refuses an empty list: no image is an empty batch
+            return torch.cat([self(as_tensor(im)) for im in images]) if images else \
+                torch.empty(0, 3, *size)
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images are a tensor, a PIL image, a file's path or a list of them, "
+                            f"not {type(images).__name__}")
+        x = images.unsqueeze(0) if images.dim() == 3 else images
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"images are (N, 3, H, W) or (3, H, W), not {tuple(images.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)  # as the run's loader scales its uint8 images
+        elif not x.is_floating_point():
+            raise TypeError(f"images are uint8 or float, not {x.dtype}")
+        elif x.numel() and not (0 <= float(x.min()) and float(x.max()) <= 1):
+            raise ValueError(f"float images hold values in [0, 1], these go from "
+                             f"{float(x.min()):g} to {float(x.max()):g}")
+        x = x.float()
         if tuple(x.shape[-2:]) != size:
-            shrinks = x.shape[-2] > size[0] or x.shape[-1] > size[1]
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=shrinks)
+                              antialias=x.shape[-2] > size[0] or x.shape[-1] > size[1])
         return normalize(x, self.normalization)  # channels_last, as the Trainer's model
 
 
-def unit_range(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) float in [0, 1] from uint8 or [0, 1] float images, (N, 3, H, W) or
-    (3, H, W); anything else is the caller's bug and raises."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images are a tensor, a PIL image, a file's path or a list of them, not "
-                        f"{type(images).__name__}")
-    x = images.unsqueeze(0) if images.dim() == 3 else images
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"images are (N, 3, H, W) or (3, H, W), not {tuple(images.shape)}")
-    if x.dtype == torch.uint8:
-        return x.float().div_(255)  # as the run's loader scales its uint8 images
-    if not x.is_floating_point():
-        raise TypeError(f"images are uint8 or float, not {x.dtype}")
-    if x.numel() and not (0 <= float(x.min()) and float(x.max()) <= 1):
-        raise ValueError(f"float images hold values in [0, 1], these go from "
-                         f"{float(x.min()):g} to {float(x.max()):g}")
-    return x.float()
-
-
 def as_tensor(image):
-    """One image of a list: a PIL image or a file's path as its (3, H, W) uint8 pixels, a
-    tensor as it is (unit_range checks it)."""
+    """One image of a list: a PIL image or a file's path as its (3, H, W) uint8 pixels, decoded
+    as the data's images are (common.data), a tensor as it is (Preprocess checks it)."""
     if isinstance(image, Image.Image):
-        return pixels(image)
+        return torch.from_numpy(decoded_rgb(image, "the image").copy()).permute(2, 0, 1)
     if isinstance(image, (str, os.PathLike)):
         return data.read_image(image, size=None)  # the one reader, at the file's size
     return image
-
-
-def pixels(image: Image.Image, name="the image") -> torch.Tensor:
-    """A PIL image as (3, H, W) uint8, decoded as the data's images are (common.data: 16-bit
-    greyscale scaled to 8 bits, not clipped)."""
-    return torch.from_numpy(decoded_rgb(image, name).copy()).permute(2, 0, 1)
 
 
 def preprocessing(config: RunConfig) -> Preprocess:
@@ -134,9 +122,13 @@ class TrainedRun:
         batch = self.preprocess(images)
         if len(batch) == 0:  # not every network takes an empty batch: none is asked to
             return torch.empty(0, len(self.classes))
-        device = next(self.model.parameters()).device
-        logits = self.model(batch.to(device))
+        logits = self.model(batch.to(next(self.model.parameters()).device))
         return F.softmax(logits.float(), dim=1).cpu()
+
+
+LOADED_FILES = (CONFIG_NAME, BEST_NAME, METRICS_NAME)  # what load() reads
+SEARCHED = ("outputs",)  # where the scripts write by default
+SEARCH_FOLDERS = 2000    # at most this many folders looked at: a --run of / stays quick
 
 
 def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> TrainedRun:
@@ -148,11 +140,31 @@ def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> Trained
     whose files are damaged, or whose weights do not fit, is one UserError line."""
     run_dir = Path(run_dir)
     missing = [n for n in LOADED_FILES if not (run_dir / n).is_file()]
-    if missing:
+    if missing:  # what to give instead: the finished runs below it or in outputs/
+        roots = list(dict.fromkeys([run_dir, *map(Path, SEARCHED)]))
+        runs, shown = finished_runs(*roots), 5
+        more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+        instead = (f"finished runs: {', '.join(map(str, runs[:shown]))}{more}" if runs else
+                   f"no finished run is under {' or '.join(f'{r}/' for r in roots)}: train one "
+                   "first (e.g. python task2.py)")
         raise UserError(f"{run_dir} is not a finished run's folder (no {', '.join(missing)}); "
-                        + _finished_runs_text(run_dir), value=run_dir)
+                        + instead, value=run_dir)
     config = load_config(run_dir / CONFIG_NAME)
-    model = _network(config, run_dir) if model is None else _own_module(model)
+    if model is not None:
+        model = _own_module(model)
+    elif config.model == CUSTOM_MODEL:
+        raise UserError(f"{run_dir} is a run of a module of your own ({config.model_class}); "
+                        "load it into one from Python: api.load(run_dir, model=YourModule(...))",
+                        value=run_dir)
+    elif config.model not in MODELS and config.model != SPEEDRUN_MODEL:
+        raise UserError(f"{run_dir}: model {config.model!r} is not one this package builds "
+                        f"({', '.join(MODELS)}); register it in common.run.MODELS first "
+                        "(docs/extending.md)", value=run_dir)
+    else:  # from random weights (nothing downloaded): best.pt replaces every one of them
+        kwargs = config.model_kwargs | ({"weights": "none"} if "weights" in config.model_kwargs
+                                        else {})
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
+            model = build_model(dataclasses.replace(config, model_kwargs=kwargs))
     metrics = load_finished(RunDir(run_dir))
     state = load_torch(run_dir / BEST_NAME, weights_only=True)
     weights = state.get("model") if isinstance(state, dict) else None
@@ -169,11 +181,6 @@ def load(run_dir, device="cpu", model: torch.nn.Module | None = None) -> Trained
     return TrainedRun(model, preprocessing(config), config, metrics, run_dir)
 
 
-LOADED_FILES = (CONFIG_NAME, BEST_NAME, METRICS_NAME)  # what load() reads
-SEARCHED = ("outputs",)  # where the scripts write by default
-SEARCH_FOLDERS = 2000    # at most this many folders looked at: a --run of / stays quick
-
-
 def finished_runs(*roots, depth: int = 3) -> list[Path]:
     """Run folders load() reads (config.json, best.pt, metrics.json) at most `depth` folders
     below each root (outputs/task3/model1, outputs/task3e/speedrun/seed0), in name order;
@@ -186,53 +193,19 @@ def finished_runs(*roots, depth: int = 3) -> list[Path]:
             looked += 1
             if all((folder / n).is_file() for n in LOADED_FILES):
                 found.append(folder)
-            if level < depth:
-                try:
-                    below = [p for p in folder.iterdir() if not p.name.startswith(".")
-                             and p.is_dir() and not p.is_symlink()]
-                except OSError:  # a folder we may not list: nothing found there
-                    continue
-                stack += [(p, level + 1) for p in sorted(below, reverse=True)]
+            try:
+                below = [p for p in folder.iterdir() if not p.name.startswith(".")
+                         and p.is_dir() and not p.is_symlink()] if level < depth else []
+            except OSError:  # a folder we may not list: nothing found there
+                continue
+            stack += [(p, level + 1) for p in sorted(below, reverse=True)]
     return sorted(dict.fromkeys(found))
-
-
-def _finished_runs_text(refused: Path, shown: int = 5) -> str:
-    """What to give instead of a folder load() refused: the finished runs below it or in
-    outputs/ (the refused folder is not one: it lacks a file), or that there are none."""
-    roots = list(dict.fromkeys([refused, *map(Path, SEARCHED)]))
-    runs = finished_runs(*roots)
-    if not runs:
-        return (f"no finished run is under {' or '.join(f'{r}/' for r in roots)}: train one "
-                "first (e.g. python task2.py)")
-    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
-    return f"finished runs: {', '.join(map(str, runs[:shown]))}{more}"
-
-
-def _network(config: RunConfig, run_dir: Path) -> torch.nn.Module:
-    """The run's network rebuilt from its record, or a UserError when this package cannot."""
-    if config.model == CUSTOM_MODEL:
-        raise UserError(f"{run_dir} is a run of a module of your own ({config.model_class}); "
-                        "load it into one from Python: api.load(run_dir, model=YourModule(...))",
-                        value=run_dir)
-    if config.model not in MODELS and config.model != SPEEDRUN_MODEL:
-        raise UserError(f"{run_dir}: model {config.model!r} is not one this package builds "
-                        f"({', '.join(MODELS)}); register it in common.run.MODELS first "
-                        "(docs/extending.md)", value=run_dir)
-    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
-        return build_model(_without_downloads(config))
 
 
 def _own_module(model) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model is a torch.nn.Module, not {type(model).__name__}")
     return model
-
-
-def _without_downloads(config: RunConfig) -> RunConfig:
-    """The run's network built from random weights: best.pt replaces every one of them."""
-    if "weights" not in config.model_kwargs:
-        return config
-    return dataclasses.replace(config, model_kwargs={**config.model_kwargs, "weights": "none"})
 
 
 # ---------------------------------------------------------------- scoring a test split
@@ -262,14 +235,16 @@ def score(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluat
     itself: common.trainer.evaluate over the run's test loader (the speed-run's scoring
     batches, and its test-time augmentation), in the precision metrics.json records, on the
     kind of device it trained on where this machine has one, else the CPU (the model moves
-    there). On the run's own data and device the scores are metrics.json's exactly. Nothing is
-    downloaded: a folder without CIFAR-10 is one UserError line."""
+    there; the CPU computes the same, up to the last digits). On the run's own data and device
+    the scores are metrics.json's exactly. Nothing is downloaded: a folder without CIFAR-10 is
+    one UserError line."""
     config = trained.config
     speedrun = isinstance(config.recipe, SpeedrunConfig)
     splits = data.cifar10_splits(config.data_dir if data_dir is None else data_dir,
                                  seed=SPEEDRUN_DATA_SEED if speedrun else config.seed,
                                  subset=config.subset, download=False, progress=progress)
-    device = _evaluation_device(trained.metrics["device"])
+    kind = torch.device(trained.metrics["device"]).type  # metrics.json's "cuda:0": cuda
+    device = torch.device(kind if system.device_available(kind) else "cpu")
     precision = trained.metrics["precision"]
     model = trained.model.to(device)
     confusion = empty_confusion()
@@ -292,28 +267,21 @@ def score(trained: TrainedRun, data_dir=None, progress: bool = False) -> Evaluat
         precision=precision, device=str(device))
 
 
-def _evaluation_device(recorded: str) -> torch.device:
-    """The kind of device a run trained on (metrics.json's "cuda:0": cuda) where this machine
-    has one, else the CPU."""
-    kind = torch.device(recorded).type  # none here: the CPU computes the same, up to the last digits
-    return system.pick_device(kind if system.device_available(kind) else "cpu")
-
-
 # ---------------------------------------------------------------- training
 
-def plan(task: str, run: str) -> tuple:
-    """(model, recipe, model_kwargs) of script `task`'s run `run` (common.recipes.PLANS)."""
-    if run not in _script(task):
-        raise UserError(f"{task} has no run {run!r}; choose from {', '.join(PLANS[task])}")
-    return PLANS[task][run]
-
-
-def own_plan(task: str, run: str, recipe_of: str | None = None) -> tuple:
-    """(CUSTOM_MODEL, recipe, {}): a module of the caller's own trained with script `task`'s
-    recipe as the new run `run`. A name of the script's own runs is refused (its folder and
-    config.json would say a registered model trained); `recipe_of` names the run whose recipe
-    it takes, needed where the script's runs differ in theirs."""
-    runs = _script(task)
+def _plan(task: str, run: str, module, recipe_of: str | None) -> tuple:
+    """(model, recipe, model_kwargs) of script `task`'s run `run` (common.recipes.PLANS), or
+    for a module of the caller's own (CUSTOM_MODEL, recipe, {}): the script's recipe, for
+    the new run `run`. A name of the script's own runs is refused for a module (its folder
+    and config.json would say a registered model trained); `recipe_of` names the run whose
+    recipe it takes, needed where the script's runs differ in theirs."""
+    if task not in PLANS:
+        raise UserError(f"no script {task!r}; choose from {', '.join(PLANS)}")
+    runs = PLANS[task]
+    if module is None:
+        if run not in runs:
+            raise UserError(f"{task} has no run {run!r}; choose from {', '.join(runs)}")
+        return runs[run]
     if run in runs or not run or run in (".", "..") or "/" in run or os.sep in run:
         reason = (f"is {task}'s own run of {runs[run][0]}" if run in runs
                   else "is not a folder name")
@@ -323,17 +291,36 @@ def own_plan(task: str, run: str, recipe_of: str | None = None) -> tuple:
     if recipe_of is not None and recipe_of not in recipes:
         raise UserError(f"recipe={recipe_of!r}: name a run of {task} whose recipe a module "
                         f"can train with: {', '.join(recipes)}")
-    distinct = [r for i, r in enumerate(recipes.values()) if r not in list(recipes.values())[:i]]
+    distinct = list(dict.fromkeys(recipes.values()))
     if recipe_of is None and len(distinct) != 1:
         raise UserError(f"{task}'s runs train with {len(distinct)} recipes; name the one for "
                         f"your module with recipe= (one of {', '.join(recipes)})")
     return CUSTOM_MODEL, recipes[recipe_of] if recipe_of else distinct[0], {}
 
 
-def _script(task: str) -> dict:
-    if task not in PLANS:
-        raise UserError(f"no script {task!r}; choose from {', '.join(PLANS)}")
-    return PLANS[task]
+def _settings(task: str, run: str, recipe, module, data_dir, settings: dict) -> tuple:
+    """(the run's settings, train()'s own, the call as typed for metrics.json's "command");
+    a name that is neither kind of setting is a UserError naming it. quick=True fills in
+    subset and epochs where they are not given, as --quick does."""
+    allowed = {f.name for f in dataclasses.fields(recipe)} | set(RUN_SETTINGS) | \
+        set(CALL_SETTINGS)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise UserError(f"{task} {run}: unknown setting(s) {', '.join(unknown)}; the settings "
+                        f"are {', '.join(sorted(allowed))}")
+    call = {k: v for k, v in settings.items() if k in CALL_SETTINGS}
+    run_settings = {k: v for k, v in settings.items() if k not in CALL_SETTINGS}
+    if call.get("quick"):
+        for name, value in (("subset", QUICK_SUBSET), ("epochs", 1)):
+            if run_settings.get(name) is None:
+                run_settings[name] = value
+    own = ""  # a module of the caller's by its class: its repr spans lines
+    if module is not None:  # the record says what trained: this class, not a registered model
+        run_settings["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
+        own = f", model=<{type(module).__qualname__}>"
+    given = ({"data_dir": data_dir} if data_dir is not None else {}) | settings
+    return run_settings, call, f"api.train({task!r}, {run!r}{own}" + "".join(
+        f", {k}={(str(v) if isinstance(v, Path) else v)!r}" for k, v in given.items()) + ")"
 
 
 def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None = None,
@@ -348,32 +335,29 @@ def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None =
     with its trained model in eval mode; like the scripts, it trains again from the start
     when called again (the speed-run loads a seed finished earlier with the same settings,
     as task3e.py does). The output folder is locked while this trains (another process
-    writing there is refused) and released when it returns or raises.
+    writing there is refused) and released when it returns or raises. A setting the library
+    refuses is named as given here (subset=0: must be at least 1).
 
     model=: a torch.nn.Module of your own, trained in place by the same path with the
-    script's recipe, as the new run `run` (own_plan: recipe= names the script's run whose
-    recipe it takes where they differ); its config.json says model "custom" and the class.
+    script's recipe, as the new run `run` (recipe= names the script's run whose recipe it
+    takes where they differ); its config.json says model "custom" and the class.
     load(run_dir, model=YourModule(...)) reads it back."""
     if model is None and recipe is not None:
         raise UserError("recipe= chooses the recipe of a module of your own; give it with "
                         "model=")
     module = None if model is None else _own_module(model)
-    model_name, run_recipe, model_kwargs = plan(task, run) if module is None else \
-        own_plan(task, run, recipe)
-    run_settings, call = _split_settings(task, run, run_recipe, settings)
-    if module is not None:  # the record says what trained: this class, not a registered model
-        run_settings["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
-    speedrun = model_name == SPEEDRUN_MODEL
+    model_name, run_recipe, model_kwargs = _plan(task, run, module, recipe)
     if data_dir is not None:  # config.json records it as text, as the command line's
         data_dir = str(Path(data_dir).expanduser())
+    run_settings, call, command = _settings(task, run, run_recipe, module, data_dir, settings)
+    speedrun = model_name == SPEEDRUN_MODEL
     locks_before = set(FolderLock.held)
     try:
         session = setup(task, [(run, model_name, run_recipe, model_kwargs)],
                         settings={"data_dir": data_dir, **run_settings},
                         config_file=call.get("config"), output_dir=call.get("output_dir"),
                         resume=call.get("resume"), progress=bool(call.get("progress")),
-                        tensorboard=bool(call.get("tensorboard")),
-                        command=_call_text(task, run, data_dir, settings, module),
+                        tensorboard=bool(call.get("tensorboard")), command=command,
                         figures_to_plots=False,
                         data_seed=SPEEDRUN_DATA_SEED if speedrun else None)
         if speedrun:  # its own loop, one seed: the run's
@@ -382,8 +366,12 @@ def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None =
             return load(session.output_root / run / f"seed{seed}")
         result = train_run(session, run, module)
         raise_kept()  # a signal in the last check: the run is written, the call stops
-    except UserError as err:
-        raise _in_python_words(err) from None
+    except UserError as err:  # named as train() takes it, where the message does not say it
+        if err.setting is not None and err.value is not None and \
+                str(err.value) not in err.message:
+            err = UserError(f"{err.setting}={err.value!r}: {err.message}", setting=err.setting,
+                            value=err.value)
+        raise err from None
     finally:
         forget_kept()
         for lock in FolderLock.held - locks_before:
@@ -394,44 +382,6 @@ def train(task: str, run: str, data_dir=None, *, model: torch.nn.Module | None =
     ran = RunConfig.from_dict(result["config"], "the run's record")  # what ran: auto resolved
     return TrainedRun(result["model"].eval(), preprocessing(ran), ran, metrics,
                       session.output_root / run)
-
-
-def _split_settings(task: str, run: str, recipe, settings: dict) -> tuple[dict, dict]:
-    """(the run's settings, train()'s own); a name that is neither is a UserError naming it.
-    quick=True fills in subset and epochs where they are not given, as --quick does."""
-    allowed = {f.name for f in dataclasses.fields(recipe)} | set(RUN_SETTINGS) | \
-        set(CALL_SETTINGS)
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise UserError(f"{task} {run}: unknown setting(s) {', '.join(unknown)}; the settings "
-                        f"are {', '.join(sorted(allowed))}")
-    call = {k: v for k, v in settings.items() if k in CALL_SETTINGS}
-    run_settings = {k: v for k, v in settings.items() if k not in CALL_SETTINGS}
-    if call.get("quick"):
-        for name, value in (("subset", QUICK_SUBSET), ("epochs", 1)):
-            if run_settings.get(name) is None:
-                run_settings[name] = value
-    return run_settings, call
-
-
-def _call_text(task: str, run: str, data_dir, settings: dict, module=None) -> str:
-    """The call as typed, for metrics.json's "command" (a module of the caller's by its
-    class: its repr spans lines)."""
-    given = ({"data_dir": data_dir} if data_dir is not None else {}) | settings
-    own = f", model=<{type(module).__qualname__}>" if module is not None else ""
-    return f"api.train({task!r}, {run!r}{own}" + "".join(
-        f", {k}={(str(v) if isinstance(v, Path) else v)!r}" for k, v in given.items()) + ")"
-
-
-def _in_python_words(err: UserError) -> UserError:
-    """The library's UserError with the setting it concerns named as train() takes it
-    (subset=0: must be at least 1), where its message does not say it already."""
-    if err.setting is None or err.value is None or str(err.value) in err.message:
-        return err
-    return UserError(f"{err.setting}={err.value!r}: {err.message}", setting=err.setting,
-                     value=err.value)
-
-
 # ---------------------------------------------------------------- ONNX
 
 def export_onnx(trained: TrainedRun, path) -> Path:

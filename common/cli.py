@@ -5,6 +5,7 @@ names) and gives each its exit code (docs/resilience.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shlex
@@ -15,7 +16,7 @@ from pathlib import Path
 # nothing here loads torch (errors and recipes do not): a script builds its parser and
 # answers --help (answer_help) before it imports the rest of the package
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
-                     forget_kept, raise_kept, signals_raise_interrupted)
+                     handle_signals, raise_kept)
 from .recipes import OPTIMIZERS, QUICK_SUBSET, SCHEDULES
 
 
@@ -76,108 +77,118 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+# the options every task script shares, with torchvision's names where it has them (make_parser)
+COMMON_OPTIONS = (
+    ("--data-dir", dict(
+        metavar="DIR", type=path_text,
+        help="CIFAR-10 folder: either torchvision's official format (DIR/cifar-10-batches-py/, "
+             "downloaded there when absent and online) or an image folder "
+             "DIR/train/<class>/*.png|jpg and DIR/test/<class>/* (default: $CIFAR10_DIR, else "
+             "./data/cifar10)")),
+    ("--epochs", dict(
+        type=whole_number(1), metavar="N",
+        help="maximum number of epochs (default: the recipe's); with --resume, the run's new "
+             "length (a schedule is rebuilt to it)")),
+    ("--patience", dict(
+        type=whole_number(0), metavar="N",
+        help="early stopping: stop after N validation checks (two per epoch) without a lower "
+             "validation loss; 0 turns it off and trains all --epochs (default: the recipe's, 4: "
+             "the starter code's)")),
+    ("--batch-size", dict(
+        type=whole_number(1), metavar="N",
+        help="training batch size (default: the recipe's)")),
+    ("--lr", dict(
+        type=setting_type("lr"), metavar="LR",
+        help="learning rate (default: the recipe's); with --resume, the rate from the step "
+             "reached on (e.g. lower, after a divergence)")),
+    # the recipe's settings beyond the rate, batch and length
+    ("--opt", dict(
+        choices=OPTIMIZERS, type=str.lower,
+        help="optimizer (default: the recipe's)")),
+    ("--momentum", dict(
+        type=setting_type("momentum"), metavar="M",
+        help="SGD's momentum, in [0, 1) (default: the recipe's); with --resume, from the step "
+             "reached")),
+    ("--weight-decay", dict(
+        type=setting_type("weight_decay"), metavar="W",
+        help="weight decay, >= 0 (default: the recipe's); with --resume, from the step reached")),
+    ("--lr-scheduler", dict(
+        choices=SCHEDULES, type=str.lower,
+        help="constant rate, or cosine decay to 0 over the run, stepped every step (default: the "
+             "recipe's)")),
+    ("--label-smoothing", dict(
+        type=setting_type("label_smoothing"), metavar="S",
+        help="label smoothing of the training loss, in [0, 1) (default: the recipe's); with "
+             "--resume, from the step reached")),
+    ("--config", dict(
+        metavar="CONFIG.JSON", type=path_text,
+        help="a run's config.json (written in every run folder): trains that run again with its "
+             "recipe, data, seed and precision; options typed beside it change those values")),
+    ("--device", dict(
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")),
+    ("--precision", dict(
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a CPU, "
+             "whichever a probe of the model measures faster in interleaved pairs (kept per "
+             "machine when its spread decides) (default: auto)")),
+    ("--seed", dict(
+        type=int,
+        help="seed for the train/validation split, initialisation, shuffling and augmentation; "
+             "any whole number (default: 0)")),
+    ("--output-dir", dict(
+        metavar="DIR", type=path_text,
+        help="where metrics.json, history.csv, steps.csv and checkpoints go, one subfolder per "
+             "run; figures too when given (default: outputs/<task>; figures of full runs go to "
+             "plots/)")),
+    ("--subset", dict(
+        type=whole_number(1), metavar="N",
+        help="use at most N images per split, class-balanced (quick experiments)")),
+    ("--quick", dict(
+        action="store_true",
+        help=f"a first try: --subset {QUICK_SUBSET} (images per split) and --epochs 1, "
+             "each unless given; the run says its expected time after its first steps")),
+    ("--resume", dict(
+        metavar="CHECKPOINT", type=path_text,
+        help="continue the run a checkpoint.pt belongs to, from any folder; its script, run, "
+             "data, subset, seed, model and recipe must match, but --lr, --epochs, --patience, "
+             "--momentum, --weight-decay, --label-smoothing and --precision, which take effect "
+             "from the step reached; in scripts with several runs, runs already finished in the "
+             "output folder with the same settings are loaded instead of retrained")),
+    # how a run shows itself while it trains
+    ("--tensorboard", dict(
+        action="store_true",
+        help="write the losses and accuracies as they happen (every step's training loss, every "
+             "check's splits) to <run folder>/tensorboard/; watch with tensorboard --logdir "
+             "<output folder>")),
+    ("--no-progress", dict(
+        action="store_true",
+        help="no progress bars (they are also off when output is not a terminal)")),
+)
+
+
 def make_parser(description: str, exclude: tuple = ()) -> argparse.ArgumentParser:
-    """A parser with the options every task script shares (but those in `exclude`, e.g.
-    "patience" for a recipe without early stopping); scripts add their own to it."""
+    """A parser with the options every task script shares (COMMON_OPTIONS, but those in
+    `exclude`, e.g. "patience" for a recipe without early stopping); scripts add their own to
+    it."""
     p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = p.add_argument_group("common options")
-
-    def option(flag, **kwargs):
+    for flag, settings in COMMON_OPTIONS:
         if flag.lstrip("-").replace("-", "_") not in exclude:
-            group.add_argument(flag, **kwargs)
-    option("--data-dir", metavar="DIR", default=None, type=path_text,
-           help="CIFAR-10 folder: either torchvision's official format "
-                "(DIR/cifar-10-batches-py/, downloaded there when absent and online) or "
-                "an image folder DIR/train/<class>/*.png|jpg and DIR/test/<class>/* "
-                "(default: $CIFAR10_DIR, else ./data/cifar10)")
-    option("--epochs", type=whole_number(1), default=None, metavar="N",
-           help="maximum number of epochs (default: the recipe's); with --resume, "
-                "the run's new length (a schedule is rebuilt to it)")
-    option("--patience", type=whole_number(0), default=None, metavar="N",
-           help="early stopping: stop after N validation checks (two per epoch) "
-                "without a lower validation loss; 0 turns it off and trains all "
-                "--epochs (default: the recipe's, 4: the starter code's)")
-    option("--batch-size", type=whole_number(1), default=None, metavar="N",
-           help="training batch size (default: the recipe's)")
-    option("--lr", type=setting_type("lr"), default=None, metavar="LR",
-           help="learning rate (default: the recipe's); with --resume, the rate from "
-                "the step reached on (e.g. lower, after a divergence)")
-    add_recipe_options(option)
-    option("--config", metavar="CONFIG.JSON", default=None, type=path_text,
-           help="a run's config.json (written in every run folder): trains that run again "
-                "with its recipe, data, seed and precision; options typed beside it change "
-                "those values")
-    option("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
-           help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")
-    option("--precision", default=None, choices=["auto", "fp32", "bf16"],
-           help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a "
-                "CPU, whichever a probe of the model measures faster in interleaved pairs "
-                "(kept per machine when its spread decides) (default: auto)")
-    option("--seed", type=int, default=None,
-           help="seed for the train/validation split, initialisation, shuffling and "
-                "augmentation; any whole number (default: 0)")
-    option("--output-dir", metavar="DIR", default=None, type=path_text,
-           help="where metrics.json, history.csv, steps.csv and checkpoints go, one "
-                "subfolder per run; figures too when given (default: outputs/<task>; "
-                "figures of full runs go to plots/)")
-    option("--subset", type=whole_number(1), default=None, metavar="N",
-           help="use at most N images per split, class-balanced (quick experiments)")
-    option("--quick", action="store_true",
-           help=f"a first try: --subset {QUICK_SUBSET} (images per split) and --epochs 1, "
-                "each unless given; the run says its expected time after its first steps")
-    option("--resume", metavar="CHECKPOINT", default=None, type=path_text,
-           help="continue the run a checkpoint.pt belongs to, from any folder; "
-                "its script, run, data, subset, seed, model and recipe must match, but --lr, "
-                "--epochs, --patience, --momentum, --weight-decay, --label-smoothing and "
-                "--precision, which take effect from the step reached; in "
-                "scripts with several runs, runs already finished in the output folder with "
-                "the same settings are loaded instead of retrained")
-    add_watch_options(option)
+            group.add_argument(flag, **settings)
     return p
 
-
-def add_watch_options(option):
-    """How a run shows itself while it trains."""
-    option("--tensorboard", action="store_true",
-           help="write the losses and accuracies as they happen (every step's training loss, "
-                "every check's splits) to <run folder>/tensorboard/; watch with "
-                "tensorboard --logdir <output folder>")
-    option("--no-progress", action="store_true",
-           help="no progress bars (they are also off when output is not a terminal)")
-
-
-def add_recipe_options(option):
-    """The recipe's settings beyond the rate, batch and length, with torchvision's names."""
-    option("--opt", choices=OPTIMIZERS, default=None, type=str.lower,
-           help="optimizer (default: the recipe's)")
-    option("--momentum", type=setting_type("momentum"), default=None, metavar="M",
-           help="SGD's momentum, in [0, 1) (default: the recipe's); with --resume, from the "
-                "step reached")
-    option("--weight-decay", type=setting_type("weight_decay"), default=None, metavar="W",
-           help="weight decay, >= 0 (default: the recipe's); with --resume, from the step "
-                "reached")
-    option("--lr-scheduler", choices=SCHEDULES, default=None, type=str.lower,
-           help="constant rate, or cosine decay to 0 over the run, stepped every step "
-                "(default: the recipe's)")
-    option("--label-smoothing", type=setting_type("label_smoothing"), default=None,
-           metavar="S", help="label smoothing of the training loss, in [0, 1) (default: the "
-                             "recipe's); with --resume, from the step reached")
-
-
-WEIGHTS_HELP = ("imagenet: torchvision's ImageNet weights (IMAGENET1K_V1; from its cache, "
-                "downloaded there when absent and online); none: random initialisation (no "
-                "transfer; outputs say so); PATH: a resnet18 state_dict file, e.g. a copy of "
-                "resnet18-f37072fd.pth (default: imagenet)")
 
 
 def add_weights_option(parser: argparse.ArgumentParser):
     """--weights of the task 4 scripts: ResNet18's starting weights."""
-    parser.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
-                        type=path_or_word, help=WEIGHTS_HELP)
-
-
-def path_or_word(text: str) -> str:
-    return text if text in ("imagenet", "none") else path_text(text)
+    parser.add_argument(
+        "--weights", default="imagenet", metavar="imagenet|none|PATH",
+        type=lambda text: text if text in ("imagenet", "none") else path_text(text),
+        help="imagenet: torchvision's ImageNet weights (IMAGENET1K_V1; from its cache, "
+             "downloaded there when absent and online); none: random initialisation (no "
+             "transfer; outputs say so); PATH: a resnet18 state_dict file, e.g. a copy of "
+             "resnet18-f37072fd.pth (default: imagenet)")
 
 
 def answer_help(module_name: str, make_parser, argv=None):
@@ -232,13 +243,12 @@ def script_options(args: argparse.Namespace, argv=None, extra: dict | None = Non
     typed; `extra` adds a script's own, e.g. the speed-run's widths), the config file, the
     output folder, the checkpoint to resume, progress bars and the command as typed."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    typed = [Path(sys.executable).name, sys.argv[0], *argv]
     settings = {k: getattr(args, k, None) for k in RUN_OPTIONS} | (extra or {})
     return dict(settings=settings, config_file=getattr(args, "config", None),
                 output_dir=args.output_dir, resume=getattr(args, "resume", None),
                 progress=not args.no_progress and sys.stderr.isatty(),
                 tensorboard=getattr(args, "tensorboard", False),
-                command=" ".join(shlex.quote(a) for a in typed))
+                command=shlex.join([Path(sys.executable).name, sys.argv[0], *argv]))
 
 
 
@@ -246,10 +256,10 @@ def script_options(args: argparse.Namespace, argv=None, extra: dict | None = Non
 
 def add_study_options(parser: argparse.ArgumentParser, variants: dict):
     """The options of a study script (task3cd, task3e): --variants and --reuse-baseline."""
-    parser.add_argument("--variants", metavar="A,B,...", default=None,
+    parser.add_argument("--variants", metavar="A,B,...",
                         help="comma-separated variants to run, in that order (default: all): "
                              + ", ".join(variants))
-    parser.add_argument("--reuse-baseline", metavar="RUN_DIR", default=None, type=path_text,
+    parser.add_argument("--reuse-baseline", metavar="RUN_DIR", type=path_text,
                         help="take the baseline from a finished run folder (e.g. "
                              "outputs/task3/model1) instead of training it again; it should "
                              "have the same epoch budget")
@@ -298,12 +308,12 @@ def command_line(argv: list[str], drop: tuple = ("--resume",), add: tuple = ()) 
     for a in it:
         if a in drop:
             next(it, None)
-        elif not any(a.startswith(d + "=") for d in drop):
+        elif a.partition("=")[0] not in drop:  # --resume=PATH
             out.append(a)
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
-    return " ".join(shlex.quote(str(a)) for a in launcher + [sys.argv[0], *out, *add])
+    return shlex.join(map(str, [*launcher, sys.argv[0], *out, *add]))
 
 
 def word_divergence(err: DivergenceError, argv: list[str]) -> str:
@@ -334,12 +344,11 @@ def exits_cleanly(main):
     @functools.wraps(main)
     def wrapper(argv=None):
         argv = list(sys.argv[1:] if argv is None else argv)
-        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun every rank raises alike
         for stream in (sys.stdout, sys.stderr):  # a path the locale cannot spell is still printed
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(errors="backslashreplace")
         try:
-            with signals_raise_interrupted():
+            with handle_signals():
                 try:
                     result = main(argv)
                     raise_kept()  # a signal at the end of the last run, now that its table is out
@@ -350,35 +359,28 @@ def exits_cleanly(main):
                     files = sys.modules.get(f"{__package__}.files")
                     if files is not None:
                         files.FolderLock.release_all()
-                    forget_kept()
-        except UserError as err:
-            _say(word_user_error(err), main_rank)
-            sys.exit(err.exit_code)
-        except DivergenceError as err:
-            _say(word_divergence(err, argv), main_rank)
-            sys.exit(err.exit_code)
-        except OutputError as err:
-            _say(str(err), main_rank)
-            sys.exit(err.exit_code)
-        except (Interrupted, KeyboardInterrupt) as err:
+        except (UserError, DivergenceError, OutputError, Interrupted, KeyboardInterrupt) as err:
             if isinstance(err, KeyboardInterrupt):  # a signal that arrived before our handler
                 err = Interrupted(signal.SIGINT)
-            _say(word_interrupt(err, argv), True, error=False)
+            if isinstance(err, Interrupted):  # every rank says where it stopped
+                line = word_interrupt(err, argv)
+            elif os.environ.get("RANK", "0") != "0":  # under torchrun every rank raises alike
+                sys.exit(err.exit_code)
+            else:  # an error is one line, whatever a path in it holds
+                line = "error: " + (word_user_error(err) if isinstance(err, UserError) else
+                                    word_divergence(err, argv)
+                                    if isinstance(err, DivergenceError) else str(err))
+                line = line.replace("\n", "\\n")
+            # the terminal may be gone (SIGHUP): the exit code still says what happened
+            with contextlib.suppress(OSError):
+                print(line, file=sys.stderr)
             sys.exit(err.exit_code)
         except BrokenPipeError:
             # the reader went away (`| head`): say nothing more, on a stdout that cannot fail
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
         finally:
-            after_main()
+            after_main()  # and a signal kept for the outputs is dropped
 
     return wrapper
 
-
-def _say(line: str, show: bool, error: bool = True):
-    if not show:
-        return
-    try:  # an error is one line, whatever a path in it holds
-        print(f"error: {line}".replace("\n", "\\n") if error else line, file=sys.stderr)
-    except OSError:  # the terminal is gone (SIGHUP): the exit code still says what happened
-        pass

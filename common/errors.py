@@ -18,6 +18,7 @@ import importlib.util
 import os
 import signal
 import sys
+from dataclasses import dataclass
 
 
 class UserError(Exception):
@@ -88,14 +89,10 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int, where: str | None = None, checkpoint=None,
                  result: dict | None = None):
-        self.signum, self.where, self.checkpoint = signum, where, checkpoint
-        self.result = result
+        self.signum, self.where, self.checkpoint, self.result = signum, where, checkpoint, result
+        self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         super().__init__(f"{name} received at {where}" if where else f"{name} received")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 # ---------------------------------------------------------------- signals
@@ -109,26 +106,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU, signal.
            signal.SIGUSR2)
 
 
-def _ignored_by_launcher(sig) -> bool:
-    """nohup starts a program with SIGHUP ignored so that it outlives the terminal: keep that."""
-    return sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN
-
-
 def _install(handler) -> dict:
+    """`handler` for SIGNALS; the handlers it replaced."""
     previous = {}
     for sig in SIGNALS:
-        if _ignored_by_launcher(sig):
+        # nohup starts a program with SIGHUP ignored so that it outlives the terminal: keep that
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
             continue
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
             previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: leave the handlers alone
-            pass
     return previous
-
-
-def _restore(previous: dict):
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 def _leave_hung_up_terminal(signum: int):
@@ -138,11 +125,9 @@ def _leave_hung_up_terminal(signum: int):
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or replaced stream
             if stream.isatty():
                 os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):  # a closed or replaced stream: nothing to protect
-            pass
     os.close(devnull)
 
 
@@ -155,10 +140,8 @@ def _exit_at_once(signum, frame):
     # the interpreter may be inside an import: leave without unwinding it
     _leave_hung_up_terminal(signum)
     line = f"{signal.Signals(signum).name} received during {_phase['text']}\n"
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, line.encode(errors="backslashreplace"))
-    except OSError:
-        pass
     os._exit(128 + signum)
 
 
@@ -172,7 +155,9 @@ def while_starting(module_name: str):
 
 
 def after_main():
-    """main() returned: a signal during the interpreter's shutdown says that, with its code."""
+    """main() returned or raised: a signal kept for its outputs is dropped, and a signal during
+    the interpreter's shutdown says that, with its code."""
+    _kept.clear()
     if signal.getsignal(signal.SIGINT) is _exit_at_once:
         _phase["text"] = "shut-down; the script had finished and its results are written"
 
@@ -185,26 +170,26 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
-def signals_raise_interrupted():
+def handle_signals(handler=_raise_interrupted):
     """Outside a training loop (decoding data, tables, figures, between runs) a signal raises
-    Interrupted where the script is: every write is atomic, so nothing half-written remains."""
-    previous = _install(_raise_interrupted)
+    Interrupted where the script is: every write is atomic, so nothing half-written remains.
+    (StopRequest gives its own `handler`.) The handlers before are restored after."""
+    previous = _install(handler)
     try:
         yield
     finally:
-        _restore(previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
+@dataclass
 class StopRequest:
     """While entered, a signal is only noted (`signal`): the loop finishes its step, writes a
     checkpoint and stops. A second signal kills at once, except under torchrun, which repeats
     the terminal's Ctrl-C to every worker a moment later (that must not kill a worker while it
     writes its checkpoint; torchrun escalates to SIGKILL by itself when workers do not stop)."""
-
-    def __init__(self, distributed: bool = False):
-        self.distributed = distributed
-        self.signal: int | None = None
-        self._previous = {}
+    distributed: bool = False
+    signal: int | None = None
 
     def _note(self, signum, frame):
         _leave_hung_up_terminal(signum)
@@ -213,16 +198,12 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
 
     def __enter__(self) -> "StopRequest":
-        self._previous = _install(self._note)
+        self._handling = handle_signals(self._note)
+        self._handling.__enter__()
         return self
 
     def __exit__(self, *exc):
-        _restore(self._previous)
-        return False
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
+        return self._handling.__exit__(*exc)
 
     def interrupted(self, where: str, checkpoint=None, result: dict | None = None) \
             -> Interrupted:
@@ -250,5 +231,6 @@ def raise_kept():
 
 
 def forget_kept():
-    """A script or call that ended otherwise (an error, another signal) leaves none behind."""
+    """A call that ended otherwise (an error, another signal) leaves none behind (a script's
+    main(): after_main)."""
     _kept.clear()

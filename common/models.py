@@ -23,20 +23,31 @@ ACTIVATIONS = {
 }
 
 
+def _cnn(kernels, filters, hidden, num_classes, act=nn.ReLU, batchnorm=False, dropout=0.0,
+         batchnorm1d=False) -> list[nn.Module]:
+    """The layers of a CNN for 32x32 images: a conv (padding k // 2 keeps the size) of each of
+    `kernels` [+ BatchNorm2d] + act, the convs in len(filters) equal stages of filters[i]
+    channels each ending in maxpool(2), then flatten [-> dropout] -> FC hidden [->
+    BatchNorm1d] -> act [-> dropout] -> FC num_classes (softmax lives in the loss)."""
+    layers, in_ch, per_stage = [], 3, len(kernels) // len(filters)
+    for i, kernel in enumerate(kernels):
+        out_ch = filters[i // per_stage]
+        layers += [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=not batchnorm),
+                   *[nn.BatchNorm2d(out_ch)] * batchnorm, act(),
+                   *[nn.MaxPool2d(2, 2)] * ((i + 1) % per_stage == 0)]
+        in_ch = out_ch
+    side = 32 >> len(filters)
+    return [*layers, nn.Flatten(), *[nn.Dropout(dropout)] * bool(dropout),
+            nn.Linear(in_ch * side * side, hidden), *[nn.BatchNorm1d(hidden)] * batchnorm1d,
+            act(), *[nn.Dropout(dropout)] * bool(dropout), nn.Linear(hidden, num_classes)]
+
+
 class CNN1g(nn.Sequential):
     """Report 1.g / task 2: three conv(5x5, pad 2)+ReLU+maxpool(2) stages of 32/64/128 filters,
     then 2048 -> 64 -> 10. 390,410 parameters."""
 
     def __init__(self, filters=(32, 64, 128), hidden=64, num_classes=NUM_CLASSES):
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for out_ch in filters:
-            layers += [nn.Conv2d(in_ch, out_ch, 5, stride=1, padding=2), nn.ReLU(),
-                       nn.MaxPool2d(2, 2)]
-            in_ch = out_ch
-        layers += [nn.Flatten(), nn.Linear(in_ch * 4 * 4, hidden), nn.ReLU(),
-                   nn.Linear(hidden, num_classes)]
-        super().__init__(*layers)
+        super().__init__(*_cnn((5,) * len(filters), filters, hidden, num_classes))
 
 
 class Model1(nn.Sequential):
@@ -52,30 +63,11 @@ class Model1(nn.Sequential):
                  num_classes=NUM_CLASSES):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        act = ACTIVATIONS[activation]
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for block, out_ch in enumerate(filters):
-            for conv in range(2):
-                kernel = 7 if (block == 0 and conv == 0) else 5
-                layers.append(nn.Conv2d(in_ch, out_ch, kernel, stride=1, padding=kernel // 2,
-                                        bias=not batchnorm))
-                if batchnorm:
-                    layers.append(nn.BatchNorm2d(out_ch))
-                layers.append(act())
-                in_ch = out_ch
-            layers.append(nn.MaxPool2d(2, 2))
-        layers.append(nn.Flatten())
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(in_ch * 4 * 4, hidden))
-        if batchnorm1d:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers.append(act())
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(hidden, num_classes))
-        super().__init__(*layers)
+        if init not in ("default", "xavier"):
+            raise ValueError(f"unknown init {init!r}; choose 'default' or 'xavier'")
+        super().__init__(*_cnn((7,) + (5,) * (2 * len(filters) - 1), filters, hidden,
+                               num_classes, ACTIVATIONS[activation], batchnorm, dropout,
+                               batchnorm1d))
         if init == "xavier":
             # report 3.c: TanH "with Xavier weight initialization"
             for m in self.modules():
@@ -83,8 +75,6 @@ class Model1(nn.Sequential):
                     nn.init.xavier_uniform_(m.weight, gain=nn.init.calculate_gain("tanh"))
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
-        elif init != "default":
-            raise ValueError(f"unknown init {init!r}; choose 'default' or 'xavier'")
 
 
 class Model2(nn.Sequential):
@@ -97,16 +87,7 @@ class Model2(nn.Sequential):
     """
 
     def __init__(self, filters=(32, 64, 128, 64), hidden=64, num_classes=NUM_CLASSES):
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for i, out_ch in enumerate(filters):
-            kernel, pad = (5, 2) if i == 0 else (3, 1)
-            layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=1, padding=pad), nn.ReLU(),
-                       nn.MaxPool2d(2, 2)]
-            in_ch = out_ch
-        layers += [nn.Flatten(), nn.Linear(in_ch * 2 * 2, hidden), nn.ReLU(),
-                   nn.Linear(hidden, num_classes)]
-        super().__init__(*layers)
+        super().__init__(*_cnn((5,) + (3,) * (len(filters) - 1), filters, hidden, num_classes))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -137,12 +118,6 @@ def describe_weights(spec: str) -> str:
     return f"weights from {spec}"
 
 
-def weights_cache_path() -> Path:
-    """Where torchvision looks for (and downloads) the ImageNet weights file."""
-    file_name = Path(urlparse(IMAGENET_WEIGHTS.url).path).name  # resnet18-f37072fd.pth
-    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
 def _one_line(err: BaseException, limit: int = 300) -> str:
     """The exception as one short line (load_state_dict lists every key on its own line)."""
     text = " ".join(str(getattr(err, "reason", None) or err).split())
@@ -152,7 +127,9 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 def imagenet_state_dict(progress: bool = False) -> dict:
     """torchvision's ImageNet state_dict for ResNet18, from its cache or downloaded into it."""
-    cached = weights_cache_path()
+    # where torchvision looks for (and downloads) it: <hub>/checkpoints/resnet18-f37072fd.pth
+    cached = Path(torch.hub.get_dir(), "checkpoints", Path(urlparse(IMAGENET_WEIGHTS.url).path)
+                  .name)
     was_cached = cached.is_file()
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
@@ -209,23 +186,20 @@ def weights_problem(model: nn.Module, weights: dict) -> str | None:
     return None
 
 
-def resnet18_with(state: dict | None) -> nn.Module:
-    """torchvision's ResNet18 (1000 ImageNet classes) with weights from load_weights (None:
-    random initialisation, from torch's global generator)."""
+def load_resnet18(spec: str, progress: bool = False) -> nn.Module:
+    """torchvision's ResNet18 (1000 ImageNet classes) with the weights `spec` names
+    (load_weights; none: random initialisation, from torch's global generator)."""
+    state = load_weights(spec, progress)
     model = resnet18(weights=None)
     if state is not None:
         model.load_state_dict(state)
     return model
 
 
-def load_resnet18(spec: str, progress: bool = False) -> nn.Module:
-    return resnet18_with(load_weights(spec, progress))
-
-
 def resnet18_for_transfer(weights: str = "imagenet") -> nn.Module:
     """Report 4.a's network: ResNet18 starting from `weights` (load_weights' spec), a new
     CIFAR-10 head, every layer but TRAINABLE frozen."""
-    return prepare_for_transfer(resnet18_with(load_weights(weights)))
+    return prepare_for_transfer(load_resnet18(weights))
 
 
 def prepare_for_transfer(model: nn.Module, num_classes: int = NUM_CLASSES) -> nn.Module:

@@ -88,19 +88,10 @@ def _cache_file():
     return user_cache_dir() / "precision.json"
 
 
-def _is_entry(v) -> bool:
-    """A cache entry this version wrote: its verdict, each precision's fastest step (images/s),
-    the ratio and the rounds it came from."""
-    def positive(x):
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
-    return (isinstance(v, dict) and v.get("verdict") in system.PRECISIONS
-            and all(positive(v.get(p)) for p in system.PRECISIONS)
-            and positive(v.get("ratio")) and isinstance(v.get("rounds"), int)
-            and positive(v["rounds"]) and (v.get("contradicted") is None
-                                           or positive(v["contradicted"])))
-
-
 def _read_cache() -> dict:
+    """The entries this version wrote: each its verdict, each precision's fastest step
+    (images/s), the ratio and the rounds it came from (and the rate of a run that contradicted
+    it); anything else is not read."""
     try:
         data = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
@@ -108,7 +99,13 @@ def _read_cache() -> dict:
     if not isinstance(data, dict) or data.get("version") != PROBE_CACHE_VERSION \
             or not isinstance(data.get("probes"), dict):
         return {}
-    return {k: v for k, v in data["probes"].items() if _is_entry(v)}
+
+    def positive(x):  # a JSON number (not a bool) above 0
+        return type(x) in (int, float) and x > 0
+    return {k: v for k, v in data["probes"].items() if isinstance(v, dict)
+            and v.get("verdict") in system.PRECISIONS and type(v.get("rounds")) is int
+            and all(positive(v.get(n)) for n in (*system.PRECISIONS, "ratio", "rounds"))
+            and (v.get("contradicted") is None or positive(v["contradicted"]))}
 
 
 # verdicts the cache file could not keep (a read-only home): kept for the process instead, so

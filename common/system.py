@@ -21,25 +21,20 @@ PRECISIONS = ("fp32", "bf16")
 
 # ---------------------------------------------------------------- device and precision
 
-def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
 def device_available(kind: str) -> bool:
-    return {"cuda": torch.cuda.is_available, "mps": _mps_available,
-            "cpu": lambda: True}.get(kind, lambda: False)()
+    return kind == "cpu" or (kind == "cuda" and torch.cuda.is_available()) or \
+        (kind == "mps" and torch.backends.mps.is_available())
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """auto: CUDA if present, else Apple MPS, else CPU. Under torchrun the CUDA device is the
     process's local rank (init_distributed sets it)."""
-    available = {kind: device_available(kind) for kind in ("cuda", "mps", "cpu")}
     if name == "auto":
-        name = next(n for n in ("cuda", "mps", "cpu") if available[n])
-    if name not in available:
+        name = next(n for n in ("cuda", "mps", "cpu") if device_available(n))
+    if name not in ("cuda", "mps", "cpu"):
         raise UserError("unknown device; choose auto, cpu, cuda or mps", setting="device",
                         value=name)
-    if not available[name]:
+    if not device_available(name):
         raise UserError(f"no {name.upper()} device is available here; use auto or cpu",
                         setting="device", value=name)
     return torch.device(name)
@@ -68,18 +63,16 @@ CPUINFO = "/proc/cpuinfo"
 def _cpuinfo() -> dict:
     """The first processor's entries in /proc/cpuinfo ("vendor_id", "cpu family", "model",
     "model name", "stepping", "flags", ...); empty where there is no such file."""
-    info = {}
     try:
         with open(CPUINFO) as f:
-            for line in f:
-                if not line.strip():
-                    if info:
-                        break  # the first processor's block: every core of one CPU says the same
-                    continue
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
+            text = f.read()
     except OSError:
-        pass
+        return {}
+    info = {}
+    # the first processor's block: every core of one CPU says the same
+    for line in text.strip().split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
     return info
 
 
@@ -94,13 +87,6 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def _whole_number(text: str | None) -> int | None:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def machine_record(device: torch.device) -> dict:
     """What a run records about where it ran: the numbers of a run mean little without it.
     The model name alone ("Intel(R) Xeon(R) Processor" on a cloud VM) does not tell two CPUs
@@ -111,10 +97,10 @@ def machine_record(device: torch.device) -> dict:
     info = _cpuinfo()
     listed = set(info["flags"].split()) if "flags" in info else None
     present = {"amx": {"amx_bf16", "amx_tile"}}
+    whole = {k: int(v) if v.isdigit() else None for k, v in info.items()}
     record = {"cpu": cpu_name(), "vendor": info.get("vendor_id") or None,
-              "family": _whole_number(info.get("cpu family")),
-              "model": _whole_number(info.get("model")),
-              "stepping": _whole_number(info.get("stepping")),
+              "family": whole.get("cpu family"), "model": whole.get("model"),
+              "stepping": whole.get("stepping"),
               "flags": {f: None if listed is None else bool(listed & present.get(f, {f}))
                         for f in CPU_FLAGS},
               "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -163,9 +149,7 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     """Sum numbers over ranks (identity when not distributed)."""
     if not _distributed():
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return all_reduce_tensor(torch.tensor(values, dtype=torch.float64), device).tolist()
 
 
 def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
@@ -173,7 +157,7 @@ def mean_and_any(value: float, flag: bool, device) -> tuple[float, bool]:
     the reduced loss, its NaN/inf and a stop request are then the same on every rank)."""
     if not _distributed():
         return value, flag
-    total, flags = all_reduce_sum([value, 1.0 if flag else 0.0], device)
+    total, flags = all_reduce_sum([value, float(flag)], device)
     return total / dist.get_world_size(), flags > 0
 
 
@@ -187,7 +171,7 @@ def all_reduce_tensor(t: torch.Tensor, device) -> torch.Tensor:
     if not _distributed():
         return t
     reduced = t.to(device=device, dtype=torch.float64)
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    dist.all_reduce(reduced)  # a sum
     return reduced.to(t.dtype).cpu()
 
 

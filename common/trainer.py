@@ -371,7 +371,7 @@ class Trainer:
                 if "test" in final:
                     self.run_dir.write_confusion(confusion_rows(confusion))
                 self.run_dir.write_metrics(result)
-            if stop.requested:  # in the last check or the final table: finished and written
+            if stop.signal:  # in the last check or the final table: finished and written
                 raise stop.interrupted("the end of training", result=result)
         return result
 
@@ -392,7 +392,7 @@ class Trainer:
                 self.images_trained += len(y)
                 # one collective per step: the loss averaged over ranks (steps.csv), and
                 # divergence and stop requests decided alike on every rank
-                loss, stop_now = system.mean_and_any(local_loss, stop.requested, self.device)
+                loss, stop_now = system.mean_and_any(local_loss, stop.signal is not None, self.device)
                 if not math.isfinite(loss):
                     self._diverged(loss, "training loss")
                 self.history["step_loss"].append(loss)
