@@ -383,9 +383,10 @@ def test_the_probe_leaves_the_callers_random_stream_as_it_was(machine):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_the_real_probe_runs_a_model_both_ways_and_measures_each_pair():
-    result = precision.probe(CNN1g(), CPU, batch_size=4, image_size=32, seconds=0.0,
-                           max_seconds=0.0)
+def test_the_real_probe_runs_a_model_both_ways_and_measures_each_pair(monkeypatch):
+    monkeypatch.setattr(precision, "PROBE_SECONDS", 0.0)  # its rounds alone: no time floor
+    monkeypatch.setattr(precision, "PROBE_MAX_SECONDS", 0.0)
+    result = precision.probe(CNN1g(), CPU, batch_size=4, image_size=32)
     assert set(result.seconds) == {"fp32", "bf16"} and result.rounds == precision.PROBE_MIN_PAIRS
     assert all(len(t) == result.rounds and min(t) > 0 for t in result.seconds.values())
     assert result.verdict in ("fp32", "bf16") and result.ratio > 0
