@@ -1221,7 +1221,8 @@ def blank(text: str) -> str:
 # A whole number before one of these nouns is a count: one the code or a run's record knows (a
 # setting, the data's size, a model's parameters, a budget, a machine's threads) or a measured
 # one, which is generated like any other. Other whole numbers (a year, a section, 32x32) pass.
-COUNTED = re.compile(r"\s+(epoch|check|image|parameter|pixel|px|thread|round|seed)s?\b")
+COUNTED = re.compile(r"\s+(?:(?:training|test|validation|timed|interleaved|more|full)\s+)?"
+                     r"(epoch|check|image|parameter|pixel|px|thread|round|seed)s?\b")
 # the record's and the recipes' fields, and the options typed in the docs' commands, by noun
 COUNT_FIELDS = {"epochs": "epoch", "whiten_bias_epochs": "epoch", "low_res_epochs": "epoch",
                 "ema_epochs": "epoch", "patience": "check", "checks_per_epoch": "check",
