@@ -1233,11 +1233,12 @@ COUNT_FIELDS = {"epochs": "epoch", "whiten_bias_epochs": "epoch", "low_res_epoch
 OPTION_VALUE = re.compile(r"--([a-z-]+)[ =](\d+)\b")
 
 
-def counts(root: Path) -> dict[str, set[float]]:
+def counts(root: Path, texts=None) -> dict[str, set[float]]:
     """The whole numbers each counted noun may be stated with: the recipes' and every committed
     run's settings, the options the docs' commands type and the benchmark's defaults, the
     data's sizes, the parameters of each network the package builds, the budgets and seeds
-    under results/, the machine records' threads and the benchmarks' rounds."""
+    under results/, the machine records' threads and the benchmarks' rounds. `texts`: the
+    documents, as read (documents())."""
     found = {noun: set() for noun in ("epoch", "check", "image", "parameter", "pixel", "thread",
                                       "round", "seed")}
     found["px"] = found["pixel"]
@@ -1263,8 +1264,8 @@ def counts(root: Path) -> dict[str, set[float]]:
             walk(json.loads(path.read_text()))
         except (OSError, ValueError):  # the tables name a damaged file; this check only reads
             continue
-    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        for name, value in OPTION_VALUE.findall(doc.read_text()):
+    for text in (documents(root) if texts is None else texts).values():
+        for name, value in OPTION_VALUE.findall(text):
             add(name, int(value))
     add("rounds", train_speed.get_args_parser().get_default("rounds"))  # the benchmark's own
     train = round(50_000 * (1 - data.VALIDATION_FRACTION))
@@ -1344,7 +1345,7 @@ def regenerate(root: Path = ROOT, check: bool = False) -> list[str]:
             lines.append(f"{path.relative_to(root)}: {state if check else 'written'}")
             if not check:
                 save_text(text, path)
-    known, counted = constants(), counts(root)
+    known, counted = constants(), counts(root, texts)
     for doc, old in texts.items():
         where = doc.relative_to(root).as_posix()
         new, errors = render_blocks(old, markdown, where)
