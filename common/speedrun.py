@@ -287,18 +287,14 @@ def predict(model, x, tta_level):
     return 0.5 * with_flip(x) + 0.25 * sum(map(with_flip, shifted))
 
 
-def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=False,
-                   run_name="speedrun", monitor=True):
-    """Train on train+validation (all training images), score on test. Returns (metrics with
-    the history and the confusion matrix, model). `monitor`: test accuracy after each epoch,
-    its cost kept out of `train_time_s` but inside `wall_time_s`."""
-    t_start = perf_counter()
+def prepare(splits, cfg, device, seed):
+    """What training starts from: the batches, the network with its whitening fitted (and the
+    seconds that took), the optimizers and their schedules."""
     check_batch_size(splits, cfg)
     seed_everything(seed)
     images, labels = training_images(splits)
     batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
                            translate_px=cfg.translate_px, translate_reflect=cfg.translate_reflect)
-    test = scoring_batches(splits, device)
     model = SpeedrunNet(cfg)
     # the whitening fitted to a random sample (image folders list the images class by class)
     t0 = perf_counter()
@@ -308,59 +304,72 @@ def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=Fa
     whiten_time = perf_counter() - t0
     model.to(device, memory_format=torch.channels_last)  # in training mode
     optimizer = make_speedrun_optimizer(model, cfg)
-    total_steps = cfg.epochs * len(batches)
-    multiplier = WarmupLinear(total_steps, cfg.warmup, cfg.lr_start, cfg.lr_end)
+    multiplier = WarmupLinear(cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
-    lookahead = Lookahead(model, total_steps) if cfg.lookahead else None
-    history, train_time, ema, step = {"checks": [], "step_loss": []}, 0.0, None, 0
-    # the monitoring evaluation after each epoch is the loop's one check
-    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches),
-                           check_steps={len(batches)} if monitor else set(),
-                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size,
-                           early_stopping=False)
+    return batches, model, whiten_time, optimizer, schedulers
+
+
+def _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device, precision, history,
+                 lookahead, ema, estimate, bar, say, run_name):
+    """One epoch's steps; their running score."""
+    if epoch == cfg.whiten_bias_epochs:
+        model.whiten.bias.requires_grad_(False)
+    score = RunningScore()
+    for step_in_epoch, (x, y) in enumerate(batches.epoch(epoch), 1):
+        if epoch < cfg.low_res_epochs:
+            x = F.interpolate(x, size=cfg.low_res_px, mode="bilinear", antialias=True)
+        loss, correct = train_step(model, optimizer, x, y, device, precision, cfg.label_smoothing)
+        for scheduler in schedulers:
+            scheduler.step()
+        history["step_loss"].append(loss)
+        step = len(history["step_loss"])
+        if lookahead:
+            lookahead.step(step)
+        if ema:
+            ema.update_parameters(model)
+        check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}",
+                     lr=optimizer.param_groups[0]["lr"])
+        score.add(loss, correct, len(y))
+        estimate.step_done()
+        if say and estimate.due(step_in_epoch):
+            bar.write(estimate.line(run_name, epoch), file=sys.stderr)
+        # tqdm's ETA is the epoch's; the run's beside it
+        bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]), refresh=False)
+        bar.update(1)
+    return score
+
+
+def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=False,
+                   run_name="speedrun", monitor=True):
+    """Train on all training images, score on test: (metrics with the history and confusion
+    matrix, model). `monitor`: test accuracy each epoch (outside train_time_s, in wall_time_s)."""
+    t_start = perf_counter()
+    batches, model, whiten_time, optimizer, schedulers = prepare(splits, cfg, device, seed)
+    test = scoring_batches(splits, device)
+    lookahead = Lookahead(model, cfg.epochs * len(batches)) if cfg.lookahead else None
+    history, train_time, ema = {"checks": [], "step_loss": []}, 0.0, None
+    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches), early_stopping=False,
+                           check_steps={len(batches)} if monitor else set(),  # one check an epoch
+                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size)
     for epoch in range(cfg.epochs):
         t0 = perf_counter()
         last = epoch == cfg.epochs - 1
         estimate.start()
         if cfg.ema_epochs and epoch == max(cfg.epochs - cfg.ema_epochs, 0):
-            # BatchNorm's statistics averaged with the weights (use_buffers): no extra pass
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
-                                use_buffers=True)
-        if epoch == cfg.whiten_bias_epochs:
-            model.whiten.bias.requires_grad_(False)
-        score = RunningScore()
+                                use_buffers=True)  # BatchNorm's statistics too: no extra pass
         with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
                           progress) as bar:
-            for step_in_epoch, (x, y) in enumerate(batches.epoch(epoch), 1):
-                if epoch < cfg.low_res_epochs:
-                    x = F.interpolate(x, size=cfg.low_res_px, mode="bilinear", antialias=True)
-                loss, correct = train_step(model, optimizer, x, y, device, precision,
-                                           cfg.label_smoothing)
-                for scheduler in schedulers:
-                    scheduler.step()
-                history["step_loss"].append(loss)
-                step += 1
-                if lookahead:
-                    lookahead.step(step)
-                if ema:
-                    ema.update_parameters(model)
-                check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}",
-                             lr=optimizer.param_groups[0]["lr"])
-                score.add(loss, correct, len(y))
-                estimate.step_done()
-                if (progress or monitor) and estimate.due(step_in_epoch):
-                    bar.write(estimate.line(run_name, epoch), file=sys.stderr)
-                # tqdm's ETA is the epoch's; the run's beside it
-                bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]),
-                                refresh=False)
-                bar.update(1)
+            score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device,
+                                 precision, history, lookahead, ema, estimate, bar,
+                                 progress or monitor, run_name)
         if last and lookahead:
             lookahead.finish()
         if last and ema:
             model.load_state_dict(ema.module.state_dict())
         train_time += perf_counter() - t0
         train_loss, train_acc = score.means()
-        row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
+        row = {"epoch": epoch + 1, "step": len(history["step_loss"]), "train_loss": train_loss,
                "train_accuracy": train_acc, "test_loss": float("nan"),
                "test_accuracy": float("nan"), "train_time_s": round(train_time, 2),
                "wall_time_s": round(perf_counter() - t_start, 2),
@@ -371,31 +380,21 @@ def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=Fa
         history["checks"].append(row)
         if progress or monitor:
             log_epoch(run_name, row, seconds_key="train_time_s")
-    # the final scoring, with test-time augmentation
-    t0 = perf_counter()
-    confusion = empty_confusion()
-    tta_loss, tta_acc = evaluate(model, test, device, precision,
-                                 forward=lambda x: predict(model, x, cfg.tta_level),
-                                 confusion=confusion)
+    t0, confusion = perf_counter(), empty_confusion()  # the final scoring, with TTA
+    tta_loss, tta_acc = evaluate(model, test, device, precision, confusion=confusion,
+                                 forward=lambda x: predict(model, x, cfg.tta_level))
     tta_time = perf_counter() - t0
-    return {
-        "run": run_name,
-        "final": {"test": {"loss": row["test_loss"], "accuracy": row["test_accuracy"]},
-                  "test_tta": {"loss": tta_loss, "accuracy": tta_acc}},
-        "whiten_time_s": round(whiten_time, 2),
-        "train_time_s": round(train_time, 2),
-        "tta_time_s": round(tta_time, 2),
-        # what the recipe costs: whitening fit, training and the final scoring (the per-epoch
-        # monitoring evaluations and data preparation aside)
-        "recipe_time_s": round(whiten_time + train_time + tta_time, 2),
-        "wall_time_s": round(perf_counter() - t_start, 2),
-        "epochs_completed": cfg.epochs,
-        "precision": precision,
-        "device": str(device),
-        "seed": seed,
-        "history": history,
-        "confusion": confusion_rows(confusion),
-    }, model
+    # recipe_time_s, what the recipe costs: whitening fit, training and the final scoring (the
+    # per-epoch monitoring evaluations and data preparation aside)
+    return {"run": run_name,
+            "final": {"test": {"loss": row["test_loss"], "accuracy": row["test_accuracy"]},
+                      "test_tta": {"loss": tta_loss, "accuracy": tta_acc}},
+            "whiten_time_s": round(whiten_time, 2), "train_time_s": round(train_time, 2),
+            "tta_time_s": round(tta_time, 2),
+            "recipe_time_s": round(whiten_time + train_time + tta_time, 2),
+            "wall_time_s": round(perf_counter() - t_start, 2), "epochs_completed": cfg.epochs,
+            "precision": precision, "device": str(device), "seed": seed, "history": history,
+            "confusion": confusion_rows(confusion)}, model
 
 
 # ---------------------------------------------------------------------------- several seeds
