@@ -166,7 +166,7 @@ class Side:
             epoch += 1
 
     def step(self):
-        """The recipe's step as common.speedrun._train_epoch takes it: the next augmented
+        """The recipe's step as common.speedrun.train_speedrun takes it: the next augmented
         batch, common.trainer.train_step, the schedules."""
         x, y = next(self.stream)
         train_step(self.forward, self.optimizer, x, y, CPU, self.precision,

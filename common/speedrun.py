@@ -21,23 +21,20 @@ first step and its bias frozen part-way, scoring with test-time augmentation. Th
 values and schedule are in common.recipes, its optimizer below; the training step, the running score,
 the divergence check, the log line, evaluation and the run folder's format are the package's.
 """
-from __future__ import annotations
-
 import statistics
 import sys
-import time
-from pathlib import Path
+from time import perf_counter
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from .models import ACTIVATIONS
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
-                   CIFAR10Splits, TensorLoader, normalize)
-from .config import RunConfig, starting_point
+                   TensorLoader, normalize)
+from .config import starting_point
 from .errors import UserError
 from .files import RunDir, save_json
 from .recipes import FILTER_OPTIMIZERS, SpeedrunConfig, WarmupLinear
@@ -52,36 +49,23 @@ DATA_SEED = 0
 
 
 # ---------------------------------------------------------------------------- the network
-def patches(images: torch.Tensor, size: int) -> torch.Tensor:
+def patches(images, size):
     """Every size x size patch of a (N, C, H, W) batch as rows of C*size*size values, in the
     order a conv weight of shape (out, C, size, size) flattens to."""
-    n, c, _, _ = images.shape
-    p = images.unfold(2, size, 1).unfold(3, size, 1)        # N, C, H', W', size, size
-    return p.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * size * size)
+    return F.unfold(images, size).mT.flatten(0, 1)
 
 
-def whitening_filters(images: torch.Tensor, size: int = 2, eps: float = 5e-4):
+def whitening_filters(images, size, eps):
     """(weight, bias) of a conv layer that maps every size x size patch of these images to
     decorrelated unit-variance outputs (ZCA's eigenbasis, PCA-whitened), followed by the same
     filters negated, so that a ReLU-like activation keeps both signs: 2*C*size*size filters."""
     x = patches(images.double(), size)
     mean = x.mean(0)
-    cov = torch.cov((x - mean).T)
-    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-    w = eigenvectors.T / (eigenvalues.clamp_min(0) + eps).sqrt().unsqueeze(1)  # rows: filters
-    c = images.shape[1]
-    w = w.flip(0)  # largest-variance direction first
-    weight = torch.cat([w, -w]).view(-1, c, size, size)
-    bias = -(torch.cat([w, -w]) @ mean)
-    return weight.float(), bias.float()
-
-
-class FrozenScaleBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose scale stays 1: only the shift (bias) learns."""
-
-    def __init__(self, channels: int, momentum: float):
-        super().__init__(channels, momentum=momentum, eps=1e-12)
-        self.weight.requires_grad_(False)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov((x - mean).T))
+    # rows: filters, the largest-variance direction first
+    w = (eigenvectors / (eigenvalues.clamp_min(0) + eps).sqrt()).T.flip(0)
+    w = torch.cat([w, -w])
+    return w.unflatten(1, (-1, size, size)).float(), (-(w @ mean)).float()
 
 
 class MatrixConv(nn.Module):
@@ -91,76 +75,66 @@ class MatrixConv(nn.Module):
     the convolution receives is already channels-last. The first min(in, out) filters start
     as identities (Dirac) on the channels they receive."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin, cout):
         super().__init__()
-        self.cin = cin
         self.weight = nn.Parameter(torch.empty(cout, 9 * cin))
-        with torch.no_grad():
-            filters = self.filters()
-            nn.init.kaiming_uniform_(filters, a=5 ** 0.5)  # nn.Conv2d's own initialisation
-            k = min(cin, cout)
-            nn.init.dirac_(filters[:k, :k])
-            filters[:k, k:].zero_()
+        filters = self.filters()
+        nn.init.kaiming_uniform_(filters, a=5 ** 0.5)  # nn.Conv2d's own initialisation
+        # identities on the first min(in, out) channels, zeros beside them
+        nn.init.dirac_(filters[:min(cin, cout)])
 
-    def filters(self) -> torch.Tensor:
+    def filters(self):
         """The (out, in, 3, 3) view of the matrix."""
-        return self.weight.view(len(self.weight), 3, 3, self.cin).permute(0, 3, 1, 2)
+        return self.weight.unflatten(1, (3, 3, -1)).permute(0, 3, 1, 2)
 
     def forward(self, x):
         return F.conv2d(x, self.filters(), padding=1)
 
 
-# Jordan 2024's GELU; ReLU, whose step a benchmark measured cheaper on a CPU, a candidate
-# that lost (docs/speedrun.md)
+def conv_group(cin, cout, cfg):
+    """conv -> max-pool -> BatchNorm -> activation -> conv -> BatchNorm -> activation."""
+    act = ACTIVATIONS[cfg.activation]
 
-
-class ConvGroup(nn.Sequential):
-    def __init__(self, cin: int, cout: int, bn_momentum: float, activation: str = "gelu"):
-        act = ACTIVATIONS[activation]
-        super().__init__(
-            MatrixConv(cin, cout), nn.MaxPool2d(2), FrozenScaleBatchNorm(cout, bn_momentum),
-            act(), MatrixConv(cout, cout), FrozenScaleBatchNorm(cout, bn_momentum), act())
+    def norm():  # its scale stays 1: only its shift learns
+        bn = nn.BatchNorm2d(cout, momentum=cfg.bn_momentum, eps=1e-12)
+        bn.weight.requires_grad_(False)
+        return bn
+    return nn.Sequential(MatrixConv(cin, cout), nn.MaxPool2d(2), norm(), act(),
+                         MatrixConv(cout, cout), norm(), act())
 
 
 class SpeedrunNet(nn.Module):
-    """whiten (2x2, frozen) -> GELU -> 3 conv groups (each halves the map) -> max -> linear."""
+    """whiten (2x2, frozen) -> GELU -> 3 conv groups (each halves the map) -> max -> linear.
+    Built from a SpeedrunConfig, keywords changing its fields (SpeedrunNet(widths=...))."""
 
-    def __init__(self, widths=(64, 256, 256), patch: int = 2, bn_momentum: float = 0.4,
-                 head_scale: float = 1 / 9, num_classes: int = NUM_CLASSES,
-                 activation: str = "gelu"):
+    def __init__(self, cfg=SpeedrunConfig(), **changes):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from "
-                             f"{', '.join(ACTIVATIONS)}")
-        whiten_width = 2 * 3 * patch * patch
-        self.whiten = nn.Conv2d(3, whiten_width, patch, bias=True)
+        cfg = replace(cfg, **changes)
+        chans = [2 * 3 * cfg.whiten_patch ** 2, *cfg.widths]
+        self.whiten = nn.Conv2d(3, chans[0], cfg.whiten_patch)
         self.whiten.weight.requires_grad_(False)
-        chans = [whiten_width, *widths]
-        self.activation = ACTIVATIONS[activation]()
-        self.groups = nn.Sequential(*[ConvGroup(a, b, bn_momentum, activation)
-                                      for a, b in zip(chans, chans[1:])])
-        self.head = nn.Linear(widths[-1], num_classes, bias=False)
-        self.head_scale = head_scale
+        self.activation = ACTIVATIONS[cfg.activation]()
+        self.groups = nn.Sequential(*[conv_group(a, b, cfg) for a, b in zip(chans, chans[1:])])
+        self.head = nn.Linear(chans[-1], NUM_CLASSES, bias=False)
+        self.head_scale = cfg.head_scale
 
     @classmethod
-    def from_config(cls, cfg: SpeedrunConfig) -> "SpeedrunNet":
-        return cls(cfg.widths, cfg.whiten_patch, cfg.bn_momentum, cfg.head_scale,
-                   activation=cfg.activation)
+    def from_config(cls, cfg):
+        return cls(cfg)
 
     def filter_matrices(self):
         """The conv groups' filter banks, each a matrix (Muon's parameters)."""
         return (m.weight for m in self.modules() if isinstance(m, MatrixConv))
 
     @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4):
+    def init_whitening(self, images, eps):
         weight, bias = whitening_filters(images, self.whiten.kernel_size[0], eps)
         self.whiten.weight.copy_(weight)
         self.whiten.bias.copy_(bias)
 
     def forward(self, x):
         x = self.groups(self.activation(self.whiten(x)))
-        x = F.adaptive_max_pool2d(x, 1).flatten(1)
-        return self.head(x) * self.head_scale
+        return self.head(F.adaptive_max_pool2d(x, 1).flatten(1)) * self.head_scale
 
 
 # ---------------------------------------------------------------------------- data
@@ -172,52 +146,69 @@ class TrainBatches:
     translation: shifted by up to `translate_px` whole pixels in x and y, the uncovered
       border black or mirrored (the package's batched translation, common.data.BatchAugment)."""
 
-    def __init__(self, images, labels, batch_size: int, *, device, seed: int, translate_px: int,
-                 translate_reflect: bool = False):
+    def __init__(self, images, labels, batch_size, *, device, seed, translate_px,
+                 translate_reflect=False):
         self.images, self.labels = images.to(device), labels.to(device)
-        self.batch_size, self.device, self.seed = batch_size, torch.device(device), seed
-        self.flip_phase = (torch.rand(len(labels), generator=epoch_generator(seed, 99_991))
-                           < 0.5).to(device)
+        self.batch_size, self.seed = batch_size, seed
+        # (N, 1, 1, 1): each image's flip, broadcast over its pixels
+        self.flip_phase = (torch.rand(len(labels), 1, 1, 1,
+                                      generator=epoch_generator(seed, 99_991)) < 0.5).to(device)
         self.translate = BatchAugment(AugmentConfig(translate_px=translate_px,
                                                     translate_reflect=translate_reflect))
 
-    def __len__(self) -> int:
+    def __len__(self):
         return len(self.labels) // self.batch_size  # the last incomplete batch is dropped
 
-    def epoch(self, epoch: int):
+    def epoch(self, epoch):
         order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, epoch))
-        order = order.to(self.device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            flip = self.flip_phase[idx] ^ bool(epoch % 2)
-            images = torch.where(flip.view(-1, 1, 1, 1), self.images[idx].flip(-1),
-                                 self.images[idx])
-            x = self.translate(images.float().div_(255))
-            yield normalize(x, SPEEDRUN_NORMALIZATION), self.labels[idx]
+        for idx in order.to(self.labels.device).split(self.batch_size)[:len(self)]:
+            images = self.images[idx]
+            images = torch.where(self.flip_phase[idx] ^ bool(epoch % 2), images.flip(-1), images)
+            yield (normalize(self.translate(images.float().div_(255)), SPEEDRUN_NORMALIZATION),
+                   self.labels[idx])
+
+
+def training_images(splits):
+    """Every training image: the recipe has no validation split."""
+    return (torch.cat([splits.train.images, splits.val.images]),
+            torch.cat([splits.train.labels, splits.val.labels]))
+
+
+def scoring_batches(splits, device):
+    """The test images as the recipe scores them."""
+    return TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
+                        train=False, normalization=SPEEDRUN_NORMALIZATION)
+
+
+def check_batch_size(splits, cfg):
+    """A batch larger than the training set would train on fewer images than it records."""
+    n = len(splits.train) + len(splits.val)
+    if cfg.batch_size > n:
+        raise UserError(f"larger than the {n} training images", setting="batch_size",
+                        value=cfg.batch_size)
 
 
 # ---------------------------------------------------------------------------- training
+@dataclass
 class Optimizers:
     """Several optimizers stepped as one: the speed-run's Muon for the filters beside SGD for
     the rest. Each keeps its own schedule (a scheduler takes a single optimizer)."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
+    optimizers: list
 
     @property
-    def param_groups(self) -> list[dict]:
+    def param_groups(self):
         return [g for o in self.optimizers for g in o.param_groups]
 
-    def zero_grad(self, set_to_none: bool = True):
+    def zero_grad(self, set_to_none=True):
         for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
+            o.zero_grad(set_to_none)
 
     def step(self):
         for o in self.optimizers:
             o.step()
 
 
-def make_speedrun_optimizer(model, cfg: SpeedrunConfig) -> Optimizers:
+def make_speedrun_optimizer(model, cfg):
     """Nesterov SGD (Jordan 2024), biases at bias_lr_scale times the rate; with
     filter_optimizer "muon", the conv filters (the model's `filter_matrices()`) are Muon's
     instead. PyTorch's weight_decay is multiplied by the (scheduled) rate, so setting it to
@@ -225,33 +216,30 @@ def make_speedrun_optimizer(model, cfg: SpeedrunConfig) -> Optimizers:
     rate's size (it still follows the schedule, and passes through the momentum buffer, as in
     the published recipe: not AdamW-style decoupling from the gradient step)."""
     if cfg.filter_optimizer not in FILTER_OPTIMIZERS:
-        raise ValueError(f"unknown filter optimizer {cfg.filter_optimizer!r}; choose from "
-                         f"{FILTER_OPTIMIZERS}")
+        raise ValueError(
+            f"unknown filter optimizer {cfg.filter_optimizer!r}; choose from {FILTER_OPTIMIZERS}")
     muon = list(model.filter_matrices()) if cfg.filter_optimizer == "muon" else []
-    taken = {id(p) for p in muon}
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in taken]
-    biases = [p for n, p in named if n.endswith("bias")]
-    others = [p for n, p in named if not n.endswith("bias")]
-    lr_b = cfg.lr * cfg.bias_lr_scale
-    groups = [dict(params=others, lr=cfg.lr, weight_decay=cfg.weight_decay / cfg.lr),
-              dict(params=biases, lr=lr_b, weight_decay=cfg.weight_decay / lr_b)]
+    weights, biases = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad and not any(p is m for m in muon):
+            (biases if name.endswith("bias") else weights).append(p)
+    groups = [dict(params=params, lr=lr, weight_decay=cfg.weight_decay / lr)
+              for params, lr in ((weights, cfg.lr), (biases, cfg.lr * cfg.bias_lr_scale))]
     sgd = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True)
-    if not muon:
-        return Optimizers(sgd)
-    return Optimizers(sgd, make_muon(muon, cfg))
+    return Optimizers([sgd, make_muon(muon, cfg)] if muon else [sgd])
 
 
-def make_muon(filters: list, cfg: SpeedrunConfig) -> torch.optim.Muon:
+def make_muon(filters, cfg):
     """torch's Muon (2-D parameters: each filter bank as one (out, in x k x k) matrix), no
     weight decay. Its orthogonalised step has a fixed size, so the filters' norm alone would
     set the effective rate (BatchNorm follows each conv: only their direction matters); as in
     airbench94_muon, each matrix is rescaled to norm sqrt(rows) before every step, which holds
     that rate where the schedule puts it."""
-    muon = torch.optim.Muon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
+    muon = torch.optim.Muon(filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum,  # Nesterov's
                             weight_decay=0.0, ns_steps=cfg.muon_ns_steps)
 
     @torch.no_grad()
-    def renormalize(optimizer, args, kwargs):
+    def renormalize(*_):  # a step pre-hook: (optimizer, args, kwargs)
         for p in filters:
             p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
     muon.register_step_pre_hook(renormalize)
@@ -266,20 +254,18 @@ class Lookahead:
     copy."""
     every, decay = 5, 0.95 ** 5
 
-    def __init__(self, model: nn.Module, total_steps: int):
-        self.model, self.total = model, max(total_steps, 1)
-        self.slow = [t.detach().clone() for t in self._weights()]
+    def __init__(self, model, total_steps):
+        # state_dict's tensors: detached, sharing the weights' and buffers' storage
+        self.fast = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow = [t.clone() for t in self.fast]
+        self.total = total_steps
 
-    def _weights(self):
-        return [t for t in self.model.state_dict().values() if t.is_floating_point()]
-
-    @torch.no_grad()
-    def pull(self, decay: float):
-        for slow, fast in zip(self.slow, self._weights()):
+    def pull(self, decay):
+        for slow, fast in zip(self.slow, self.fast):
             slow.lerp_(fast, 1 - decay)
             fast.copy_(slow)
 
-    def step(self, step: int):
+    def step(self, step):
         if step % self.every == 0:
             self.pull(self.decay * (step / self.total) ** 3)
 
@@ -288,183 +274,132 @@ class Lookahead:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, tta_level: int) -> torch.Tensor:
+def predict(model, x, tta_level):
     """Logits, averaged over test-time views: level 1 adds the mirror image; level 2 also the
     image shifted one pixel up-left and one down-right (each with its mirror), at half weight."""
     def with_flip(v):
-        if tta_level == 0:
-            return model(v)
-        return 0.5 * (model(v) + model(v.flip(-1)))
+        return model(v) if tta_level == 0 else 0.5 * (model(v) + model(v.flip(-1)))
 
-    logits = with_flip(x)
-    if tta_level >= 2:
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        h, w = x.shape[-2:]
-        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
-        logits = 0.5 * logits + 0.25 * sum(with_flip(s) for s in shifted)
-    return logits
+    if tta_level < 2:
+        return with_flip(x)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = padded[..., :-2, :-2], padded[..., 2:, 2:]  # up-left, down-right
+    return 0.5 * with_flip(x) + 0.25 * sum(map(with_flip, shifted))
 
 
-
-def training_images(splits: CIFAR10Splits) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every training image: the recipe has no validation split."""
-    return (torch.cat([splits.train.images, splits.val.images]),
-            torch.cat([splits.train.labels, splits.val.labels]))
-
-
-def scoring_batches(splits: CIFAR10Splits, device) -> TensorLoader:
-    """The test images as the recipe scores them."""
-    return TensorLoader(splits.test.images, splits.test.labels, EVAL_BATCH_SIZE, device=device,
-                        train=False, normalization=SPEEDRUN_NORMALIZATION)
-
-
-def check_batch_size(splits: CIFAR10Splits, cfg: SpeedrunConfig):
-    """A batch larger than the training set would train on fewer images than it records."""
-    n = len(splits.train) + len(splits.val)
-    if cfg.batch_size > n:
-        raise UserError(f"larger than the {n} training images", setting="batch_size",
-                        value=cfg.batch_size)
-
-
-def _fit_whitening(model: SpeedrunNet, images: torch.Tensor, cfg: SpeedrunConfig,
-                   seed: int) -> float:
-    """Seconds spent fitting the whitening layer to a random sample of the training images
-    (a random one: image folders list the training images class by class)."""
-    start = time.perf_counter()
+def prepare(splits, cfg, device, seed):
+    """What training starts from: the batches, the network with its whitening fitted (and the
+    seconds that took), the optimizers and their schedules."""
+    check_batch_size(splits, cfg)
+    seed_everything(seed)
+    images, labels = training_images(splits)
+    batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
+                           translate_px=cfg.translate_px, translate_reflect=cfg.translate_reflect)
+    model = SpeedrunNet(cfg)
+    # the whitening fitted to a random sample (image folders list the images class by class)
+    t0 = perf_counter()
     sample = torch.randperm(len(images), generator=generator(seed))[:cfg.whiten_images]
     model.init_whitening(normalize(images[sample], SPEEDRUN_NORMALIZATION, channels_last=False),
                          cfg.whiten_eps)
-    return time.perf_counter() - start
+    whiten_time = perf_counter() - t0
+    model.to(device, memory_format=torch.channels_last)  # in training mode
+    optimizer = make_speedrun_optimizer(model, cfg)
+    multiplier = WarmupLinear(cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
+    return batches, model, whiten_time, optimizer, schedulers
 
 
-def _train_epoch(model, optimizer, schedulers, batches, epoch: int, *, cfg, device, precision,
-                 history: dict, bar, lookahead: Lookahead | None,
-                 ema: AveragedModel | None, estimate: RunEstimate, say: bool,
-                 run_name: str) -> RunningScore:
+def _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device, precision, history,
+                 lookahead, ema, estimate, bar, say, run_name):
+    """One epoch's steps; their running score."""
     if epoch == cfg.whiten_bias_epochs:
         model.whiten.bias.requires_grad_(False)
     score = RunningScore()
-    for x, y in batches.epoch(epoch):
+    for step_in_epoch, (x, y) in enumerate(batches.epoch(epoch), 1):
         if epoch < cfg.low_res_epochs:
             x = F.interpolate(x, size=cfg.low_res_px, mode="bilinear", antialias=True)
         loss, correct = train_step(model, optimizer, x, y, device, precision, cfg.label_smoothing)
         for scheduler in schedulers:
             scheduler.step()
         history["step_loss"].append(loss)
-        if lookahead is not None:
-            lookahead.step(len(history["step_loss"]))
-        if ema is not None:
+        step = len(history["step_loss"])
+        if lookahead:
+            lookahead.step(step)
+        if ema:
             ema.update_parameters(model)
-        check_finite(loss, "training loss", f"epoch {epoch + 1}, step {len(history['step_loss'])}",
+        check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}",
                      lr=optimizer.param_groups[0]["lr"])
         score.add(loss, correct, len(y))
         estimate.step_done()
-        step_in_epoch = len(history["step_loss"]) - epoch * len(batches)
         if say and estimate.due(step_in_epoch):
-            tqdm.write(estimate.line(run_name, epoch), file=sys.stderr)
+            bar.write(estimate.line(run_name, epoch), file=sys.stderr)
         # tqdm's ETA is the epoch's; the run's beside it
-        bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]),
-                        refresh=False)
+        bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]), refresh=False)
         bar.update(1)
     return score
 
 
-def train_speedrun(splits: CIFAR10Splits, cfg: SpeedrunConfig, *, device,
-                   precision: str = "fp32", seed: int = 0, progress: bool = False,
-                   run_name: str = "speedrun", monitor: bool = True) -> tuple[dict, nn.Module]:
-    """Train on train+validation (all training images), score on test. Returns (metrics with
-    the history and the confusion matrix, model). `monitor`: test accuracy after each epoch,
-    its cost kept out of `train_time_s` but inside `wall_time_s`."""
-    t_start = time.perf_counter()
-    check_batch_size(splits, cfg)
-    seed_everything(seed)
-    images, labels = training_images(splits)
-    batches = TrainBatches(images, labels, cfg.batch_size, device=device, seed=seed,
-                           translate_px=cfg.translate_px, translate_reflect=cfg.translate_reflect)
+def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=False,
+                   run_name="speedrun", monitor=True):
+    """Train on all training images, score on test: (metrics with the history and confusion
+    matrix, model). `monitor`: test accuracy each epoch (outside train_time_s, in wall_time_s)."""
+    t_start = perf_counter()
+    batches, model, whiten_time, optimizer, schedulers = prepare(splits, cfg, device, seed)
     test = scoring_batches(splits, device)
-    model = SpeedrunNet.from_config(cfg)
-    whiten_time = _fit_whitening(model, images, cfg, seed)
-    model = model.to(device, memory_format=torch.channels_last).train()
-    optimizer = make_speedrun_optimizer(model, cfg)
-    multiplier = WarmupLinear(cfg.epochs * len(batches), cfg.warmup, cfg.lr_start, cfg.lr_end)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, multiplier) for o in optimizer.optimizers]
     lookahead = Lookahead(model, cfg.epochs * len(batches)) if cfg.lookahead else None
     history, train_time, ema = {"checks": [], "step_loss": []}, 0.0, None
-    # the monitoring evaluation after each epoch is the loop's one check
-    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches),
-                           check_steps={len(batches)} if monitor else set(),
-                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size,
-                           early_stopping=False)
+    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches), early_stopping=False,
+                           check_steps={len(batches)} if monitor else set(),  # one check an epoch
+                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size)
     for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
+        t0 = perf_counter()
+        last = epoch == cfg.epochs - 1
         estimate.start()
         if cfg.ema_epochs and epoch == max(cfg.epochs - cfg.ema_epochs, 0):
-            # BatchNorm's statistics averaged with the weights (use_buffers): no extra pass
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
-                                use_buffers=True)
+                                use_buffers=True)  # BatchNorm's statistics too: no extra pass
         with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
                           progress) as bar:
-            score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg=cfg,
-                                 device=device, precision=precision, history=history, bar=bar,
-                                 lookahead=lookahead, ema=ema, estimate=estimate,
-                                 say=progress or monitor, run_name=run_name)
-        if lookahead is not None and epoch == cfg.epochs - 1:
+            score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device,
+                                 precision, history, lookahead, ema, estimate, bar,
+                                 progress or monitor, run_name)
+        if last and lookahead:
             lookahead.finish()
-        if ema is not None and epoch == cfg.epochs - 1:
+        if last and ema:
             model.load_state_dict(ema.module.state_dict())
-        train_time += time.perf_counter() - t0
+        train_time += perf_counter() - t0
         train_loss, train_acc = score.means()
         row = {"epoch": epoch + 1, "step": len(history["step_loss"]), "train_loss": train_loss,
                "train_accuracy": train_acc, "test_loss": float("nan"),
                "test_accuracy": float("nan"), "train_time_s": round(train_time, 2),
-               "wall_time_s": round(time.perf_counter() - t_start, 2),
+               "wall_time_s": round(perf_counter() - t_start, 2),
                "lr": optimizer.param_groups[0]["lr"]}
-        if monitor or epoch == cfg.epochs - 1:
+        if monitor or last:
             row["test_loss"], row["test_accuracy"] = evaluate(model, test, device, precision)
             estimate.check_done()
         history["checks"].append(row)
         if progress or monitor:
             log_epoch(run_name, row, seconds_key="train_time_s")
-    return _score(model, test, cfg, device=device, precision=precision, seed=seed,
-                  run_name=run_name, history=history, times=(whiten_time, train_time),
-                  t_start=t_start), model
-
-
-def _score(model, test, cfg, *, device, precision, seed, run_name, history, times,
-           t_start) -> dict:
-    """The final scoring with test-time augmentation, and the run's metrics."""
-    t0 = time.perf_counter()
-    confusion = empty_confusion()
-    tta_loss, tta_acc = evaluate(model, test, device, precision,
-                                 forward=lambda x: predict(model, x, cfg.tta_level),
-                                 confusion=confusion)
-    tta_time = time.perf_counter() - t0
-    whiten_time, train_time = times
-    last = history["checks"][-1]
-    return {
-        "run": run_name,
-        "final": {"test": {"loss": last["test_loss"], "accuracy": last["test_accuracy"]},
-                  "test_tta": {"loss": tta_loss, "accuracy": tta_acc}},
-        "whiten_time_s": round(whiten_time, 2),
-        "train_time_s": round(train_time, 2),
-        "tta_time_s": round(tta_time, 2),
-        # what the recipe costs: whitening fit, training and the final scoring (the per-epoch
-        # monitoring evaluations and data preparation aside)
-        "recipe_time_s": round(whiten_time + train_time + tta_time, 2),
-        "wall_time_s": round(time.perf_counter() - t_start, 2),
-        "epochs_completed": cfg.epochs,
-        "precision": precision,
-        "device": str(device),
-        "seed": seed,
-        "history": history,
-        "confusion": confusion_rows(confusion),
-    }
+    t0, confusion = perf_counter(), empty_confusion()  # the final scoring, with TTA
+    tta_loss, tta_acc = evaluate(model, test, device, precision, confusion=confusion,
+                                 forward=lambda x: predict(model, x, cfg.tta_level))
+    tta_time = perf_counter() - t0
+    # recipe_time_s, what the recipe costs: whitening fit, training and the final scoring (the
+    # per-epoch monitoring evaluations and data preparation aside)
+    return {"run": run_name,
+            "final": {"test": {"loss": row["test_loss"], "accuracy": row["test_accuracy"]},
+                      "test_tta": {"loss": tta_loss, "accuracy": tta_acc}},
+            "whiten_time_s": round(whiten_time, 2), "train_time_s": round(train_time, 2),
+            "tta_time_s": round(tta_time, 2),
+            "recipe_time_s": round(whiten_time + train_time + tta_time, 2),
+            "wall_time_s": round(perf_counter() - t_start, 2), "epochs_completed": cfg.epochs,
+            "precision": precision, "device": str(device), "seed": seed, "history": history,
+            "confusion": confusion_rows(confusion)}, model
 
 
 # ---------------------------------------------------------------------------- several seeds
-def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, root: Path,
-              device, precision: str, facts: dict | None = None, progress: bool = False,
-              on_finished=None) -> dict:
+def run_seeds(splits, config, seeds, *, root, device, precision, facts, progress=False,
+              on_finished=None):
     """Train the run `config` describes once per seed under root/seed<N>/; a seed finished
     earlier with the same configuration, precision and device is loaded, not retrained: an
     interrupted study loses at most the seed it was on. `facts`: what each seed's metrics.json
@@ -476,7 +411,7 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
         seed_config = config.with_settings(seed=seed)
         run_dir = RunDir(root / f"seed{seed}")
         _, result = starting_point(seed_config, run_dir, reuse=True)
-        if result is not None:
+        if result:
             print(f"{root.name} seed {seed}: finished earlier, loaded from {run_dir.path}")
         else:
             result, model = train_speedrun(splits, seed_config.recipe, device=device,
@@ -484,13 +419,12 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
                                            run_name=f"{root.name} seed {seed}")
             run_dir.create()
             seed_config.save(run_dir.path)
-            run_dir.save_best(model.state_dict(), seed_config.to_dict())
+            result["config"] = seed_config.to_dict()  # as a seed loaded back has it
+            run_dir.save_best(model.state_dict(), result["config"])
             run_dir.write_history(result["history"])
             run_dir.write_confusion(result.pop("confusion"))
-            result["config"] = seed_config.to_dict()  # as a seed loaded back has it
-            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"}
-                                  | (facts or {}))
-            if on_finished is not None:
+            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"} | facts)
+            if on_finished:
                 on_finished(run_dir, result)
         runs[seed] = result
     summary = summarize(runs)
@@ -500,7 +434,7 @@ def run_seeds(splits: CIFAR10Splits, config: RunConfig, seeds: list[int], *, roo
     return {"runs": runs, "summary": summary, "precision": precision}
 
 
-def summarize(runs: dict) -> dict:
+def summarize(runs):
     """Mean, spread (sample standard deviation) and range of the accuracies and times."""
     def stats(values):
         values = list(values)
@@ -508,7 +442,7 @@ def summarize(runs: dict) -> dict:
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "min": min(values), "max": max(values)}
 
-    rs = list(runs.values())
+    rs = runs.values()
     return {"seeds": list(runs), "n": len(rs),
             "test_accuracy_tta": stats(100 * r["final"]["test_tta"]["accuracy"] for r in rs),
             "test_accuracy": stats(100 * r["final"]["test"]["accuracy"] for r in rs),
