@@ -241,39 +241,28 @@ class RunDir:
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT_NAME
 
-    @property
-    def best(self) -> Path:
-        return self.path / BEST_NAME
-
     def create(self) -> "RunDir":
         if self.writer:
             ensure_writable_dir(self.path)
         return self
 
-    def save_checkpoint(self, state: dict):
+    def write(self, name: str, data):
+        """One of the run's files, whole and atomically, in the format its name says: .pt
+        torch.save's, .json JSON, .csv rows (dicts sharing their keys). Only the writer (rank 0
+        under torchrun) writes."""
         if self.writer:
-            save_torch(state, self.checkpoint)
+            {".pt": save_torch, ".json": save_json, ".csv": save_csv}[Path(name).suffix](
+                data, self.path / name)
 
     def save_best(self, weights: dict, config: dict):
         """best.pt, the one format of both loops: the best weights (a state_dict) under
         "model" and the run's record under "config", which rebuilds the network."""
-        if self.writer:
-            save_torch({"model": weights, "config": config}, self.best)
+        self.write(BEST_NAME, {"model": weights, "config": config})
 
     def write_history(self, history: dict):
-        if not self.writer:
-            return
-        save_csv(history["checks"], self.path / HISTORY_NAME)
-        save_csv([{"step": i + 1, "loss": v} for i, v in enumerate(history["step_loss"])],
-                 self.path / STEPS_NAME)
-
-    def write_metrics(self, metrics: dict):
-        if self.writer:
-            save_json(metrics, self.path / METRICS_NAME)
-
-    def write_confusion(self, rows: list[dict]):
-        if self.writer:
-            save_csv(rows, self.path / CONFUSION_NAME)
+        self.write(HISTORY_NAME, history["checks"])
+        self.write(STEPS_NAME, [{"step": i + 1, "loss": v}
+                                for i, v in enumerate(history["step_loss"])])
 
     def confusion(self, classes: tuple[str, ...] | None = None) -> list[dict]:
         """confusion.csv's rows (its cells as written), checked: one row per class, a

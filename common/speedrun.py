@@ -36,7 +36,7 @@ from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugm
                    TensorLoader, normalize)
 from .config import starting_point
 from .errors import UserError
-from .files import RunDir, save_json
+from .files import CONFUSION_NAME, METRICS_NAME, RunDir, save_json
 from .recipes import FILTER_OPTIMIZERS, SpeedrunConfig, WarmupLinear
 from .system import epoch_generator, generator, seed_everything
 from .trainer import (RunningScore, check_finite, confusion_rows, empty_confusion, evaluate,
@@ -422,8 +422,8 @@ def run_seeds(splits, config, seeds, *, root, device, precision, facts, progress
             result["config"] = seed_config.to_dict()  # as a seed loaded back has it
             run_dir.save_best(model.state_dict(), result["config"])
             run_dir.write_history(result["history"])
-            run_dir.write_confusion(result.pop("confusion"))
-            run_dir.write_metrics({k: v for k, v in result.items() if k != "history"} | facts)
+            run_dir.write(CONFUSION_NAME, result.pop("confusion"))
+            run_dir.write(METRICS_NAME, {k: v for k, v in result.items() if k != "history"} | facts)
             if on_finished:
                 on_finished(run_dir, result)
         runs[seed] = result

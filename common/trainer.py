@@ -22,7 +22,7 @@ from .data import CLASSES, NUM_CLASSES
 from .config import MAY_CHANGE_ON_RESUME, RunConfig
 from .models import weights_problem
 from .errors import DivergenceError, StopRequest, UserError
-from .files import RunDir, ensure_writable_dir
+from .files import CHECKPOINT_NAME, CONFUSION_NAME, METRICS_NAME, RunDir, ensure_writable_dir
 from .recipes import SCHEDULES, CosineToZero, Recipe
 from .system import autocast
 
@@ -369,8 +369,8 @@ class Trainer:
             if self.run_dir is not None:
                 self.run_dir.write_history(self.history)
                 if "test" in final:
-                    self.run_dir.write_confusion(confusion_rows(confusion))
-                self.run_dir.write_metrics(result)
+                    self.run_dir.write(CONFUSION_NAME, confusion_rows(confusion))
+                self.run_dir.write(METRICS_NAME, result)
             if stop.signal:  # in the last check or the final table: finished and written
                 raise stop.interrupted("the end of training", result=result)
         return result
@@ -415,7 +415,7 @@ class Trainer:
                     if self.early_stopping.should_stop:
                         break
                     if self.step_in_epoch < len(train) and self.run_dir is not None:
-                        self.run_dir.save_checkpoint(self.state_dict())  # the epoch's end: below
+                        self.run_dir.write(CHECKPOINT_NAME, self.state_dict())  # the epoch's end: below
                     estimate.check_done()
                 if stop_now:
                     stop.signal = stop.signal or signal.SIGTERM  # another rank was signalled
@@ -423,7 +423,7 @@ class Trainer:
         if not self.early_stopping.should_stop:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.run_dir is not None:
-            self.run_dir.save_checkpoint(self.state_dict())
+            self.run_dir.write(CHECKPOINT_NAME, self.state_dict())
         if self.dist.is_main and self.history["checks"]:
             log_epoch(name, self.history["checks"][-1])
 
@@ -533,14 +533,14 @@ class Trainer:
         sound = (self.run_dir is not None and self.best_state is not None
                  and self.early_stopping.best_score < SOUND_LOSS)
         if sound:  # the diverged state is worth nothing: resume from the best check's
-            self.run_dir.save_checkpoint(self.best_state)
+            self.run_dir.write(CHECKPOINT_NAME, self.best_state)
         raise DivergenceError(what, value, f"epoch {self.epoch + 1}, step {self.global_step}",
                               lr=self.optimizer.param_groups[0]["lr"],
                               checkpoint=self.run_dir.checkpoint if sound else None)
 
     def _interrupt(self, stop: StopRequest):
         if self.run_dir is not None:
-            self.run_dir.save_checkpoint(self.state_dict())
+            self.run_dir.write(CHECKPOINT_NAME, self.state_dict())
             self.run_dir.write_history(self.history)
         # the other ranks wait for rank 0's files: torchrun stops every worker as soon as
         # one exits non-zero, which could kill rank 0 before its checkpoint is written
