@@ -53,10 +53,10 @@ from bench import train_speed  # noqa: E402
 from common import data, models, recipes  # noqa: E402
 from common import results as figures  # noqa: E402
 from common.config import (Machine, RunConfig, SpeedrunMetrics, SplitScore,  # noqa: E402
-                           TrainerMetrics, checked, load_finished, read_json)
+                           TrainerMetrics, checked, load_confusion, load_finished, read_csv,
+                           read_json)
 from common.data import CLASSES  # noqa: E402
-from common.files import (CPU_FLAGS, METRICS_NAME, RunDir, read_csv, save_json,  # noqa: E402
-                          save_text)
+from common.files import CPU_FLAGS, METRICS_NAME, RunDir, save_json, save_text  # noqa: E402
 from common.results import budget, format_epochs, test_acc  # noqa: E402
 from common.run import MODELS  # noqa: E402
 import torch  # noqa: E402
@@ -249,7 +249,7 @@ class Results:
 
     def study_rows(self, study: str) -> list[dict]:
         """The study's results.csv (its variants in order, with their descriptions)."""
-        return read_csv(self.dir / study / "results.csv", ("run", "change"), min_rows=1)
+        return read_csv(self.dir / study / "results.csv", columns=("run", "change"), min_rows=1)
 
     def seeds(self, folder: str, kind=Seed) -> list[dict]:
         """The speed-run seeds of a folder (seed<N>/metrics.json), at least one."""
@@ -1034,7 +1034,7 @@ def figures_to_draw(r: Results) -> list[figures.Figure]:
         folder = str(path.parent.relative_to(r.dir))
         name = folder.replace("/", "_").replace("\\", "_")
         out.append(figures.confusion_figure(r.run(folder, kind=None),
-                                            RunDir(path.parent, writer=False).confusion(CLASSES),
+                                            load_confusion(RunDir(path.parent, writer=False), CLASSES),
                                             f"{name}_confusion.png"))
     return out
 

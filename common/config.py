@@ -13,6 +13,7 @@ record) and every value read back, or given, is validated against its type by on
 starts."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import json
@@ -26,9 +27,8 @@ from pydantic import AfterValidator, Field, InstanceOf, Strict, TypeAdapter, Val
 from typing_extensions import NotRequired, TypedDict
 
 from .errors import UserError
-from .files import (BEST_NAME, CHECKPOINT_NAME, CPU_FLAGS, HISTORY_NAME, METRICS_NAME,
-                    SPEEDRUN_HISTORY, TRAINER_HISTORY, RunDir, claim_folder, load_history,
-                    load_torch, save_json, shown, unreadable)
+from .files import (BEST_NAME, CHECKPOINT_NAME, CONFUSION_NAME, CPU_FLAGS, HISTORY_NAME,
+                    METRICS_NAME, STEPS_NAME, RunDir, claim_folder, load_torch, save_json)
 from .recipes import RECORD, Count, Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
 
 SCHEMA_VERSION = 1
@@ -51,12 +51,27 @@ _RULES = {"greater_than": "must be greater than {gt}",
           "less_than": "must be less than {lt}", "less_than_equal": "must be at most {le}",
           "literal_error": "must be {expected}", "finite_number": "must be a finite number",
           "int_type": "must be a whole number", "float_type": "must be a number",
+          "int_parsing": "must be a whole number", "float_parsing": "must be a number",
           "bool_type": "must be true or false", "string_type": "must be a string",
           "dict_type": "must be an object", "list_type": "must be a list",
           "tuple_type": "must be a tuple", "too_short": "must hold at least {min_length}",
           "too_long": "must hold at most {max_length}", "is_instance_of": "must be a {class}",
           "unexpected_keyword_argument": "is not a setting of this record",
           "missing_argument": "is missing", "missing": "is missing"}
+
+
+def shown(value) -> str:
+    """A value in an error line: short, an object or a list by its kind."""
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def unreadable(path, err: Exception, setting=None) -> UserError:
+    reason = (err.strerror if isinstance(err, OSError) and err.strerror
+              else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
+    return UserError(f"cannot read {path} ({reason})", setting=setting, value=path)
 
 
 @functools.cache
@@ -386,6 +401,86 @@ def read_checkpoint(path) -> dict:
             hint=f"; use the {CHECKPOINT_NAME} of a run's output folder ({BEST_NAME} holds the "
                  "best weights alone)", setting="resume", value=path)
     return state
+
+
+# ---------------------------------------------------------------- a run's CSV files
+
+# history.csv's columns: every run's, then the Trainer's and the speed-run's
+HISTORY = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+           "wall_time_s")
+TRAINER_HISTORY = HISTORY + ("val_loss", "val_accuracy")
+SPEEDRUN_HISTORY = HISTORY + ("train_time_s",)
+
+
+CountCell = Annotated[int, Field(ge=0)]  # lax: a CSV cell is text, read as the number it holds
+StepRow = TypedDict("StepRow", {"loss": float})
+
+
+def read_csv(path, kind=None, columns=(), min_rows: int = 0,
+             setting: str | None = None) -> list[dict]:
+    """A CSV file's rows, checked: the header has `columns`, at least `min_rows` rows follow
+    it, each with a cell for each header column and no more; each row validated as `kind`
+    (its cells, text, read as the numbers the type says) when one is given, else its cells as
+    written. A missing, unreadable or damaged file is one UserError naming it (and the line)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
+    except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8
+        raise unreadable(path, err, setting) from None
+    if not lines:  # what save_csv writes for no rows
+        lines = [(0, list(columns))]
+    header, lines = lines[0][1], lines[1:]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(f"{path}: it lacks the column{'s' * (len(missing) > 1)} "
+                        f"{', '.join(repr(c) for c in missing)}", setting=setting, value=path)
+    if len(lines) < min_rows:
+        raise UserError(f"{path}: {f'only {len(lines)} rows' if lines else 'no rows'} below "
+                        f"its header, at least {min_rows} expected", setting=setting, value=path)
+    rows = []
+    for n, row in lines:
+        if len(row) != len(header):
+            raise UserError(f"{path}: line {n} has {len(row)} cells, its header "
+                            f"{len(header)}", setting=setting, value=path)
+        row = dict(zip(header, row))
+        rows.append(row if kind is None else checked(row, kind, f"{path}: line {n}",
+                                                     setting=setting, value=path))
+    return rows
+
+
+def load_history(run_dir: Path, columns=HISTORY, setting: str | None = None) -> dict:
+    """history.csv (at least one row, `columns` among its columns, every cell a number) and
+    steps.csv when there is one (a number in each row's loss)."""
+    checks = read_csv(run_dir / HISTORY_NAME, dict[str, float], columns, 1, setting)
+    steps = (read_csv(run_dir / STEPS_NAME, StepRow, ("loss",), setting=setting)
+             if (run_dir / STEPS_NAME).is_file() else [])
+    return {"checks": checks, "step_loss": [r["loss"] for r in steps]}
+
+
+@functools.cache
+def _confusion_row(classes: tuple[str, ...]):
+    return TypedDict("ConfusionRow", {"class": Literal[classes],
+                                      **dict.fromkeys(classes, CountCell)})
+
+
+def load_confusion(run_dir: RunDir, classes: tuple[str, ...] | None = None) -> list[dict]:
+    """confusion.csv's rows (its cells as written), checked: one row per class, a
+    whole-number count (at least 0) in each class's column. `classes`: the names it must hold
+    (e.g. common.data.CLASSES), else those its header gives."""
+    path = run_dir / CONFUSION_NAME
+    rows = read_csv(path, columns=("class", *(classes or ())))
+    classes = classes or tuple(c for c in (rows[0] if rows else {})
+                               if c not in ("class", "accuracy"))
+    if not classes:
+        raise UserError(f"{path}: it names no class")
+    for n, row in enumerate(rows, 2):  # below the header: save_csv writes no blank line
+        checked(row, _confusion_row(classes), f"{path}: line {n}")
+    named = [row["class"] for row in rows]
+    wrong = [c for c in classes if named.count(c) != 1]
+    if wrong:
+        raise UserError(f"{path}: it has {named.count(wrong[0])} rows of class {wrong[0]}, "
+                        "not one")
+    return rows
 
 
 # ---------------------------------------------------------------- how a run starts

@@ -1,6 +1,6 @@
-"""Files: atomic writes, a run's folder and its on-disk format, the checkpoint reader, and the
-lock on an output folder. Everything a run writes goes through here; so does everything that
-reads a finished run back.
+"""Files: atomic writes, a run's folder and the files it holds, and the owner and lock of an
+output folder. Everything a run writes goes through here; what it holds is read back, each file
+checked against its type, by common.config (load_finished, read_checkpoint, load_confusion).
 
   checkpoint.pt  everything needed to resume (one dict, torchvision's keys plus the loop's state;
                  after a divergence, the state of the best check)
@@ -264,17 +264,6 @@ class RunDir:
         self.write(STEPS_NAME, [{"step": i + 1, "loss": v}
                                 for i, v in enumerate(history["step_loss"])])
 
-    def confusion(self, classes: tuple[str, ...] | None = None) -> list[dict]:
-        """confusion.csv's rows (its cells as written), checked: one row per class, a
-        whole-number count in each class's column. `classes`: the names it must hold (e.g.
-        common.data.CLASSES), else those its header gives."""
-        path = self.path / CONFUSION_NAME
-        rows = read_csv(path, ("class",))
-        problem = confusion_problem(rows, classes or _header_classes(rows))
-        if problem:
-            raise UserError(f"{path}: {problem}")
-        return rows
-
     def clear(self):
         """Remove what a run writes here (a run about to start in its place): a folder holds
         one run, whole, never one run's weights beside another's metrics."""
@@ -288,107 +277,6 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return (self.path / METRICS_NAME).is_file()
-
-# ---------------------------------------------------------------- reading a run's files back, checked
-
-# history.csv's columns: every run's, then the Trainer's and the speed-run's
-HISTORY = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-           "wall_time_s")
-TRAINER_HISTORY = HISTORY + ("val_loss", "val_accuracy")
-SPEEDRUN_HISTORY = HISTORY + ("train_time_s",)
-
-
-def shown(value) -> str:
-    """A value in an error line: short, an object or a list by its kind."""
-    if isinstance(value, (dict, list)):
-        return "an object" if isinstance(value, dict) else "a list"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def unreadable(path, err: Exception, setting=None) -> UserError:
-    reason = (err.strerror if isinstance(err, OSError) and err.strerror
-              else f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
-    return UserError(f"cannot read {path} ({reason})", setting=setting, value=path)
-
-
-def _number(text) -> bool:
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def read_csv(path, columns=(), numbers=(), min_rows: int = 0,
-             setting: str | None = None) -> list[dict]:
-    """A CSV file's rows (dicts of its cells as written), checked: the header has `columns`,
-    at least `min_rows` rows follow it, each with a cell for each header column and no more,
-    and the cells of `numbers` (or of every column when numbers is True) parse as numbers; a
-    missing, unreadable or damaged file is one UserError naming it."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
-    except (OSError, ValueError, csv.Error) as err:  # ValueError: not UTF-8
-        raise unreadable(path, err, setting) from None
-    if not lines:  # what save_csv writes for no rows
-        lines = [(0, list(columns))]
-    header, lines = lines[0][1], lines[1:]
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise UserError(f"{path}: it lacks the column{'s' * (len(missing) > 1)} "
-                        f"{', '.join(repr(c) for c in missing)}", setting=setting, value=path)
-    if len(lines) < min_rows:
-        raise UserError(f"{path}: {f'only {len(lines)} rows' if lines else 'no rows'} below "
-                        f"its header, at least {min_rows} expected", setting=setting, value=path)
-    for n, row in lines:
-        if len(row) != len(header):
-            raise UserError(f"{path}: line {n} has {len(row)} cells, its header "
-                            f"{len(header)}", setting=setting, value=path)
-        for column, text in zip(header, row):
-            if (numbers is True or column in numbers) and not _number(text):
-                raise UserError(f"{path}: line {n}, {column} is {shown(text)}, not a "
-                                "number", setting=setting, value=path)
-    return [dict(zip(header, row)) for _, row in lines]
-
-
-def _header_classes(rows: list[dict]) -> tuple[str, ...]:
-    return tuple(c for c in (rows[0] if rows else {}) if c not in ("class", "accuracy"))
-
-
-def confusion_problem(rows: list[dict], classes: tuple[str, ...]) -> str | None:
-    """Why confusion.csv's rows are not one per class with a whole-number count (at least 0)
-    for each predicted class, or None."""
-    if not classes:
-        return "it names no class"
-    missing = [c for c in classes if rows and c not in rows[0]]
-    if missing:
-        return (f"it lacks the column{'s' * (len(missing) > 1)} "
-                f"{', '.join(repr(c) for c in missing[:4])}")
-    for row in rows:
-        if row["class"] not in classes:
-            return f"it has a row of class {shown(row['class'])}, not one of {', '.join(classes)}"
-        for c in classes:
-            if not _number(row[c]) or not (float(row[c]).is_integer() and float(row[c]) >= 0):
-                return f"its row of {row['class']}, column {c} is {shown(row[c])}, not a count"
-    named = [row["class"] for row in rows]
-    wrong = [c for c in classes if named.count(c) != 1]
-    if wrong:
-        return f"it has {named.count(wrong[0])} rows of class {wrong[0]}, not one"
-    return None
-
-
-def load_history(run_dir, columns=HISTORY, setting: str | None = None) -> dict:
-    """history.csv (at least one row, `columns` among its columns, every cell a number) and
-    steps.csv when there is one (a number in each row's loss)."""
-    run_dir = Path(run_dir)
-    rows = read_csv(run_dir / HISTORY_NAME, columns, numbers=True, min_rows=1, setting=setting)
-    checks = [{k: float(v) for k, v in r.items()} for r in rows]
-    steps = ([float(r["loss"]) for r in read_csv(run_dir / STEPS_NAME, ("loss",), ("loss",),
-                                                  setting=setting)]
-             if (run_dir / STEPS_NAME).is_file() else [])
-    return {"checks": checks, "step_loss": steps}
-
 
 # ---------------------------------------------------------------- the folder's owner and lock
 

@@ -16,8 +16,8 @@ import torch
 
 from . import models, system
 from . import results as figures
-from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config, load_finished,
-                     read_checkpoint, starting_point)
+from .config import (CUSTOM_MODEL, SPEEDRUN_MODEL, RunConfig, load_config, load_confusion,
+                     load_finished, read_checkpoint, starting_point)
 from .data import CIFAR10Splits, Split, TensorLoader, cifar10_splits
 from .errors import (DivergenceError, Interrupted, UserError, keep_until_outputs, raise_kept, require_extra)
 from .files import FolderLock, RunDir, claim_folder, ensure_writable_dir, save_csv, save_json
@@ -256,7 +256,7 @@ def train_run(session: Session, name: str, module: torch.nn.Module | None = None
         print(f"{name}: trained far faster than its precision probe's fastest step (under load); "
               f"{choice.precision} stays, said in the reason of the next", file=sys.stderr)
     if session.is_main and "test" in result["final"]:
-        figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
+        figures.confusion_figure(result, load_confusion(run_dir)).draw(run_dir.path)
     return result | {"history": trainer.history, "model": trainer.raw_model}
 
 
@@ -271,7 +271,7 @@ def train_seeds(session: Session, name: str, seeds: list[int]) -> dict:
     choice = choose_run_precision(session, config)
 
     def confusion(run_dir, result):
-        figures.confusion_figure(result, run_dir.confusion()).draw(run_dir.path)
+        figures.confusion_figure(result, load_confusion(run_dir)).draw(run_dir.path)
     return run_seeds(session.splits, config, seeds, root=session.output_root / name,
                      device=session.device, precision=choice.precision,
                      progress=session.progress, on_finished=confusion,

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from common import api
+from common.config import load_confusion
 from common.files import RunDir
 from conftest import ROOT, args, load_script, make_images, one_error_line, write_image_folder
 
@@ -98,7 +99,7 @@ def test_evaluate_reproduces_a_speedrun_seeds_scores_with_and_without_tta(
     assert record["test_tta"]["loss"] == final["test_tta"]["loss"]
     assert record["tta_level"] == 2 and record["images"] == 50
     # the per-class counts are the TTA score's, as the seed's confusion.csv
-    rows = {r["class"]: r for r in RunDir(seed_dir).confusion()}
+    rows = {r["class"]: r for r in load_confusion(RunDir(seed_dir))}
     assert [c["correct"] for c in record["per_class"]] == [
         int(rows[c["class"]][c["class"]]) for c in record["per_class"]]
 

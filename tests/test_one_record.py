@@ -264,3 +264,28 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_place_and_value(tmp_path, d
     assert (err.value.setting, str(err.value)) == (
         "resume", f"not a resumable checkpoint: {words}; use the checkpoint.pt of a run's output "
                   "folder (best.pt holds the best weights alone)")
+
+
+@pytest.mark.parametrize("file, damage, words", [
+    ("history.csv", lambda t: t.replace("\n1.0,", "\nhigh,", 1), "line 3: epoch 'high': must be a number"),
+    ("confusion.csv", lambda t: t.replace("\nairplane,", "\nairplane,-", 1),
+     "line 2: airplane '-"),
+    ("confusion.csv", lambda t: t.replace("\nautomobile,", "\nplane,", 1),
+     "line 3: class 'plane': must be 'airplane', "),
+    ("confusion.csv", lambda t: t.replace("\nautomobile,", "\nairplane,", 1),
+     "it has 2 rows of class airplane, not one"),
+])
+def test_a_damaged_csv_of_a_run_is_one_line_naming_its_line(tmp_path, file, damage, words):
+    """history.csv and confusion.csv are read by the same validator, row by row: the file and
+    its line, the column, the value and the rule."""
+    from common.config import load_confusion, load_finished
+    from common.data import CLASSES
+    from common.files import RunDir
+    folder = finished_copy(tmp_path)
+    load_confusion(RunDir(folder), CLASSES)  # as committed: read
+    path = folder / file
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(UserError) as err:
+        load_finished(RunDir(folder)) if file == "history.csv" else load_confusion(
+            RunDir(folder), CLASSES)
+    assert str(err.value).startswith(f"{path}: {words}"), str(err.value)
