@@ -52,11 +52,12 @@ answer_help(__name__, get_args_parser)  # before torch loads: --help at once
 from bench import train_speed  # noqa: E402
 from common import data, models, recipes  # noqa: E402
 from common import results as figures  # noqa: E402
-from common.config import (Machine, RunConfig, SpeedrunMetrics, SplitScore,  # noqa: E402
+from common.config import (RunConfig, SpeedrunMetrics, SplitScore,  # noqa: E402
                            TrainerMetrics, checked, load_confusion, load_finished, read_csv,
                            read_json)
 from common.data import CLASSES  # noqa: E402
-from common.files import CPU_FLAGS, METRICS_NAME, RunDir, save_json, save_text  # noqa: E402
+from common.files import METRICS_NAME, RunDir, save_json, save_text  # noqa: E402
+from common.system import CPU_FLAGS, Machine  # noqa: E402
 from common.results import budget, format_epochs, test_acc  # noqa: E402
 from common.run import MODELS  # noqa: E402
 import torch  # noqa: E402
@@ -587,7 +588,7 @@ def one_machine(seeds: list[dict], where: Path) -> dict:
     return json.loads(machines.pop())
 
 
-# The fields of a machine record (common.files.Machine) that say which CPU ran and how many
+# The fields of a machine record (common.system.Machine) that say which CPU ran and how many
 # threads torch used: two records of one CPU kind agree in each
 CPU_FIELDS = ("cpu", "vendor", "family", "model", "stepping", "threads")
 

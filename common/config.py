@@ -27,9 +27,10 @@ from pydantic import AfterValidator, Field, InstanceOf, Strict, TypeAdapter, Val
 from typing_extensions import NotRequired, TypedDict
 
 from .errors import UserError
-from .files import (BEST_NAME, CHECKPOINT_NAME, CONFUSION_NAME, CPU_FLAGS, HISTORY_NAME,
+from .files import (BEST_NAME, CHECKPOINT_NAME, CONFUSION_NAME, HISTORY_NAME,
                     METRICS_NAME, STEPS_NAME, RunDir, claim_folder, load_torch, save_json)
 from .recipes import RECORD, Count, Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
+from .system import Machine
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -106,26 +107,7 @@ def checked(data, kind, where=None, *, prefix: str | None = None, hint: str = ""
 
 # As types: `checked` validates a file read back against them (each annotation is a limit;
 # strict: a number is an int or a float, never a bool or a string, as the writer wrote it).
-class SplitScore(TypedDict):
-    loss: Finite
-    accuracy: Finite
-
-
-# common.system.machine_record's one shape, None where the machine did not tell (not recorded)
-Flags = TypedDict("Flags", {f: Flag | None for f in CPU_FLAGS})
-
-
-class Machine(TypedDict):
-    cpu: Text
-    vendor: Text | None
-    family: Whole | None
-    model: Whole | None
-    stepping: Whole | None
-    flags: Flags
-    threads: Whole
-    torch: Text
-    device: Text
-    gpu: NotRequired[Text]
+SplitScore = TypedDict("SplitScore", {"loss": Finite, "accuracy": Finite})
 
 
 class _Finished(TypedDict):
@@ -142,10 +124,7 @@ class _Finished(TypedDict):
     precision_reason: NotRequired[Text]
 
 
-class TrainerFinal(TypedDict):
-    train: SplitScore
-    validation: SplitScore
-    test: SplitScore
+TrainerFinal = TypedDict("TrainerFinal", dict.fromkeys(("train", "validation", "test"), SplitScore))
 
 
 class TrainerMetrics(_Finished):
@@ -157,9 +136,7 @@ class TrainerMetrics(_Finished):
     train_wall_time_s: Finite
 
 
-class SpeedrunFinal(TypedDict):
-    test: SplitScore
-    test_tta: SplitScore
+SpeedrunFinal = TypedDict("SpeedrunFinal", {"test": SplitScore, "test_tta": SplitScore})
 
 
 class SpeedrunMetrics(_Finished):
@@ -363,15 +340,10 @@ class EarlyStoppingState(TypedDict):
     patience: NotRequired[Count | None]  # the run's as it was (a resumed run takes the one given)
 
 
-class RunningState(TypedDict):
-    loss_sum: Number
-    correct: Number
-    count: Number
+RunningState = TypedDict("RunningState", dict.fromkeys(("loss_sum", "correct", "count"), Number))
 
 
-class History(TypedDict):
-    checks: list[dict[str, Any]]
-    step_loss: list
+History = TypedDict("History", {"checks": list[dict[str, Any]], "step_loss": list})
 
 
 class Checkpoint(TypedDict):

@@ -41,9 +41,6 @@ CONFUSION_NAME = "confusion.csv"
 # every file a run writes in its folder ("config.json": common.config.CONFIG_NAME)
 RUN_FILES = (METRICS_NAME, CONFUSION_NAME, "confusion.png", HISTORY_NAME, STEPS_NAME, BEST_NAME,
              CHECKPOINT_NAME, "config.json")
-# CPU_FLAGS: the instruction sets that decide a CPU's speed here, AVX2 and AVX-512 for fp32,
-# avx512_bf16 and AMX (amx_bf16 or amx_tile in /proc/cpuinfo) for bf16.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
 # what torch.load raises for a file that is not a (complete, readable) torch file; a damaged
 # pickle can declare an object of any size (MemoryError, OverflowError: found by generated tests)
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, AttributeError, TypeError,

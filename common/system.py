@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from typing_extensions import NotRequired, TypedDict
 
 from .errors import UserError
-from .files import CPU_FLAGS
+from .recipes import Flag, Text, Whole
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -87,13 +88,33 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+# the instruction sets that decide a CPU's speed here: AVX2 and AVX-512 for fp32, avx512_bf16
+# and AMX (amx_bf16 or amx_tile in /proc/cpuinfo) for bf16
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
+Flags = TypedDict("Flags", {f: Flag | None for f in CPU_FLAGS})
+
+
+class Machine(TypedDict):
+    """machine_record's one shape, None where the machine did not tell (not recorded)."""
+    cpu: Text
+    vendor: Text | None
+    family: Whole | None
+    model: Whole | None
+    stepping: Whole | None
+    flags: Flags
+    threads: Whole
+    torch: Text
+    device: Text
+    gpu: NotRequired[Text]
+
+
 def machine_record(device: torch.device) -> dict:
     """What a run records about where it ran: the numbers of a run mean little without it.
     The model name alone ("Intel(R) Xeon(R) Processor" on a cloud VM) does not tell two CPUs
     apart, so the record adds /proc/cpuinfo's vendor and its family, model and stepping as
-    whole numbers, and `flags`: which of common.files.CPU_FLAGS the CPU has. A field the
+    whole numbers, and `flags`: which of CPU_FLAGS the CPU has. A field the
     machine does not tell is None (not recorded), never a guess: every record has this one
-    shape (common.files.MACHINE), so two records of one CPU compare equal field by field."""
+    shape (Machine), so two records of one CPU compare equal field by field."""
     info = _cpuinfo()
     listed = set(info["flags"].split()) if "flags" in info else None
     present = {"amx": {"amx_bf16", "amx_tile"}}

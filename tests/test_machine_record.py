@@ -1,4 +1,4 @@
-"""The machine record (common.system.machine_record): one shape (common.files.Machine) in every
+"""The machine record (common.system.machine_record): one shape (common.system.Machine) in every
 run and file under results/, the fields that tell two CPUs apart as whole numbers, None where
 the machine did not tell; report.same_cpu compares two by it, and report.py accepts the
 side-by-side and the bracket only when the published script's record (bench.machine_record,
@@ -13,7 +13,8 @@ import report
 from bench import machine_record
 from common import system
 from common.errors import UserError
-from common.config import Machine, checked
+from common.config import checked
+from common.system import Machine
 
 
 def problem(record) -> str | None:
