@@ -485,8 +485,9 @@ class TensorLoader:
         return n // self.batch_size if self.train and n >= self.batch_size \
             else -(-n // self.batch_size)
 
-    def batches(self, start: int = 0):
-        """Yield batches from batch number `start` on (resuming mid-epoch skips the rest)."""
+    def order(self) -> torch.Tensor:
+        """The images this rank is given this epoch, in order: shuffled by (seed, epoch) when
+        training, and under torchrun a disjoint shard of them."""
         n = len(self.labels)
         order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)) \
             if self.train else torch.arange(n)
@@ -494,7 +495,11 @@ class TensorLoader:
             if self.train:  # padded with its own start to the length __len__ counts
                 order = order.repeat(2)[: -(-n // self.world_size) * self.world_size]
             order = order[self.rank::self.world_size]
-        order = order.to(self.images.device)
+        return order
+
+    def batches(self, start: int = 0):
+        """Yield batches from batch number `start` on (resuming mid-epoch skips the rest)."""
+        order = self.order().to(self.images.device)
         for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.images[idx].float().div_(255)

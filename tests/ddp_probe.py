@@ -26,15 +26,17 @@ rank = int(os.environ["RANK"])
 record = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]), "seen": {}, "writes": [],
           "fit": None}
 
-original_prepare = TensorLoader.prepare
+original_order = TensorLoader.order
 
 
-def prepare(self, images_uint8):
-    """Training batches only (train_eval, val and test loaders have train=False)."""
+def order(self):
+    """Training epochs only (train_eval, val and test loaders have train=False)."""
+    given = original_order(self)
     if self.train:
         seen = record["seen"].setdefault(str(self.epoch), [])
-        seen += [hashlib.sha1(img.cpu().numpy().tobytes()).hexdigest() for img in images_uint8]
-    return original_prepare(self, images_uint8)
+        seen += [hashlib.sha1(img.cpu().numpy().tobytes()).hexdigest()
+                 for img in self.images[given]]
+    return given
 
 
 original_atomic = common.files._atomic
@@ -59,7 +61,7 @@ def fit(self):
     return result
 
 
-TensorLoader.prepare = prepare
+TensorLoader.order = order
 common.files._atomic = atomic
 Trainer.fit = fit
 
