@@ -18,11 +18,12 @@ Lookahead, progressive resizing (the first epochs on smaller images) and ReLU fo
 Its loop is its own, as airbench's is: a fixed schedule on all 50,000 training images (no
 validation split, nothing to select, no early stopping), the whitening layer fitted before the
 first step and its bias frozen part-way, scoring with test-time augmentation. The recipe's
-values and schedule are in common.recipes, its optimizer below; the training step, the running score,
-the divergence check, the log line, evaluation and the run folder's format are the package's.
+values and schedule are in common.recipes, its optimizer below; the training step, what a loop
+shows while it trains (common.trainer.Progress: the bar, the expected time, the running score,
+the log line), evaluation and the run folder's format are the package's.
 """
+import math
 import statistics
-import sys
 from time import perf_counter
 from dataclasses import dataclass, replace
 
@@ -35,12 +36,11 @@ from .models import ACTIVATIONS
 from .data import (NUM_CLASSES, SPEEDRUN_NORMALIZATION, AugmentConfig, BatchAugment,
                    TensorLoader, normalize)
 from .config import starting_point
-from .errors import UserError
+from .errors import DivergenceError, UserError
 from .files import CONFUSION_NAME, METRICS_NAME, RunDir, save_json
 from .recipes import FILTER_OPTIMIZERS, SpeedrunConfig, WarmupLinear
 from .system import epoch_generator, generator, seed_everything
-from .trainer import (RunningScore, check_finite, confusion_rows, empty_confusion, evaluate,
-                      RunEstimate, duration, log_epoch, progress_bar, train_step)
+from .trainer import Progress, confusion_rows, empty_confusion, evaluate, train_step
 
 EVAL_BATCH_SIZE = 1000  # our choice: evaluation only
 # every seed trains on all training images in one order: the data (its split and subset) is
@@ -310,12 +310,11 @@ def prepare(splits, cfg, device, seed):
 
 
 def _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device, precision, history,
-                 lookahead, ema, estimate, bar, say, run_name):
-    """One epoch's steps; their running score."""
+                 lookahead, ema, progress):
+    """One epoch's steps."""
     if epoch == cfg.whiten_bias_epochs:
         model.whiten.bias.requires_grad_(False)
-    score = RunningScore()
-    for step_in_epoch, (x, y) in enumerate(batches.epoch(epoch), 1):
+    for x, y in batches.epoch(epoch):
         if epoch < cfg.low_res_epochs:
             x = F.interpolate(x, size=cfg.low_res_px, mode="bilinear", antialias=True)
         loss, correct = train_step(model, optimizer, x, y, device, precision, cfg.label_smoothing)
@@ -327,16 +326,10 @@ def _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device, prec
             lookahead.step(step)
         if ema:
             ema.update_parameters(model)
-        check_finite(loss, "training loss", f"epoch {epoch + 1}, step {step}",
-                     lr=optimizer.param_groups[0]["lr"])
-        score.add(loss, correct, len(y))
-        estimate.step_done()
-        if say and estimate.due(step_in_epoch):
-            bar.write(estimate.line(run_name, epoch), file=sys.stderr)
-        # tqdm's ETA is the epoch's; the run's beside it
-        bar.set_postfix(run_left=duration(estimate.left(epoch, step_in_epoch)[1]), refresh=False)
-        bar.update(1)
-    return score
+        if not math.isfinite(loss):
+            raise DivergenceError("training loss", loss, f"epoch {epoch + 1}, step {step}",
+                                  lr=optimizer.param_groups[0]["lr"])
+        progress.step(loss, correct, len(y))
 
 
 def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=False,
@@ -348,27 +341,25 @@ def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=Fa
     test = scoring_batches(splits, device)
     lookahead = Lookahead(model, cfg.epochs * len(batches)) if cfg.lookahead else None
     history, train_time, ema = {"checks": [], "step_loss": []}, 0.0, None
-    estimate = RunEstimate(epochs=cfg.epochs, steps_per_epoch=len(batches), early_stopping=False,
-                           check_steps={len(batches)} if monitor else set(),  # one check an epoch
-                           check_images=len(test) * test.batch_size, batch_size=cfg.batch_size)
+    run_progress = Progress(run_name, cfg.epochs, len(batches),
+                     {len(batches)} if monitor else set(),  # one check an epoch
+                     len(test) * test.batch_size, cfg.batch_size, early_stopping=False,
+                     say=progress or monitor, show_bar=progress)
     for epoch in range(cfg.epochs):
         t0 = perf_counter()
         last = epoch == cfg.epochs - 1
-        estimate.start()
         if cfg.ema_epochs and epoch == max(cfg.epochs - cfg.ema_epochs, 0):
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                 use_buffers=True)  # BatchNorm's statistics too: no extra pass
-        with progress_bar(len(batches), f"{run_name} epoch {epoch + 1}/{cfg.epochs}",
-                          progress) as bar:
-            score = _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device,
-                                 precision, history, lookahead, ema, estimate, bar,
-                                 progress or monitor, run_name)
+        with run_progress.training(epoch):
+            _train_epoch(model, optimizer, schedulers, batches, epoch, cfg, device, precision,
+                         history, lookahead, ema, run_progress)
         if last and lookahead:
             lookahead.finish()
         if last and ema:
             model.load_state_dict(ema.module.state_dict())
         train_time += perf_counter() - t0
-        train_loss, train_acc = score.means()
+        train_loss, train_acc = run_progress.score()
         row = {"epoch": epoch + 1, "step": len(history["step_loss"]), "train_loss": train_loss,
                "train_accuracy": train_acc, "test_loss": float("nan"),
                "test_accuracy": float("nan"), "train_time_s": round(train_time, 2),
@@ -376,10 +367,9 @@ def train_speedrun(splits, cfg, *, device, precision="fp32", seed=0, progress=Fa
                "lr": optimizer.param_groups[0]["lr"]}
         if monitor or last:
             row["test_loss"], row["test_accuracy"] = evaluate(model, test, device, precision)
-            estimate.check_done()
+            run_progress.check_done()
         history["checks"].append(row)
-        if progress or monitor:
-            log_epoch(run_name, row, seconds_key="train_time_s")
+        run_progress.log(row, seconds_key="train_time_s")
     t0, confusion = perf_counter(), empty_confusion()  # the final scoring, with TTA
     tta_loss, tta_acc = evaluate(model, test, device, precision, confusion=confusion,
                                  forward=lambda x: predict(model, x, cfg.tta_level))

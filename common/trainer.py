@@ -79,11 +79,6 @@ def train_step(model, optimizer, x, y, device, precision, label_smoothing=0.0) -
     return loss.item(), (logits.argmax(1) == y).sum().item()
 
 
-def check_finite(value: float, what: str, where: str, *, lr: float | None = None):
-    if not math.isfinite(value):
-        raise DivergenceError(what, value, where, lr=lr)
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, device, precision: str, forward: Callable | None = None,
              confusion: torch.Tensor | None = None) -> tuple[float, float]:
@@ -160,22 +155,6 @@ class EarlyStopping:
         return bool(self.patience) and self.wait_count >= self.patience
 
 
-def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
-                dynamic_ncols=True, mininterval=1.0)
-
-
-def log_epoch(run_name: str, row: dict, seconds_key: str = "wall_time_s"):
-    """One line on stderr from a history row: the loss and accuracy of each split it has."""
-    parts = []
-    for split in ("train", "val", "test"):
-        if f"{split}_accuracy" in row:
-            loss = f"loss {row[f'{split}_loss']:.4f} " if split != "test" else ""
-            parts.append(f"{split} {loss}acc {row[f'{split}_accuracy']:.4f}")
-    tqdm.write(f"{run_name} epoch {row['epoch']:.2f}: {' | '.join(parts)} | "
-               f"{row[seconds_key]:.0f} s", file=sys.stderr)
-
-
 def duration(seconds: float) -> str:
     """12 s, 14 min, 2.1 h: as precise as a plan needs."""
     if seconds < 90:
@@ -186,74 +165,98 @@ def duration(seconds: float) -> str:
 
 
 @dataclasses.dataclass
-class RunEstimate:
-    """How long the epoch and the run will take, from this process's steps after the first
-    WARMUP (which allocate and dispatch slowly); a check costs what the checks so far cost, or
-    before the first a guess from its images (a forward pass at about a third of a training
-    step, per image). line() is said once, after TIMED steps or at the first epoch's end."""
+class Progress:
+    """What a training loop shows on stderr and its running score, one call a step and a check:
+    each epoch's bar with the run's time left beside tqdm's ETA (the epoch's), the expected time
+    said once (after TIMED steps or at the first epoch's end), each epoch's log line. Times come
+    from this process's steps after the first WARMUP (which allocate and dispatch slowly); a
+    check costs what the checks so far cost, or before the first a guess from its images (a
+    forward pass at about a third of a training step, per image)."""
+    name: str
     epochs: int
     steps_per_epoch: int
     check_steps: set
     check_images: int
     batch_size: int
     early_stopping: bool
+    say: bool  # the expected time and the log lines: the main process's
+    show_bar: bool
+    left_prefix: str = ""  # "<=": the run's time left is at most (every epoch trained)
+    running: RunningScore = dataclasses.field(default_factory=RunningScore)  # since the last score()
     step_times: list = dataclasses.field(default_factory=list)
     check_times: list = dataclasses.field(default_factory=list)
     said: bool = False
-    last: float = 0.0  # the clock when the last step or check ended
     WARMUP, TIMED = 2, 5
     clock = staticmethod(time.perf_counter)  # a test's stub makes the numbers exact
 
-    def start(self):
-        """The clock starts (again): an epoch begins; what came between is no step."""
-        self.last = self.clock()
+    @contextlib.contextmanager
+    def training(self, epoch: int, step_in_epoch: int = 0):
+        """An epoch's bar, from the step reached; the clock starts (again): what came between
+        epochs is no step."""
+        self.epoch, self.step_in_epoch, self.shown = epoch, step_in_epoch, {}
+        with tqdm(total=self.steps_per_epoch, initial=step_in_epoch, leave=False,
+                  desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", disable=not self.show_bar,
+                  dynamic_ncols=True, mininterval=1.0) as self.bar:
+            self.last = self.clock()  # when the last step or check ended
+            yield
 
-    def step_done(self):
+    def step(self, loss: float, correct: float, images: int):
+        """A step is done: its score added, its time taken, the plan said once (after TIMED
+        steps, or at the first epoch's end if sooner), the run's time left shown."""
+        self.running.add(loss, correct, images)
         now = self.clock()
         self.step_times.append(now - self.last)
-        self.last = now
+        self.last, self.step_in_epoch = now, self.step_in_epoch + 1
+        timed = self.step_times[self.WARMUP:] or self.step_times
+        t = sum(timed) / len(timed)
+        c = (sum(self.check_times) / len(self.check_times) if self.check_times
+             else self.check_images * t / self.batch_size / 3)
+        n = len(self.check_steps)
+        one_epoch = self.steps_per_epoch * t + n * c
+        if self.say and not self.said and (len(self.step_times) >= self.WARMUP + self.TIMED
+                                           or self.step_in_epoch == self.steps_per_epoch):
+            self.said, epochs = True, self.epochs - self.epoch
+            checks = (f"{n} check{'s' * (n != 1)} x {c:.2f} s"
+                      f"{'' if self.check_times else ' guessed from its evaluation images'}")
+            bound = ("at most", "; early stopping may end it sooner") if self.early_stopping \
+                else ("about", "")
+            rest = "the run" if self.epoch == 0 else "the rest of the run"
+            tqdm.write(f"{self.name}: expected time, an estimate from steps "
+                       f"{len(self.step_times) - len(timed) + 1}-{len(self.step_times)}: an epoch "
+                       f"about {duration(one_epoch)}, {rest} {bound[0]} "
+                       f"{duration(epochs * one_epoch)} = {epochs} epoch{'s' * (epochs != 1)} x "
+                       f"({self.steps_per_epoch:,} steps x {t:.3f} s + {checks}){bound[1]}",
+                       file=sys.stderr)
+        left = ((self.steps_per_epoch - self.step_in_epoch) * t
+                + sum(k > self.step_in_epoch for k in self.check_steps) * c
+                + (self.epochs - self.epoch - 1) * one_epoch)
+        self.shown["run_left"] = self.left_prefix + duration(left)
+        self.bar.set_postfix(self.shown, refresh=False)
+        self.bar.update(1)
 
-    def check_done(self):
+    def check_done(self, **shown):
+        """A check is done (its files written): its time taken, `shown` beside the bar."""
         now = self.clock()
         self.check_times.append(now - self.last)
         self.last = now
+        self.shown.update(shown)
 
-    def _rates(self) -> tuple[float, float, int]:
-        """Seconds a step and a check take, and the first step timed (after the warm-up, if any)."""
-        timed = self.step_times[self.WARMUP:] or self.step_times
-        step = sum(timed) / len(timed)
-        check = (sum(self.check_times) / len(self.check_times) if self.check_times
-                 else self.check_images * step / self.batch_size / 3)
-        return step, check, len(self.step_times) - len(timed) + 1
+    def score(self, device=None) -> tuple[float, float]:
+        """The training loss and accuracy since the last call, over DDP ranks."""
+        means, self.running = self.running.means(device), RunningScore()
+        return means
 
-    def due(self, step_in_epoch: int) -> bool:
-        """Time to say the line: enough steps timed, or the epoch over before that."""
-        return not self.said and bool(self.step_times) and (
-            len(self.step_times) >= self.WARMUP + self.TIMED
-            or step_in_epoch == self.steps_per_epoch)
-
-    def left(self, epoch: int, step_in_epoch: int) -> tuple[float, float]:
-        """Seconds left in this epoch and in the run (every epoch trained: at most)."""
-        t, c, _ = self._rates()
-        this_epoch = ((self.steps_per_epoch - step_in_epoch) * t
-                      + sum(k > step_in_epoch for k in self.check_steps) * c)
-        later = (self.epochs - epoch - 1) * (self.steps_per_epoch * t + len(self.check_steps) * c)
-        return this_epoch, this_epoch + later
-
-    def line(self, name: str, epoch: int) -> str:
-        """The plan, once: an epoch's time and the run's from `epoch` on, with their sum."""
-        self.said = True
-        (t, c, first), epochs, n = self._rates(), self.epochs - epoch, len(self.check_steps)
-        one_epoch = self.steps_per_epoch * t + n * c
-        checks = (f"{n} check{'s' * (n != 1)} x "
-                  f"{c:.2f} s{'' if self.check_times else ' guessed from its evaluation images'}")
-        bound = ("at most", "; early stopping may end it sooner") if self.early_stopping else (
-            "about", "")
-        rest = "the run" if epoch == 0 else "the rest of the run"
-        return (f"{name}: expected time, an estimate from steps {first}-{len(self.step_times)}: "
-                f"an epoch about {duration(one_epoch)}, {rest} {bound[0]} "
-                f"{duration(epochs * one_epoch)} = {epochs} epoch{'s' * (epochs != 1)} x "
-                f"({self.steps_per_epoch:,} steps x {t:.3f} s + {checks}){bound[1]}")
+    def log(self, row: dict, seconds_key: str = "wall_time_s"):
+        """An epoch's line from its history row: the loss and accuracy of each split it has."""
+        if not self.say:
+            return
+        parts = []
+        for split in ("train", "val", "test"):
+            if f"{split}_accuracy" in row:
+                loss = f"loss {row[f'{split}_loss']:.4f} " if split != "test" else ""
+                parts.append(f"{split} {loss}acc {row[f'{split}_accuracy']:.4f}")
+        tqdm.write(f"{self.name} epoch {row['epoch']:.2f}: {' | '.join(parts)} | "
+                   f"{row[seconds_key]:.0f} s", file=sys.stderr)
 
 
 Scalars = Callable[[str, float, int], None]  # (tag, value, global step): a Trainer's `scalars`
@@ -324,10 +327,16 @@ class Trainer:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.loaders = {"test": None, "train_eval": None} | loaders
         self.config, self.recipe, self.precision = config, config.recipe, precision
-        self.facts, self.dist, self.run_dir, self.progress = facts or {}, dist, run_dir, progress
+        self.facts, self.dist, self.run_dir = facts or {}, dist, run_dir
         self.scalars = scalars if dist.is_main else None
         self.early_stopping = EarlyStopping(patience=self.recipe.patience)
-        self.running = RunningScore()
+        train, k = self.loaders["train"], max(1, self.recipe.checks_per_epoch)
+        self.progress = Progress(  # its running score: a checkpoint's `running`
+            config.run, self.recipe.epochs, len(train),
+            {max(1, round(len(train) * (i + 1) / k)) for i in range(k)},
+            sum(len(l) * l.batch_size for l in (self.loaders["val"], self.loaders["test"])
+                if l is not None), train.batch_size, early_stopping=bool(self.recipe.patience),
+            say=dist.is_main, show_bar=progress and dist.is_main, left_prefix="<=")
         self.epoch = self.step_in_epoch = self.global_step = self.images_trained = 0
         self.wall_time_s = 0.0  # in fit() before this call: a resumed run's
         self.history = {"checks": [], "step_loss": [], "changes": []}
@@ -338,18 +347,10 @@ class Trainer:
         """Train until `epochs` or the early stop; restore the best weights; return metrics.
         A signal stops it at the next step with a checkpoint (Interrupted); one after the last
         step lets the run finish and is raised then, with the metrics as its `result`."""
-        steps = len(self.loaders["train"])
-        k = max(1, self.recipe.checks_per_epoch)
-        check_steps = {max(1, round(steps * (i + 1) / k)) for i in range(k)}
-        checked = [self.loaders[s] for s in ("val", "test") if self.loaders[s] is not None]
-        self.estimate = RunEstimate(
-            epochs=self.recipe.epochs, steps_per_epoch=steps, check_steps=check_steps,
-            check_images=sum(len(l) * l.batch_size for l in checked),
-            batch_size=self.loaders["train"].batch_size, early_stopping=bool(self.recipe.patience))
         self.started = time.perf_counter() - self.wall_time_s  # the wall clock's 0 s
         with StopRequest(self.dist.enabled) as stop:
             while self.epoch < self.recipe.epochs and not self.early_stopping.should_stop:
-                self._train_epoch(check_steps, stop)
+                self._train_epoch(stop)
             self.wall_time_s = time.perf_counter() - self.started
             if self.best_model_state is not None:
                 self.raw_model.load_state_dict(self.best_model_state)
@@ -358,7 +359,7 @@ class Trainer:
             best = self.early_stopping.best_check
             result = {
                 "run": self.config.run, "final": final,
-                "epochs_completed": round(self.global_step / steps, 4),
+                "epochs_completed": round(self.global_step / len(self.loaders["train"]), 4),
                 "stopped_early": self.early_stopping.should_stop, "best_check": best,
                 "best_epoch": self.history["checks"][best]["epoch"] if best >= 0 else None,
                 "train_wall_time_s": round(self.wall_time_s, 2),
@@ -375,13 +376,11 @@ class Trainer:
                 raise stop.interrupted("the end of training", result=result)
         return result
 
-    def _train_epoch(self, check_steps: set, stop: StopRequest):
-        train, name, estimate, shown = self.loaders["train"], self.config.run, self.estimate, {}
+    def _train_epoch(self, stop: StopRequest):
+        train, progress = self.loaders["train"], self.progress
         train.set_epoch(self.epoch)
         self.raw_model.train()
-        with progress_bar(len(train), f"{name} epoch {self.epoch + 1}/{self.recipe.epochs}",
-                          self.progress and self.dist.is_main, initial=self.step_in_epoch) as bar:
-            estimate.start()
+        with progress.training(self.epoch, self.step_in_epoch):
             for x, y in train.batches(self.step_in_epoch):
                 local_loss, correct = train_step(self.model, self.optimizer, x, y, self.device,
                                                  self.precision, self.recipe.label_smoothing)
@@ -398,25 +397,16 @@ class Trainer:
                 self.history["step_loss"].append(loss)
                 if self.scalars is not None:
                     self.scalars("train/step_loss", loss, self.global_step)
-                self.running.add(local_loss, correct, len(y))
-                estimate.step_done()
-                if estimate.due(self.step_in_epoch) and self.dist.is_main:
-                    tqdm.write(estimate.line(name, self.epoch), file=sys.stderr)
-                # tqdm's ETA is the epoch's; the run's (at most: every epoch trained) beside it
-                shown["run_left"] = "<=" + duration(estimate.left(self.epoch,
-                                                                  self.step_in_epoch)[1])
-                bar.set_postfix(shown, refresh=False)
-                bar.update(1)
-                if self.step_in_epoch in check_steps:
+                progress.step(local_loss, correct, len(y))
+                if self.step_in_epoch in progress.check_steps:
                     self._check()
-                    last = self.history["checks"][-1]
-                    shown.update(loss=f"{last['train_loss']:.3f}",
-                                 val_acc=f"{last['val_accuracy']:.3f}")
                     if self.early_stopping.should_stop:
                         break
                     if self.step_in_epoch < len(train) and self.run_dir is not None:
                         self.run_dir.write(CHECKPOINT_NAME, self.state_dict())  # the epoch's end: below
-                    estimate.check_done()
+                    last = self.history["checks"][-1]
+                    progress.check_done(loss=f"{last['train_loss']:.3f}",
+                                        val_acc=f"{last['val_accuracy']:.3f}")
                 if stop_now:
                     stop.signal = stop.signal or signal.SIGTERM  # another rank was signalled
                     self._interrupt(stop)
@@ -424,13 +414,12 @@ class Trainer:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.run_dir is not None:
             self.run_dir.write(CHECKPOINT_NAME, self.state_dict())
-        if self.dist.is_main and self.history["checks"]:
-            log_epoch(name, self.history["checks"][-1])
+        if self.history["checks"]:
+            progress.log(self.history["checks"][-1])
 
     def _check(self):
         """A check: its history row, early stopping, the best weights (best.pt)."""
-        train_loss, train_acc = self.running.means(self.device)
-        self.running = RunningScore()
+        train_loss, train_acc = self.progress.score(self.device)
         val_loss, val_acc = self.evaluate(self.loaders["val"])
         test_loss, test_acc = (self.evaluate(self.loaders["test"])
                                if self.loaders["test"] is not None else (math.nan, math.nan))
@@ -457,7 +446,7 @@ class Trainer:
 
     def images_per_second(self) -> float:
         """Training images per second of step time in this process (checks excluded)."""
-        seconds = sum(self.estimate.step_times)
+        seconds = sum(self.progress.step_times)
         return self.images_trained / seconds if seconds else 0.0
 
     def evaluate(self, loader, confusion=None) -> tuple[float, float]:
@@ -481,7 +470,7 @@ class Trainer:
             "global_step": self.global_step,
             "early_stopping": dataclasses.asdict(self.early_stopping),
             "best_model": self.best_model_state, "history": self.history,
-            "running": dataclasses.asdict(self.running),
+            "running": dataclasses.asdict(self.progress.running),
             "wall_time_s": time.perf_counter() - self.started, "rng": system.rng_state(),
             "config": self.config.to_dict(), "precision": self.precision}
 
@@ -501,7 +490,7 @@ class Trainer:
         saved, running = state["early_stopping"], state["running"]
         self.early_stopping = EarlyStopping(saved["best_score"], saved["best_check"],
                                             saved["wait_count"], self.recipe.patience)
-        self.running = RunningScore(running["loss_sum"], running["correct"], running["count"])
+        self.progress.running = RunningScore(running["loss_sum"], running["correct"], running["count"])
         if self.dist.world_size == 1:  # other ranks' RNG streams are not in the file
             system.set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch, self.global_step, self.wall_time_s = (

@@ -13,7 +13,7 @@ from common import system
 from common.data import TensorLoader, cifar10_splits
 from common.recipes import QUICK_SUBSET, SpeedrunConfig
 from common.speedrun import train_speedrun
-from common.trainer import RunEstimate, Trainer
+from common.trainer import Progress, Trainer
 from conftest import trainer_config
 
 
@@ -46,7 +46,7 @@ class FakeTime:
 
 def fit_timed(monkeypatch, steps_per_epoch, dist=system.DistInfo(), **recipe):
     clock = FakeTime()
-    monkeypatch.setattr(RunEstimate, "clock", staticmethod(clock))
+    monkeypatch.setattr(Progress, "clock", staticmethod(clock))
     g = torch.Generator().manual_seed(0)
     n = 16 * steps_per_epoch
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -94,7 +94,7 @@ def test_under_torchrun_only_rank_0_says_the_expected_time(monkeypatch, capsys):
 
 def test_the_speed_run_says_its_expected_time_once(fake_official, monkeypatch, capsys):
     ticks = iter(range(10_000))
-    monkeypatch.setattr(RunEstimate, "clock", staticmethod(lambda: 0.25 * next(ticks)))
+    monkeypatch.setattr(Progress, "clock", staticmethod(lambda: 0.25 * next(ticks)))
     splits = cifar10_splits(fake_official, seed=0, subset=200)
     cfg = SpeedrunConfig(widths=(8, 16, 16), batch_size=50, epochs=3, whiten_images=100)
     result, _ = train_speedrun(splits, cfg, device="cpu", monitor=True)
