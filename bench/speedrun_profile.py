@@ -301,9 +301,14 @@ def conv_flops_per_image(model: SpeedrunNet) -> tuple[float, float]:
     return forward, training
 
 
-def gemm_rate(dtype, n: int = 2048, repeats: int = 7) -> float:
+GEMM_SIZE = 2048  # the matmul's side: large enough for a ceiling (tests shrink it: a bf16 one
+#                   takes over a minute on a CPU without bf16 instructions)
+
+
+def gemm_rate(dtype, repeats: int = 7) -> float:
     """GFLOP/s of one large square matmul on this machine, the best of `repeats` (the least
     disturbed on a shared machine): a ceiling the convolutions can be compared with."""
+    n = GEMM_SIZE
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     times = []
@@ -555,7 +560,7 @@ def profile_side(key: str, cfg: SpeedrunConfig, steps: int, data: dict, gemm: di
     say(format_shares(split))
     say(f"convolutions: {train_flops / 1e6:.0f} MFLOP an image in training "
         f"({fwd_flops / 1e6:.0f} forward), run at {conv_rate:.0f} GFLOP/s (their self time), "
-        f"against the 2048 x 2048 {choice.precision} matmul's "
+        f"against the {GEMM_SIZE} x {GEMM_SIZE} {choice.precision} matmul's "
         f"{gemm[choice.precision]:.0f} GFLOP/s")
     say(f"-- final scoring, TTA level {TTA_LEVEL} (6 views) over {n_tta} test images: "
         f"{tta_s:.1f} s, {tta_s / n_tta * 1e3:.2f} ms an image (x {data['test_images']} test "
@@ -712,7 +717,7 @@ def main(argv=None):
             result = args.earlier
         else:
             gemm = {"fp32": gemm_rate(torch.float32), "bf16": gemm_rate(torch.bfloat16)}
-            say(f"a 2048 x 2048 matmul here: fp32 {gemm['fp32']:.0f} GFLOP/s, bf16 "
+            say(f"a {GEMM_SIZE} x {GEMM_SIZE} matmul here: fp32 {gemm['fp32']:.0f} GFLOP/s, bf16 "
                 f"{gemm['bf16']:.0f} GFLOP/s (best of 7)")
             result = {"command": say.lines[0], "started": started, "machine": machine,
                       "gemm_gflops": {k: round(v, 1) for k, v in gemm.items()}, "sides": {}}

@@ -149,6 +149,7 @@ def test_the_bench_runs_end_to_end_and_writes_tables_and_shares(fake_image_folde
     monkeypatch.setattr(bench, "OURS", replace(TINY, batch_size=20))
     monkeypatch.setattr(bench, "PUBLISHED_SHAPE", replace(TINY, widths=(8, 32, 32),
                                                           batch_size=40))
+    monkeypatch.setattr(bench, "GEMM_SIZE", 128)  # a 2048 one in bf16 emulated: minutes
     bench.main(["--data-dir", str(fake_image_folder), "--out-dir", str(tmp_path),
                 "--precision", "fp32", "--steps", "2", "--published-steps", "1",
                 "--tta-images", "30", "--rounds", "3", "--steps-per-turn", "1",
