@@ -17,7 +17,7 @@ from pathlib import Path
 # answers --help (answer_help) before it imports the rest of the package
 from .errors import (DivergenceError, Interrupted, OutputError, UserError, after_main,
                      handle_signals, raise_kept)
-from .recipes import OPTIMIZERS, QUICK_SUBSET, SCHEDULES
+from .recipes import DEVICE_CHOICES, OPTIMIZERS, PRECISION_CHOICES, QUICK_SUBSET, SCHEDULES
 
 
 # ---------------------------------------------------------------- the command line
@@ -125,10 +125,10 @@ COMMON_OPTIONS = (
         help="a run's config.json (written in every run folder): trains that run again with its "
              "recipe, data, seed and precision; options typed beside it change those values")),
     ("--device", dict(
-        choices=["auto", "cpu", "cuda", "mps"],
+        choices=DEVICE_CHOICES,
         help="where to train; auto picks CUDA, then MPS, then CPU (default: auto)")),
     ("--precision", dict(
-        choices=["auto", "fp32", "bf16"],
+        choices=PRECISION_CHOICES,
         help="bf16 runs the model under bf16 autocast; auto is bf16 on CUDA and, on a CPU, "
              "whichever a probe of the model measures faster in interleaved pairs (kept per "
              "machine when its spread decides) (default: auto)")),

@@ -29,14 +29,13 @@ from typing_extensions import NotRequired, TypedDict
 from .errors import UserError
 from .files import (BEST_NAME, CHECKPOINT_NAME, CONFUSION_NAME, HISTORY_NAME,
                     METRICS_NAME, STEPS_NAME, RunDir, claim_folder, load_torch, save_json)
-from .recipes import RECORD, Count, Finite, Flag, Recipe, SpeedrunConfig, Text, Whole
+from .recipes import (DEVICE_CHOICES, PRECISION_CHOICES, RECORD, Count, Finite, Flag, Recipe,
+                      SpeedrunConfig, Text, Whole)
 from .system import Machine
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 SPEEDRUN_MODEL = "speedrun"  # the one model trained by a SpeedrunConfig (common.speedrun)
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 CUSTOM_MODEL = "custom"  # a module of the caller's own (api.train(model=...)), named by model_class
 # what a resumed run may change from the step it reached; everything else must match
 MAY_CHANGE_ON_RESUME = ("lr", "epochs", "patience", "momentum", "weight_decay",

@@ -57,6 +57,8 @@ class AugmentConfig:
         return any(asdict(self).values())
 
 
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # what a run may ask for (the record's, the options')
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 QUICK_SUBSET = 1000  # --quick, api.train(quick=True): 1,000 images per split and one epoch
 OPTIMIZERS = ("sgd", "adam", "adamw")
 FILTER_OPTIMIZERS = ("sgd", "muon")
