@@ -1127,29 +1127,36 @@ SETTING_WORDS = {"lr": ("lr", "rate"), "muon_lr": ("rate",), "lr_start": ("rate"
                  "negative_slope": ("slope",), "target": ("time",)}
 
 
+def numbers_in(value, name=None):
+    """(name, number) for every number in `value` (dataclasses, dicts and lists, nested), by
+    the name of the field or key that holds it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from numbers_in(inner, key)
+    elif isinstance(value, (tuple, list)):
+        for inner in value:
+            yield from numbers_in(inner, name)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield name, value
+
+
+# what the package sets: every recipe, a study's changes, the speed-run's and the record's
+# defaults
+PACKAGE_SETTINGS = [*vars(recipes).values(), recipes.SpeedrunConfig(),
+                    {f.name: f.default for f in dataclasses.fields(RunConfig)}]
+
+
 def constants() -> dict[str, set[float]]:
     """The package's own values, by the setting they belong to, which the prose may state as
     they are beside the setting's words (SETTING_WORDS): every number a recipe, a study's
-    change or the run configuration is set to (common.recipes, common.config), torch's
-    defaults the studies keep (LeakyReLU's slope) and the speed-run's target."""
+    change or the run configuration is set to (PACKAGE_SETTINGS), torch's defaults the studies
+    keep (LeakyReLU's slope) and the speed-run's target."""
     found = {"target": {TARGET_TIME}, "noise_std": {recipes.NOISE_STD},
              "negative_slope": {torch.nn.LeakyReLU().negative_slope}}
-
-    def walk(name, value):
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(key, inner)
-        elif isinstance(value, (tuple, list)):
-            for inner in value:
-                walk(name, inner)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            found.setdefault(name, set()).add(float(value))
-    for value in [*vars(recipes).values(), recipes.SpeedrunConfig()]:
-        walk(None, value)
-    for f in dataclasses.fields(RunConfig):
-        walk(f.name, f.default)
+    for name, value in numbers_in(PACKAGE_SETTINGS):
+        found.setdefault(name, set()).add(float(value))
     return found
 
 
@@ -1244,31 +1251,19 @@ def counts(root: Path, texts=None) -> dict[str, set[float]]:
                                       "round", "seed")}
     found["px"] = found["pixel"]
 
-    def add(name, value):
-        if name in COUNT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
-            found[COUNT_FIELDS[name]].add(float(value))
-
-    def walk(value):
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if isinstance(value, dict):
-            for k, v in value.items():
-                add(k, v)
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-    walk([v for v in vars(recipes).values() if dataclasses.is_dataclass(v)])
-    walk([recipes.SpeedrunConfig()])
+    runs = []
     for path in sorted((root / "results").rglob("*.json")):
         try:
-            walk(json.loads(path.read_text()))
+            runs.append(json.loads(path.read_text()))
         except (OSError, ValueError):  # the tables name a damaged file; this check only reads
             continue
-    for text in (documents(root) if texts is None else texts).values():
-        for name, value in OPTION_VALUE.findall(text):
-            add(name, int(value))
-    add("rounds", train_speed.get_args_parser().get_default("rounds"))  # the benchmark's own
+    typed = [{name: int(value)} for text in (documents(root) if texts is None else
+                                             texts).values()
+             for name, value in OPTION_VALUE.findall(text)]
+    benchmark = {"rounds": train_speed.get_args_parser().get_default("rounds")}
+    for name, value in numbers_in([PACKAGE_SETTINGS, runs, typed, benchmark]):
+        if name in COUNT_FIELDS and isinstance(value, int):
+            found[COUNT_FIELDS[name]].add(float(value))
     train = round(50_000 * (1 - data.VALIDATION_FRACTION))
     found["image"] |= {float(n) for n in (recipes.QUICK_SUBSET, 60_000, 50_000, 10_000, train,
                                           50_000 - train, 60_000 - train)}
@@ -1277,7 +1272,7 @@ def counts(root: Path, texts=None) -> dict[str, set[float]]:
                        if p.is_dir() and p.name[6:].isdigit()}
     found["seed"] |= {float(len(list(p.glob("seed*/")))) for p in (root / "results").rglob("*")
                       if p.is_dir() and any(p.glob("seed*/"))}
-    for build in [*MODELS.values()]:
+    for build in MODELS.values():
         model = build(weights="none") if build is models.resnet18_for_transfer else build()
         trained = models.count_parameters(model)
         total = sum(p.numel() for p in model.parameters())
