@@ -389,10 +389,10 @@ StepRow = TypedDict("StepRow", {"loss": float})
 
 def read_csv(path, kind=None, columns=(), min_rows: int = 0,
              setting: str | None = None) -> list[dict]:
-    """A CSV file's rows, checked: the header has `columns`, at least `min_rows` rows follow
-    it, each with a cell for each header column and no more; each row validated as `kind`
-    (its cells, text, read as the numbers the type says) when one is given, else its cells as
-    written. A missing, unreadable or damaged file is one UserError naming it (and the line)."""
+    """A CSV file's rows (dicts of its cells as written), checked: the header has `columns`,
+    at least `min_rows` rows follow it, each with a cell for each header column and no more,
+    and each row is a `kind` when one is given (its cells, text, read as the numbers the type
+    says). A missing, unreadable or damaged file is one UserError naming it (and the line)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row]
@@ -413,9 +413,9 @@ def read_csv(path, kind=None, columns=(), min_rows: int = 0,
         if len(row) != len(header):
             raise UserError(f"{path}: line {n} has {len(row)} cells, its header "
                             f"{len(header)}", setting=setting, value=path)
-        row = dict(zip(header, row))
-        rows.append(row if kind is None else checked(row, kind, f"{path}: line {n}",
-                                                     setting=setting, value=path))
+        rows.append(dict(zip(header, row)))
+        if kind is not None:
+            checked(rows[-1], kind, f"{path}: line {n}", setting=setting, value=path)
     return rows
 
 
@@ -425,7 +425,8 @@ def load_history(run_dir: Path, columns=HISTORY, setting: str | None = None) -> 
     checks = read_csv(run_dir / HISTORY_NAME, dict[str, float], columns, 1, setting)
     steps = (read_csv(run_dir / STEPS_NAME, StepRow, ("loss",), setting=setting)
              if (run_dir / STEPS_NAME).is_file() else [])
-    return {"checks": checks, "step_loss": [r["loss"] for r in steps]}
+    return {"checks": [{k: float(v) for k, v in r.items()} for r in checks],
+            "step_loss": [float(r["loss"]) for r in steps]}
 
 
 @functools.cache
@@ -439,13 +440,12 @@ def load_confusion(run_dir: RunDir, classes: tuple[str, ...] | None = None) -> l
     whole-number count (at least 0) in each class's column. `classes`: the names it must hold
     (e.g. common.data.CLASSES), else those its header gives."""
     path = run_dir / CONFUSION_NAME
-    rows = read_csv(path, columns=("class", *(classes or ())))
-    classes = classes or tuple(c for c in (rows[0] if rows else {})
-                               if c not in ("class", "accuracy"))
+    if classes is None:  # the header's (a file of a few lines, read once more below)
+        rows = read_csv(path, columns=("class",))
+        classes = tuple(c for c in (rows[0] if rows else {}) if c not in ("class", "accuracy"))
     if not classes:
         raise UserError(f"{path}: it names no class")
-    for n, row in enumerate(rows, 2):  # below the header: save_csv writes no blank line
-        checked(row, _confusion_row(classes), f"{path}: line {n}")
+    rows = read_csv(path, _confusion_row(classes), ("class", *classes))
     named = [row["class"] for row in rows]
     wrong = [c for c in classes if named.count(c) != 1]
     if wrong:
