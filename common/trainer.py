@@ -183,8 +183,12 @@ class Progress:
     show_bar: bool
     left_prefix: str = ""  # "<=": the run's time left is at most (every epoch trained)
     running: RunningScore = dataclasses.field(default_factory=RunningScore)  # since the last score()
-    step_times: list = dataclasses.field(default_factory=list)
-    check_times: list = dataclasses.field(default_factory=list)
+    # running sums, not lists: a step's work stays the same however long the run
+    steps: int = 0
+    step_seconds: float = 0.0      # every step's
+    timed_seconds: float = 0.0     # the steps' after the first WARMUP
+    checks: int = 0
+    check_seconds: float = 0.0
     said: bool = False
     WARMUP, TIMED = 2, 5
     clock = staticmethod(time.perf_counter)  # a test's stub makes the numbers exact
@@ -205,24 +209,26 @@ class Progress:
         steps, or at the first epoch's end if sooner), the run's time left shown."""
         self.running.add(loss, correct, images)
         now = self.clock()
-        self.step_times.append(now - self.last)
+        self.steps, self.step_seconds = self.steps + 1, self.step_seconds + (now - self.last)
+        if self.steps > self.WARMUP:
+            self.timed_seconds += now - self.last
         self.last, self.step_in_epoch = now, self.step_in_epoch + 1
-        timed = self.step_times[self.WARMUP:] or self.step_times
-        t = sum(timed) / len(timed)
-        c = (sum(self.check_times) / len(self.check_times) if self.check_times
+        first = self.WARMUP + 1 if self.steps > self.WARMUP else 1  # the steps timed: first on
+        t = (self.timed_seconds if first > 1 else self.step_seconds) / (self.steps - first + 1)
+        c = (self.check_seconds / self.checks if self.checks
              else self.check_images * t / self.batch_size / 3)
         n = len(self.check_steps)
         one_epoch = self.steps_per_epoch * t + n * c
-        if self.say and not self.said and (len(self.step_times) >= self.WARMUP + self.TIMED
+        if self.say and not self.said and (self.steps >= self.WARMUP + self.TIMED
                                            or self.step_in_epoch == self.steps_per_epoch):
             self.said, epochs = True, self.epochs - self.epoch
             checks = (f"{n} check{'s' * (n != 1)} x {c:.2f} s"
-                      f"{'' if self.check_times else ' guessed from its evaluation images'}")
+                      f"{'' if self.checks else ' guessed from its evaluation images'}")
             bound = ("at most", "; early stopping may end it sooner") if self.early_stopping \
                 else ("about", "")
             rest = "the run" if self.epoch == 0 else "the rest of the run"
             tqdm.write(f"{self.name}: expected time, an estimate from steps "
-                       f"{len(self.step_times) - len(timed) + 1}-{len(self.step_times)}: an epoch "
+                       f"{first}-{self.steps}: an epoch "
                        f"about {duration(one_epoch)}, {rest} {bound[0]} "
                        f"{duration(epochs * one_epoch)} = {epochs} epoch{'s' * (epochs != 1)} x "
                        f"({self.steps_per_epoch:,} steps x {t:.3f} s + {checks}){bound[1]}",
@@ -237,7 +243,7 @@ class Progress:
     def check_done(self, **shown):
         """A check is done (its files written): its time taken, `shown` beside the bar."""
         now = self.clock()
-        self.check_times.append(now - self.last)
+        self.checks, self.check_seconds = self.checks + 1, self.check_seconds + (now - self.last)
         self.last = now
         self.shown.update(shown)
 
@@ -446,7 +452,7 @@ class Trainer:
 
     def images_per_second(self) -> float:
         """Training images per second of step time in this process (checks excluded)."""
-        seconds = sum(self.progress.step_times)
+        seconds = self.progress.step_seconds
         return self.images_trained / seconds if seconds else 0.0
 
     def evaluate(self, loader, confusion=None) -> tuple[float, float]:
